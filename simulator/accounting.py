@@ -1,0 +1,52 @@
+"""Byte accounting for expert weights: the one function both the simulator and the accuracy model use.
+
+A d_in x d_out matrix quantized to b bits with group size g (groups run along d_in) costs
+    d_in * d_out * b / 8                              packed codes
+  + (d_in * d_out / g) * (scale_bytes + zero_bytes)   one scale and one zero point per group
+and its rank-r compensator U (d_out x r), V (d_in x r) costs r * (d_in + d_out) * factor_bytes.
+At b >= 16 the matrix is stored in full precision (b / 8 bytes per weight) with no scales.
+An expert is three matrices: gate and up (hidden -> ffn) and down (ffn -> hidden).
+"""
+
+from __future__ import annotations
+
+import math
+
+FULL_PRECISION_BITS = 16
+
+
+def matrix_bytes(d_in: int, d_out: int, bits: int | float, group: int = 128,
+                 scale_bytes: int = 2, zero_bytes: int = 2) -> float:
+    """Bytes of one quantized matrix [d_out, d_in] (codes + per-group scales and zeros)."""
+    if bits <= 0:
+        raise ValueError(f"bits must be positive, got {bits}")
+    codes = d_in * d_out * bits / 8
+    if bits >= FULL_PRECISION_BITS:
+        return codes
+    if group <= 0:
+        raise ValueError(f"group must be positive, got {group}")
+    groups = math.ceil(d_in / group) * d_out
+    return codes + groups * (scale_bytes + zero_bytes)
+
+
+def factor_bytes(d_in: int, d_out: int, rank: int, bytes_per_value: int = 2) -> float:
+    """Bytes of the rank-r factors U [d_out, r] and V [d_in, r] of one matrix."""
+    if rank < 0:
+        raise ValueError(f"rank must be >= 0, got {rank}")
+    return rank * (d_in + d_out) * bytes_per_value
+
+
+def expert_shapes(hidden: int, ffn: int) -> list[tuple[int, int]]:
+    """(d_in, d_out) of an expert's gate, up and down projections."""
+    return [(hidden, ffn), (hidden, ffn), (ffn, hidden)]
+
+
+def expert_lowbit_bytes(hidden: int, ffn: int, bits: int | float, group: int = 128,
+                        scale_bytes: int = 2, zero_bytes: int = 2) -> float:
+    """Bytes of one expert's three matrices at `bits` (full precision when bits >= 16)."""
+    return sum(matrix_bytes(i, o, bits, group, scale_bytes, zero_bytes) for i, o in expert_shapes(hidden, ffn))
+
+
+def expert_factor_bytes(hidden: int, ffn: int, rank: int, bytes_per_value: int = 2) -> float:
+    """Bytes of one expert's compensator: rank-r factors for each of its three matrices."""
+    return sum(factor_bytes(i, o, rank, bytes_per_value) for i, o in expert_shapes(hidden, ffn))

@@ -1,0 +1,59 @@
+"""The `moesim` command line: thin subcommands that call the library.
+
+Each subcommand lives in simulator/commands/<name>.py and exposes `register(subparsers)`, which adds
+its parser and sets `func` to a callable taking the parsed arguments and returning an exit code.
+Bad input raises UserError, printed here as one line on stderr with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pydantic import ValidationError
+
+from simulator import __version__
+from simulator.errors import UserError, format_validation_error
+
+COMMANDS = ["simulate", "trace", "compensate", "accuracy", "sweep", "plot", "validate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moesim",
+        description="Simulate MoE decoding with offloaded low-bit experts, low-rank compensation and NDP.")
+    parser.add_argument("--version", action="version", version=f"moesim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"simulator.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"simulator.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"moesim {args.command}: error: {exc.render()}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"moesim {args.command}: error: {format_validation_error(exc).render()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"moesim {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`moesim` subcommands, one module each; see simulator/cli.py."""

@@ -1,0 +1,43 @@
+"""Read a YAML file into a pydantic model with one-line errors naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from simulator.errors import UserError, format_validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """Parse a YAML file that must hold a mapping; errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("file not found", source=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read file ({exc.__class__.__name__})", source=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{where}malformed YAML ({problem})", source=path) from None
+    if not isinstance(data, dict):
+        raise UserError(f"expected a YAML mapping at the top level, got {type(data).__name__}", source=path)
+    return data
+
+
+def load_yaml_file(path: str | Path, model: type[M]) -> M:
+    """Load and validate `path` as `model`; any problem becomes a one-line UserError."""
+    data = read_yaml_mapping(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source=path) from None

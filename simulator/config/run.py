@@ -1,0 +1,42 @@
+"""Run parameters: everything that selects one simulation point, shared by the CLI and sweeps.
+
+A RunSpec is plain data (names and numbers); `simulator.simulate.simulate(spec)` resolves the names
+(hardware config, model preset, trace path, policy) and runs the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_HWCONFIG = "h100-cxl-ndp"
+DEFAULT_MODEL = "deepseek-v2-lite"
+DEFAULT_TRACE = "traces/esft-intent"
+DEFAULT_POLICY = "ndp-lrc"
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hwconfig: str = DEFAULT_HWCONFIG
+    model: str = DEFAULT_MODEL
+    trace: str | None = DEFAULT_TRACE
+    synthetic_tokens: int | None = Field(default=None, ge=1, description="synthesize a trace instead")
+    policy: str = DEFAULT_POLICY
+    bits: int = Field(default=4, ge=1, le=16)
+    group: int = Field(default=128, ge=1)
+    top_n: int = Field(default=2, ge=0)
+    rank: int | None = Field(default=None, ge=0, description="uniform rank; None = policy default")
+    plan: str | None = Field(default=None, description="compensation plan file (per-expert ranks and bytes)")
+    cache_policy: Literal["lru", "lfu"] = "lru"
+    cache_bytes: float | None = Field(default=None, ge=0, description="override the derived cache capacity")
+    cache_experts_per_layer: int | None = Field(default=None, ge=0)
+    prefetch: bool = False
+    prefetch_hit_rate: float = Field(default=1.0, ge=0, le=1)
+    batch: int = Field(default=1, ge=1)
+    tokens: int | None = Field(default=None, ge=1, description="decode steps; None = the whole trace")
+    prompt: int = Field(default=0, ge=0, description="prefill length; 0 = no prefill")
+    context: int = Field(default=512, ge=0, description="KV context length at the first decode step")
+    seed: int = 0
+    engine: Literal["des", "analytic"] = "des"

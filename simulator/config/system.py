@@ -1,0 +1,124 @@
+"""Hardware system description: GPU, host memory, links (PCIe / CXL) and optional NDP units.
+
+All quantities are SI floats after validation (bytes, bytes/s, FLOP/s, seconds); the YAML gives strings
+with units. A link connects the GPU to one memory ("host" DRAM or "cxl" expander memory); NDP units, if
+present, compute inside the CXL memory and reach the GPU over the link whose memory is "cxl".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simulator.errors import UserError
+from simulator.units import Bandwidth, Bytes, FlopRate, Seconds
+
+HWCONFIG_DIR = Path(__file__).resolve().parents[2] / "hwconfigs"
+
+Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GPUSpec(_Strict):
+    name: str
+    peak_flops: dict[Precision, FlopRate] = Field(description="dense peak per precision")
+    hbm_bandwidth: Bandwidth
+    hbm_capacity: Bytes
+    launch_overhead: Seconds = Field(description="fixed cost added to every kernel")
+    compute_efficiency: float = Field(gt=0, le=1, description="fraction of peak FLOP/s reached by GEMMs")
+    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth reached by streaming")
+    reserved_memory: Bytes = Field(default=0.0, description="HBM taken by the runtime, activations, workspace")
+
+    @field_validator("peak_flops")
+    @classmethod
+    def _needs_half(cls, v: dict) -> dict:
+        if "fp16" not in v and "bf16" not in v:
+            raise ValueError("needs at least an fp16 or bf16 entry")
+        return v
+
+    def flops(self, precision: str = "fp16") -> float:
+        """Peak FLOP/s at `precision`, falling back to the 16-bit figure (dequantised GEMMs run at 16 bit)."""
+        return self.peak_flops.get(precision) or self.peak_flops.get("fp16") or self.peak_flops["bf16"]
+
+
+class HostSpec(_Strict):
+    memory_capacity: Bytes
+    memory_bandwidth: Bandwidth
+
+
+class LinkSpec(_Strict):
+    name: str
+    kind: Literal["pcie", "cxl"]
+    memory: Literal["host", "cxl"] = Field(description="which memory this link connects the GPU to")
+    bandwidth_to_gpu: Bandwidth = Field(description="effective bandwidth, memory -> GPU")
+    bandwidth_from_gpu: Bandwidth = Field(description="effective bandwidth, GPU -> memory")
+    latency: Seconds
+    dma_engines: int = Field(ge=1, description="concurrent transfers per direction")
+
+
+class NDPSpec(_Strict):
+    units: int = Field(ge=1)
+    peak_flops: dict[Precision, FlopRate] = Field(description="per unit, per supported precision")
+    memory_bandwidth: Bandwidth = Field(description="per unit, internal")
+    capacity: Bytes = Field(description="CXL device memory, all units together")
+    op_overhead: Seconds = Field(description="fixed cost per expert op on a unit")
+    compute_efficiency: float = Field(default=1.0, gt=0, le=1)
+    memory_efficiency: float = Field(default=1.0, gt=0, le=1)
+
+    def flops(self, precision: str) -> float:
+        """FLOP/s of one unit at `precision`; an unsupported precision falls back to the best supported."""
+        if precision in self.peak_flops:
+            return self.peak_flops[precision]
+        return max(self.peak_flops.values())
+
+
+class SystemSpec(_Strict):
+    name: str
+    description: str = ""
+    gpu: GPUSpec
+    host: HostSpec
+    links: list[LinkSpec] = Field(min_length=1)
+    ndp: NDPSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SystemSpec":
+        names = [link.name for link in self.links]
+        if len(set(names)) != len(names):
+            raise ValueError(f"link names must be unique, got {names}")
+        if self.ndp is not None and not any(link.memory == "cxl" for link in self.links):
+            raise ValueError("a system with ndp units needs a link with memory: cxl")
+        return self
+
+    def link_to(self, memory: str) -> LinkSpec:
+        """The link that connects the GPU to `memory` ('host' or 'cxl')."""
+        for link in self.links:
+            if link.memory == memory:
+                return link
+        raise UserError(f"system {self.name!r} has no link to {memory} memory")
+
+    @property
+    def expert_memory(self) -> str:
+        """Where offloaded experts live: CXL memory when the system has one, else host DRAM."""
+        return "cxl" if any(link.memory == "cxl" for link in self.links) else "host"
+
+
+def list_hwconfigs() -> list[str]:
+    """Names of the shipped hardware configs (file stems in hwconfigs/)."""
+    return sorted(p.stem for p in HWCONFIG_DIR.glob("*.yaml"))
+
+
+def load_system(name_or_path: str | Path) -> SystemSpec:
+    """Load a system from a YAML path or the name of a shipped config."""
+    from simulator.config.loading import load_yaml_file
+
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = HWCONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UserError(f"unknown hardware config {str(name_or_path)!r}; shipped: {', '.join(list_hwconfigs())}")
+    return load_yaml_file(path, SystemSpec)

@@ -1,0 +1,201 @@
+"""The routing-trace format: per token and MoE layer, top-k expert ids and router scores.
+
+On disk a trace is a directory holding plain numpy arrays (memory-mapped on load, so traces larger than
+RAM stream) and a JSON metadata sidecar:
+
+    meta.json          TraceMeta: model, num_experts, top_k, layers, score_kind, source, commit, license
+    expert_ids.npy     int16   [tokens, layers, top_k]  expert ids, ordered by descending score
+    scores.npy         float32 [tokens, layers, top_k]  router scores (softmax probabilities or raw logits)
+    seq_id.npy         int32   [tokens]                 sequence each token belongs to
+    position.npy       int32   [tokens]                 position of the token within its sequence
+
+Tokens are stored sequence by sequence, in position order. `layers` counts MoE layers only (a model's
+dense leading layers are not in the trace). No pickle anywhere: np.load(allow_pickle=False).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simulator.errors import UserError, format_validation_error
+
+FORMAT_VERSION = 1
+ARRAYS = {  # name -> (dtype, number of dimensions)
+    "expert_ids": (np.int16, 3),
+    "scores": (np.float32, 3),
+    "seq_id": (np.int32, 1),
+    "position": (np.int32, 1),
+}
+
+
+class TraceMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    model: str = Field(description="model preset name the trace was recorded on")
+    num_experts: int = Field(ge=1)
+    top_k: int = Field(ge=1)
+    layers: int = Field(ge=1, description="MoE layers in the trace")
+    score_kind: Literal["softmax", "logit", "synthetic"] = "softmax"
+    source: str = Field(description="repository, paper or generator the routing came from")
+    commit: str = ""
+    license: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A loaded (possibly memory-mapped) trace."""
+
+    meta: TraceMeta
+    expert_ids: np.ndarray  # int16   [T, L, k]
+    scores: np.ndarray      # float32 [T, L, k], descending along k
+    seq_id: np.ndarray      # int32   [T]
+    position: np.ndarray    # int32   [T]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.expert_ids.shape[0])
+
+    @property
+    def sequences(self) -> int:
+        return int(np.unique(self.seq_id).size)
+
+    def sequence_bounds(self) -> list[tuple[int, int]]:
+        """[start, end) token index ranges of each sequence, in storage order."""
+        if self.tokens == 0:
+            return []
+        cuts = np.flatnonzero(np.diff(self.seq_id)) + 1
+        edges = np.concatenate(([0], cuts, [self.tokens]))
+        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def validate_arrays(meta: TraceMeta, expert_ids, scores, seq_id, position, source: str | Path) -> None:
+    """Raise a one-line UserError for the first inconsistency found."""
+    def bad(field: str, msg: str) -> UserError:
+        return UserError(msg, source=source, field=field)
+
+    if expert_ids.ndim != 3:
+        raise bad("expert_ids", f"expected 3 dimensions [tokens, layers, top_k], got shape {expert_ids.shape}")
+    t, layers, k = expert_ids.shape
+    if scores.shape != expert_ids.shape:
+        raise bad("scores", f"expected shape {expert_ids.shape} like expert_ids, got {scores.shape}")
+    if layers != meta.layers:
+        raise bad("expert_ids", f"has {layers} layers but meta.json says layers={meta.layers}")
+    if k != meta.top_k:
+        raise bad("expert_ids", f"has k={k} per token but meta.json says top_k={meta.top_k}")
+    for name, arr in (("seq_id", seq_id), ("position", position)):
+        if arr.shape != (t,):
+            raise bad(name, f"expected shape ({t},), got {arr.shape}")
+    if t == 0:
+        raise bad("expert_ids", "trace has no tokens")
+    chunk = 1 << 16  # validate in chunks so memory-mapped traces are never fully loaded
+    for start in range(0, t, chunk):
+        ids = np.asarray(expert_ids[start:start + chunk])
+        sc = np.asarray(scores[start:start + chunk])
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= meta.num_experts:
+            off = lo if lo < 0 else hi
+            raise bad("expert_ids", f"expert id {off} out of range [0, {meta.num_experts})")
+        srt = np.sort(ids, axis=-1)
+        dup = np.argwhere(srt[..., 1:] == srt[..., :-1])
+        if dup.size:
+            tok, layer = int(dup[0][0]) + start, int(dup[0][1])
+            raise bad("expert_ids", f"duplicate expert id in token {tok}, layer {layer}")
+        if not np.isfinite(sc).all():
+            tok = int(np.argwhere(~np.isfinite(sc))[0][0]) + start
+            raise bad("scores", f"non-finite score (NaN or inf) in token {tok}")
+        if (np.diff(sc, axis=-1) > 0).any():
+            tok = int(np.argwhere(np.diff(sc, axis=-1) > 0)[0][0]) + start
+            raise bad("scores", f"scores must be sorted descending within a token (token {tok})")
+    if np.unique(seq_id).size != len(sequence_runs(seq_id)):
+        raise bad("seq_id", "tokens of a sequence must be contiguous")
+
+
+def sequence_runs(seq_id: np.ndarray) -> list[int]:
+    return [int(v) for v in seq_id[np.concatenate(([True], np.diff(seq_id) != 0))]]
+
+
+def save_trace(trace: Trace, path: str | Path) -> Path:
+    """Write `trace` atomically to directory `path` (written beside it, then renamed into place)."""
+    path = Path(path)
+    validate_arrays(trace.meta, trace.expert_ids, trace.scores, trace.seq_id, trace.position, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, (dtype, _) in ARRAYS.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(trace, name), dtype=dtype))
+        (tmp / "meta.json").write_text(json.dumps(trace.meta.model_dump(), indent=2) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_meta(path: str | Path) -> TraceMeta:
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not path.is_dir():
+        raise UserError("not a trace directory (expected meta.json and .npy arrays)", source=path)
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("missing meta.json", source=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"meta.json is not valid JSON ({exc.__class__.__name__})", source=meta_path) from None
+    if not isinstance(raw, dict):
+        raise UserError("expected a JSON object", source=meta_path)
+    try:
+        return TraceMeta.model_validate(raw)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source=meta_path) from None
+
+
+def load_trace(path: str | Path, *, mmap: bool = True, validate: bool = True) -> Trace:
+    """Load and validate a trace directory; arrays are memory-mapped unless mmap=False."""
+    path = Path(path)
+    meta = load_meta(path)
+    arrays = {}
+    for name, (dtype, ndim) in ARRAYS.items():
+        file = path / f"{name}.npy"
+        try:
+            arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise UserError(f"missing {name}.npy", source=path) from None
+        except (ValueError, OSError) as exc:
+            raise UserError(f"not a readable .npy array ({exc})", source=file) from None
+        if arr.dtype != dtype:
+            raise UserError(f"expected dtype {np.dtype(dtype).name}, got {arr.dtype}", source=file)
+        if arr.ndim != ndim:
+            raise UserError(f"expected {ndim} dimensions, got shape {arr.shape}", source=file)
+        arrays[name] = arr
+    if validate:
+        validate_arrays(meta, **arrays, source=path)
+    return Trace(meta=meta, **arrays)
+
+
+def check_trace_matches_model(trace: Trace, model, source: str | Path = "trace") -> None:
+    """The trace must have been recorded on a model of the same shape as `model` (a ModelSpec)."""
+    m = trace.meta
+    if m.num_experts != model.num_experts:
+        raise UserError(f"trace has {m.num_experts} experts per layer but model {model.name} has "
+                        f"{model.num_experts}", source=source, field="num_experts")
+    if m.top_k != model.top_k:
+        raise UserError(f"trace has top_k={m.top_k} but model {model.name} routes top_k={model.top_k}",
+                        source=source, field="top_k")
+    if m.layers != model.moe_layers:
+        raise UserError(f"trace has {m.layers} MoE layers but model {model.name} has {model.moe_layers}",
+                        source=source, field="layers")

@@ -1,0 +1,93 @@
+"""Strict parsing of quantities with units: "64 GB/s", "989 TFLOPS", "250 ns", "80 GiB".
+
+Everything inside the simulator is SI: seconds, bytes, bytes/s, FLOP/s. YAML files carry strings with
+units, and a bare number where a unit is required is an error (it is too easy to mean GB and write GiB).
+Decimal prefixes are powers of 1000, binary prefixes (Ki, Mi, Gi, Ti) powers of 1024.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_DECIMAL = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_TIME_DIVISOR = {"s": 1, "ms": 10**3, "us": 10**6, "µs": 10**6, "ns": 10**9, "ps": 10**12}
+
+_NUMBER = r"(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+_QTY = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>[A-Za-zµ/]+)\s*$")
+
+
+def _split(text: object, kind: str, example: str) -> tuple[Decimal, str]:
+    if isinstance(text, bool) or not isinstance(text, str):
+        raise ValueError(f"expected a {kind} as a string with a unit, like '{example}', got {text!r}")
+    m = _QTY.match(text)
+    if not m:
+        raise ValueError(f"expected a {kind} like '{example}', got {text!r}")
+    value = Decimal(m.group("num"))  # exact decimal, so "2.039 TB/s" is exactly 2039e9
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a finite non-negative {kind}, got {text!r}")
+    return value, m.group("unit")
+
+
+def _prefixed(unit: str, base_units: tuple[str, ...], allow_binary: bool) -> int | None:
+    for base in base_units:
+        if unit.endswith(base):
+            prefix = unit[: -len(base)]
+            if prefix in _DECIMAL:
+                return _DECIMAL[prefix]
+            if allow_binary and prefix in _BINARY:
+                return _BINARY[prefix]
+    return None
+
+
+def parse_bytes(text: object) -> float:
+    """'80 GiB' -> 85899345920.0 bytes. Accepts B, kB..PB, KiB..TiB."""
+    value, unit = _split(text, "size", "80 GiB")
+    scale = _prefixed(unit, ("B",), allow_binary=True)
+    if scale is None:
+        raise ValueError(f"unknown size unit {unit!r} in {text!r}; expected B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
+    return float(value * scale)
+
+
+def parse_bandwidth(text: object) -> float:
+    """'64 GB/s' -> 6.4e10 bytes/s. Accepts B/s with decimal or binary prefixes."""
+    value, unit = _split(text, "bandwidth", "64 GB/s")
+    if not unit.endswith("/s"):
+        raise ValueError(f"expected a bandwidth unit ending in '/s' (e.g. 'GB/s'), got {text!r}")
+    scale = _prefixed(unit[:-2], ("B",), allow_binary=True)
+    if scale is None:
+        raise ValueError(f"unknown bandwidth unit {unit!r} in {text!r}; expected B/s, GB/s, TB/s, GiB/s, ...")
+    return float(value * scale)
+
+
+def parse_flops(text: object) -> float:
+    """'989 TFLOPS' -> 9.89e14 FLOP/s. Accepts FLOPS, FLOP/s and OPS/TOPS (integer ops)."""
+    value, unit = _split(text, "compute rate", "989 TFLOPS")
+    scale = _prefixed(unit, ("FLOPS", "FLOP/s", "OPS", "OP/s"), allow_binary=False)
+    if scale is None:
+        raise ValueError(f"unknown compute unit {unit!r} in {text!r}; expected FLOPS, GFLOPS, TFLOPS, TOPS")
+    return float(value * scale)
+
+
+def parse_time(text: object) -> float:
+    """'250 ns' -> 2.5e-7 seconds. Accepts s, ms, us (or µs), ns, ps."""
+    value, unit = _split(text, "duration", "250 ns")
+    if unit not in _TIME_DIVISOR:
+        raise ValueError(f"unknown time unit {unit!r} in {text!r}; expected s, ms, us, ns")
+    return float(value / _TIME_DIVISOR[unit])
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value!r} {unit}"
+
+
+# pydantic field types: parse strings with units on input, serialise back to SI strings.
+Bytes = Annotated[float, BeforeValidator(parse_bytes), PlainSerializer(lambda v: _fmt(v, "B"))]
+Bandwidth = Annotated[float, BeforeValidator(parse_bandwidth), PlainSerializer(lambda v: _fmt(v, "B/s"))]
+FlopRate = Annotated[float, BeforeValidator(parse_flops), PlainSerializer(lambda v: _fmt(v, "FLOPS"))]
+Seconds = Annotated[float, BeforeValidator(parse_time), PlainSerializer(lambda v: _fmt(v, "s"))]
