@@ -1,0 +1,7 @@
+"""Parameter sweeps: a sweep file expands to points, each simulated (and its accuracy measured) on any
+concurrent.futures Executor, results stored resumably and joined into one Parquet table."""
+
+from simulator.sweep.runner import SweepResult, run_sweep, simulate_point
+from simulator.sweep.spec import SweepPoint, SweepSpec, expand, load_sweep
+
+__all__ = ["SweepPoint", "SweepResult", "SweepSpec", "expand", "load_sweep", "run_sweep", "simulate_point"]
