@@ -84,3 +84,13 @@ def test_bad_field_is_named(tmp_path):
     with pytest.raises(UserError) as exc:
         load_system(path)
     assert "links.0.bandwidth_to_gpu" in str(exc.value)
+
+
+def test_attention_and_resident_bytes_at_low_bits():
+    m = load_model("mixtral-8x7b")
+    p = m.attention_params
+    assert m.attention_weight_bytes(16) == p * 2
+    # 4 bits + one fp16 scale and one fp16 zero per 64 values: 4 + 32/64 = 4.5 bits per weight
+    assert m.attention_weight_bytes(4, 64) == p * 4.5 / 8
+    assert m.resident_bytes() == m.resident_params * 2
+    assert m.resident_bytes(4, 64) == m.resident_params * 2 - m.layers * (p * 2 - p * 4.5 / 8)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes
+from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes, matrix_bytes
 from simulator.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -148,6 +148,18 @@ class ModelSpec(BaseModel):
     @property
     def attention_bytes(self) -> float:
         return self.attention_params * self.weight_bytes
+
+    def attention_weight_bytes(self, bits: float = 16, group: int = 128) -> float:
+        """Bytes of one attention layer's weights stored at `bits` (full precision at 16). Quantization
+        groups run along the flattened weights (one scale and zero per `group` values)."""
+        if bits >= 16:
+            return self.attention_bytes
+        return matrix_bytes(self.attention_params, 1, bits, group)
+
+    def resident_bytes(self, attention_bits: float = 16, group: int = 128) -> float:
+        """HBM bytes of the always-resident weights, with attention stored at `attention_bits`."""
+        other = self.resident_params - self.layers * self.attention_params
+        return other * self.weight_bytes + self.layers * self.attention_weight_bytes(attention_bits, group)
 
     @property
     def kv_bytes_per_token(self) -> float:

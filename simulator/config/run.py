@@ -14,6 +14,7 @@ DEFAULT_HWCONFIG = "h100-cxl-ndp"
 DEFAULT_MODEL = "deepseek-v2-lite"
 DEFAULT_TRACE = "traces/esft-intent"
 DEFAULT_POLICY = "ndp-lrc"
+DEFAULT_TOKENS = 256  # decode steps: keeps the default run to seconds; None runs the whole trace
 
 
 class RunSpec(BaseModel):
@@ -22,7 +23,8 @@ class RunSpec(BaseModel):
     hwconfig: str = DEFAULT_HWCONFIG
     model: str = DEFAULT_MODEL
     trace: str | None = DEFAULT_TRACE
-    synthetic_tokens: int | None = Field(default=None, ge=1, description="synthesize a trace instead")
+    synthetic_tokens: int | None = Field(default=None, ge=1,
+                                        description="synthesize a trace of this many tokens (batch sequences)")
     policy: str = DEFAULT_POLICY
     bits: int = Field(default=4, ge=1, le=16)
     group: int = Field(default=128, ge=1)
@@ -33,9 +35,10 @@ class RunSpec(BaseModel):
     cache_bytes: float | None = Field(default=None, ge=0, description="override the derived cache capacity")
     cache_experts_per_layer: int | None = Field(default=None, ge=0)
     prefetch: bool = False
-    prefetch_hit_rate: float = Field(default=1.0, ge=0, le=1)
+    prefetch_hit_rate: float = Field(default=1.0, ge=0, le=1, description="share of prefetches that guess right")
+    attention_bits: int = Field(default=16, ge=1, le=16, description="attention weights stored at this many bits")
     batch: int = Field(default=1, ge=1)
-    tokens: int | None = Field(default=None, ge=1, description="decode steps; None = the whole trace")
+    tokens: int | None = Field(default=DEFAULT_TOKENS, ge=1, description="decode steps; None = the whole trace")
     prompt: int = Field(default=0, ge=0, description="prefill length; 0 = no prefill")
     context: int = Field(default=512, ge=0, description="KV context length at the first decode step")
     seed: int = 0

@@ -1,0 +1,370 @@
+"""The discrete-event engine: a routing trace drives kernels, copies and NDP ops through SimPy.
+
+One decode process plays the GPU compute stream (simulator.hardware.gpu). Per step (one token for each
+active sequence, simulator.schedule) and decoder layer:
+
+    attention (weights + KV of the current contexts)          GPU kernel
+    dense layer:  dense FFN                                    GPU kernel ("other")
+    MoE layer:    router                                       GPU kernel
+                  policy.place(...) for each expert of the batch's union S (sorted by expert id)
+                  NDP part: activations GPU->CXL (one copy of the step's hidden states), then per
+                    expert an op on unit (expert mod units), then its output CXL->GPU
+                  GPU part: cache lookups; each missing (layer, expert, form) is copied over the
+                    expert link (on demand, priority 0) and inserted into the cache
+                  prefetch (optional): copies for layer l+1 issued now at priority 1
+                  shared experts                               GPU kernel ("other")
+                  GPU experts, cached ones first, then in copy-issue order: wait for the copies
+                    (idle -> transfer_stall), expert GEMM (expert_gpu), compensation GEMMs for the
+                    restored tokens (compensation) when the expert has a rank > 0
+                  wait for all NDP outputs: idle time while some NDP unit computes this layer's
+                    experts -> expert_ndp, the rest (CXL copies, queueing) -> transfer_stall
+    after the last layer: LM head                              GPU kernel ("other")
+
+Every instant of a step is thus a kernel or an attributed idle gap, so the breakdown adds up to the
+step time exactly. Experts of offload policies live in CXL memory when the system has one, else host
+DRAM (SystemSpec.expert_memory); their copies use the link to that memory.
+
+Prefetch (deterministic): while layer l computes, for every (expert, form) layer l+1 will need and the
+cache lacks, one draw u ~ U[0,1) from a numpy Generator seeded by RunSpec.seed decides: u < hit_rate
+-> the right entry is copied; else a wrong one (the next expert id, cyclically, that l+1 does not use
+and the cache lacks; same form) is copied and inserted, wasting its bytes, and the right one is
+fetched on demand at layer l+1. A prefetched entry found by a later lookup is a cache hit (the GPU still
+waits if its copy has not arrived).
+
+Outputs (no per-event objects): per-step rows in typed arrays, aggregate counters, and when asked an
+EventLog for the timeline.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from simulator import costs
+from simulator.config.model import ModelSpec
+from simulator.config.system import SystemSpec
+from simulator.hardware.cache import FORMS, PartitionedCache
+from simulator.hardware.gpu import ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, GPU, OTHER, ROUTER
+from simulator.hardware.link import DEMAND, PREFETCH, Link
+from simulator.hardware.log import EventLog
+from simulator.hardware.ndp import NDPUnits
+from simulator.policies.base import Placement, Policy
+from simulator.routing.trace import Trace
+from simulator.schedule import BatchSchedule
+
+
+@dataclass(frozen=True)
+class ExpertSizes:
+    """Per (MoE layer, expert) storage: arrays [L, E]."""
+
+    lowbit: np.ndarray   # float64 bytes of the b-bit form
+    factors: np.ndarray  # float64 bytes of the low-rank factors (0 without compensation)
+    full: np.ndarray     # float64 bytes at full precision
+    bits: np.ndarray     # int64 bits of the low-bit form
+    rank: np.ndarray     # int64 compensator rank
+
+    def of(self, form: str) -> np.ndarray:
+        return getattr(self, form)
+
+
+@dataclass
+class Scenario:
+    """Everything one simulation needs, resolved (simulator.simulate builds it from a RunSpec)."""
+
+    system: SystemSpec
+    model: ModelSpec
+    trace: Trace
+    policy: Policy
+    sizes: ExpertSizes
+    cache_capacity: float          # bytes: of the shared cache, or of each layer's cache when per-layer
+    cache_per_layer: bool = False
+    free_hbm: float = 0.0          # HBM bytes left after resident weights, KV and reserve
+    cache_policy: str = "lru"
+    batch: int = 1
+    steps: int | None = 256        # decode steps; None = until the trace is exhausted
+    prompt: int = 0
+    context: int = 512
+    top_n: int = 0
+    attention_bits: int = 16
+    group: int = 128
+    prefetch: bool = False
+    prefetch_hit_rate: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    """Raw outcome of one run; simulator.metrics turns it into tables and a summary."""
+
+    scenario: Scenario
+    steps: dict[str, array]          # per-step columns (see _Engine.STEP_COLUMNS + link byte columns)
+    decode_time: float               # seconds from the first decode step to the end of the last
+    prefill_time: float
+    gpu_busy: float
+    link_busy: dict[str, dict[str, float]]     # link -> direction -> engine-seconds in the window
+    link_engines: dict[str, int]
+    ndp_busy: list[float]
+    counters: dict[str, float] = field(default_factory=dict)
+    log: EventLog | None = None
+
+
+def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float:
+    """Length of [t0, t1] covered by the union of `intervals`."""
+    covered, reach = 0.0, t0
+    for start, end in sorted(intervals):
+        start, end = max(start, reach), min(end, t1)
+        if end > start:
+            covered += end - start
+            reach = end
+    return covered
+
+
+class _Engine:
+    STEP_COLUMNS = ("step", "tokens", "start_s", "end_s", *CATEGORIES, "cache_hits", "cache_misses",
+                    "experts_gpu", "experts_ndp")
+
+    def __init__(self, env: simpy.Environment, sc: Scenario, log: EventLog | None):
+        self.env, self.sc, self.log = env, sc, log
+        system, model = sc.system, sc.model
+        self.model = model
+        self.gpu = GPU(env, system.gpu, log)
+        self.links = {spec.name: Link(env, spec, log) for spec in system.links}
+        self.expert_link = self.links[system.link_to(system.expert_memory).name].to_gpu
+        self.ndp = NDPUnits(env, system.ndp, log) if system.ndp is not None else None
+        self.cxl = self.links[system.link_to("cxl").name] if system.ndp is not None else None
+        self.cache = PartitionedCache(sc.cache_capacity, sc.cache_policy,
+                                      model.moe_layers if sc.cache_per_layer else None)
+        self.ready: dict[tuple[int, int, str], simpy.Event] = {}  # cache key -> copy that brings it
+        self.rng = np.random.default_rng(sc.seed)
+        self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
+        self.bits = sc.sizes.bits.tolist()
+        self.rank = sc.sizes.rank.tolist()
+        self.c = dict.fromkeys(("cache_hits", "cache_misses", "prefetch_bytes", "prefetch_wasted_bytes",
+                                "experts_gpu", "experts_ndp", *(f"fetched_{f}_bytes" for f in FORMS)), 0.0)
+        self.rows = {name: array("d") for name in self.STEP_COLUMNS}
+        self.dirs = [(f"bytes_{name}_{d}", link.directions[d])
+                     for name, link in self.links.items() for d in (costs.TO_GPU, costs.FROM_GPU)]
+        for col, _ in self.dirs:
+            self.rows[col] = array("d")
+        self.prefill_time = 0.0
+        self.decode_time = 0.0
+
+    # ---- step driver ----
+    def decode(self, progress: bool):
+        sc, env = self.sc, self.env
+        sched = BatchSchedule(sc.trace.sequence_bounds(), sc.batch)
+        if sc.prompt:
+            idx = sched.prefill(sc.prompt)
+            if len(idx):
+                yield from self.step(idx)
+                self.prefill_time = env.now
+        self.gpu.take()
+        self.gpu.busy = 0.0
+        self.c = dict.fromkeys(self.c, 0.0)
+        for link in self.links.values():
+            for d in link.directions.values():
+                d.open_window()
+        if self.ndp is not None:
+            self.ndp.busy = [0.0] * self.ndp.count
+        t_start = env.now
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=sc.steps, unit="step", file=sys.stderr, leave=False)
+        step = 0
+        while sc.steps is None or step < sc.steps:
+            idx = sched.next_step()
+            if idx is None:
+                break
+            t0 = env.now
+            before = [d.bytes for _, d in self.dirs] + [self.c[k] for k in
+                                                          ("cache_hits", "cache_misses", "experts_gpu",
+                                                           "experts_ndp")]
+            yield from self.step(idx)
+            rows = self.rows
+            for name, value in zip(("step", "tokens", "start_s", "end_s"), (step, len(idx), t0, env.now)):
+                rows[name].append(value)
+            for name, value in zip(CATEGORIES, self.gpu.take()):
+                rows[name].append(value)
+            after = [d.bytes for _, d in self.dirs] + [self.c[k] for k in
+                                                         ("cache_hits", "cache_misses", "experts_gpu",
+                                                          "experts_ndp")]
+            names = [col for col, _ in self.dirs] + ["cache_hits", "cache_misses", "experts_gpu", "experts_ndp"]
+            for name, b, a in zip(names, before, after):
+                rows[name].append(a - b)
+            step += 1
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        for link in self.links.values():
+            for d in link.directions.values():
+                d.close_window()
+        self.decode_time = env.now - t_start
+
+    def step(self, idx: np.ndarray):
+        """One forward pass over all layers for the trace tokens `idx` [n]."""
+        sc, model, gpu = self.sc, self.model, self.gpu
+        n = len(idx)
+        routing = self.route(idx)
+        context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
+        att = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
+        for layer in range(model.layers):
+            yield gpu.op(ATTENTION, *att, "attention", layer)
+            if not model.is_moe_layer(layer):
+                yield gpu.op(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer)
+                continue
+            moe = layer - model.first_dense_layers
+            yield gpu.op(ROUTER, *costs.router_work(model, n), "router", layer)
+            nxt = routing[moe + 1] if moe + 1 < model.moe_layers else None
+            yield from self.moe_layer(moe, routing[moe], nxt, n)
+        yield gpu.op(OTHER, *costs.lm_head_work(model, n), "lm head")
+
+    def route(self, idx: np.ndarray) -> list[tuple[list[int], list[int], list[int]]]:
+        """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert)."""
+        layers, experts, top_n = self.model.moe_layers, self.model.num_experts, self.sc.top_n
+        ids = np.asarray(self.sc.trace.expert_ids[idx], dtype=np.int64)  # [n, L, k], descending score
+        ids += np.arange(layers, dtype=np.int64)[None, :, None] * experts
+        counts = np.bincount(ids.ravel(), minlength=layers * experts)      # [L * E]
+        restored = np.bincount(ids[:, :, :top_n].ravel(), minlength=layers * experts)
+        flat = np.flatnonzero(counts)                                     # ascending (layer, expert)
+        cuts = np.searchsorted(flat, np.arange(1, layers) * experts)
+        out = []
+        for part in np.split(flat, cuts):
+            out.append(((part % experts).tolist(), counts[part].tolist(), restored[part].tolist()))
+        return out
+
+    # ---- one MoE layer ----
+    def moe_layer(self, moe: int, routing, next_routing, n: int):
+        env, gpu, sc, model = self.env, self.gpu, self.sc, self.model
+        layer = moe + model.first_dense_layers
+        part = self.cache.part(moe)
+        place = sc.policy.place
+        gpu_items, ndp_items = [], []
+        for expert, tokens, restored in zip(*routing):
+            p = place(moe, expert, tokens, restored, part)
+            if p.ndp_tokens:
+                ndp_items.append((expert, p))
+            if p.gpu_tokens:
+                waits = [] if p.pinned else self.demand(moe, expert, p, part)
+                gpu_items.append((expert, p, waits))
+        self.c["experts_gpu"] += len(gpu_items)
+        self.c["experts_ndp"] += len(ndp_items)
+        ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else []
+        if sc.prefetch and next_routing is not None:
+            self.prefetch(moe + 1, next_routing)
+        if model.shared_experts:
+            yield gpu.op(OTHER, *costs.shared_work(model, n), "shared experts", layer)
+        gpu_items.sort(key=lambda item: not all(ev.processed for ev in item[2]))  # stable: ready first
+        for expert, p, waits in gpu_items:
+            for ev in waits:
+                if not ev.processed:
+                    t0 = env.now
+                    yield ev
+                    gpu.idled(t0, "wait copy", layer)
+            weights = self.size[p.gpu_form][moe][expert]
+            yield gpu.op(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert)
+            rank = self.rank[moe][expert]
+            if p.comp_tokens and rank:
+                work = costs.compensation_work(model, p.comp_tokens, rank, self.size["factors"][moe][expert])
+                yield gpu.op(COMPENSATION, *work, "compensation", layer, expert)
+        if ndp_done:
+            t0 = env.now
+            yield env.all_of(ndp_done)
+            gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
+            self.ndp.intervals.clear()
+
+    def forms(self, moe: int, expert: int, p: Placement) -> tuple[str, ...]:
+        """Cache forms the GPU part of placement `p` needs."""
+        if p.comp_tokens and self.rank[moe][expert] and self.size["factors"][moe][expert]:
+            return (p.gpu_form, "factors")
+        return (p.gpu_form,)
+
+    def demand(self, moe: int, expert: int, p: Placement, part) -> list[simpy.Event]:
+        """Look up (and copy on a miss) what the GPU needs; returns the copies to wait for."""
+        waits = []
+        for form in self.forms(moe, expert, p):
+            key = (moe, expert, form)
+            if part.lookup(key):
+                self.c["cache_hits"] += 1
+                ev = self.ready.get(key)
+                if ev is not None and not ev.processed:
+                    waits.append(ev)
+                continue
+            self.c["cache_misses"] += 1
+            size = self.size[form][moe][expert]
+            ev = self.expert_link.transfer(size, DEMAND, f"fetch {form}",
+                                           moe + self.model.first_dense_layers, expert)
+            self.c[f"fetched_{form}_bytes"] += size
+            part.insert(key, size)
+            self.ready[key] = ev
+            waits.append(ev)
+        return waits
+
+    def prefetch(self, moe: int, routing) -> None:
+        """Speculatively copy what layer `moe` will need (see the module docstring)."""
+        part = self.cache.part(moe)
+        experts = routing[0]
+        used = set(experts)
+        num = self.model.num_experts
+        for expert, tokens, restored in zip(*routing):
+            p = self.sc.policy.place(moe, expert, tokens, restored, part)
+            if p.pinned or not p.gpu_tokens:
+                continue
+            for form in self.forms(moe, expert, p):
+                if (moe, expert, form) in part:
+                    continue
+                target = expert
+                if self.rng.random() >= self.sc.prefetch_hit_rate:
+                    target = next((c for c in ((expert + j) % num for j in range(1, num))
+                                   if c not in used and (moe, c, form) not in part), None)
+                    if target is None:
+                        continue
+                size = self.size[form][moe][target]
+                key = (moe, target, form)
+                self.ready[key] = self.expert_link.transfer(size, PREFETCH, f"prefetch {form}",
+                                                            moe + self.model.first_dense_layers, target)
+                part.insert(key, size)
+                self.c[f"fetched_{form}_bytes"] += size
+                self.c["prefetch_bytes"] += size
+                if target != expert:
+                    self.c["prefetch_wasted_bytes"] += size
+
+    def issue_ndp(self, moe: int, items, n: int) -> list[simpy.Process]:
+        layer = moe + self.model.first_dense_layers
+        act = self.cxl.from_gpu.transfer(costs.activation_bytes(self.model, n), DEMAND, "activations", layer)
+        return [self.env.process(self.ndp_expert(act, moe, expert, p)) for expert, p in items]
+
+    def ndp_expert(self, act: simpy.Event, moe: int, expert: int, p: Placement):
+        yield act
+        layer = moe + self.model.first_dense_layers
+        bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
+        weights = self.size[p.ndp_form][moe][expert]
+        flops, nbytes = costs.expert_work(self.model, p.ndp_tokens, weights)
+        yield from self.ndp.compute(expert, flops, nbytes, bits, "expert", layer)
+        yield self.cxl.to_gpu.transfer(costs.activation_bytes(self.model, p.ndp_tokens), DEMAND, "result",
+                                       layer, expert)
+
+    def result(self) -> RunResult:
+        return RunResult(
+            scenario=self.sc, steps=self.rows, decode_time=self.decode_time, prefill_time=self.prefill_time,
+            gpu_busy=self.gpu.busy,
+            link_busy={name: {d: ld.busy for d, ld in link.directions.items()} for name, link in self.links.items()},
+            link_engines={name: link.spec.dma_engines for name, link in self.links.items()},
+            ndp_busy=list(self.ndp.busy) if self.ndp is not None else [],
+            counters={**self.c, "cache_evictions": self.cache.evictions,
+                      "cache_capacity_bytes": self.cache.capacity}, log=self.log)
+
+
+def run(scenario: Scenario, *, record_events: bool = False, progress: bool = False) -> RunResult:
+    """Simulate `scenario`; `record_events` keeps an EventLog for the timeline."""
+    env = simpy.Environment()
+    engine = _Engine(env, scenario, EventLog() if record_events else None)
+    scenario.policy.prepare(scenario)
+    env.process(engine.decode(progress))
+    env.run()
+    return engine.result()

@@ -1,0 +1,12 @@
+"""offload-lowbit: experts stored at b bits off the GPU, copied on demand, dequantised in the GEMM."""
+
+from __future__ import annotations
+
+from simulator.policies.base import Placement, Policy
+
+
+class OffloadLowbit(Policy):
+    name = "offload-lowbit"
+
+    def place(self, layer, expert, tokens, restored, cache) -> Placement:
+        return Placement(gpu_tokens=tokens, gpu_form="lowbit")

@@ -1,0 +1,134 @@
+"""Resolve a RunSpec (names and numbers) into a Scenario, run it, and return the summary.
+
+`simulate(spec) -> dict` is what sweeps call; `run_spec(spec)` also returns the raw RunResult for the
+per-step table and the timeline. All user-input checks live in `build_scenario` and raise one-line
+UserErrors: unknown names, trace/model shape mismatch, --rank or --plan on a policy without
+compensation, --top-n above the model's k, an NDP policy on a system without NDP units, a plan for
+another model shape, resident weights + KV that overflow HBM, gpu-resident experts that do not fit.
+
+GPU expert cache capacity (bytes):
+    free = HBM - resident weights (attention at RunSpec.attention_bits) - KV of the batch at the largest
+           context (context + prompt + decode steps) - gpu.reserved_memory
+    capacity = RunSpec.cache_bytes if given; else, with cache_experts_per_layer = K, a cache per MoE
+           layer of K x (the largest expert's bytes in the policy's slot forms); else `free`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from simulator.config.model import ModelSpec, load_model
+from simulator.config.run import RunSpec
+from simulator.config.system import load_system
+from simulator.engine import ExpertSizes, RunResult, Scenario, run
+from simulator.errors import UserError
+from simulator.metrics import summarize
+from simulator.policies.registry import get_policy
+from simulator.routing.trace import Trace, check_trace_matches_model, load_trace
+
+DEFAULT_RANK = 32  # compensator rank of lrc policies when neither --rank nor --plan is given
+
+
+def load_run_trace(spec: RunSpec, model: ModelSpec) -> Trace:
+    if spec.synthetic_tokens is not None:
+        from simulator.routing.synthetic import synthesize
+
+        return synthesize(model, spec.synthetic_tokens, spec.seed, sequences=spec.batch)
+    if spec.trace is None:
+        raise UserError("give a trace directory or --synthetic-tokens", field="trace")
+    trace = load_trace(spec.trace)
+    check_trace_matches_model(trace, model, source=spec.trace)
+    return trace
+
+
+def expert_sizes(spec: RunSpec, model: ModelSpec, compensates: bool) -> ExpertSizes:
+    """Per-expert bytes, bits and ranks: uniform from (bits, group, rank) or from a plan file."""
+    shape = (model.moe_layers, model.num_experts)
+    full = np.full(shape, model.expert_bytes(16))
+    if spec.plan is None:
+        rank = (spec.rank if spec.rank is not None else DEFAULT_RANK) if compensates else 0
+        return ExpertSizes(lowbit=np.full(shape, model.expert_bytes(spec.bits, spec.group)),
+                           factors=np.full(shape, float(model.expert_factor_bytes(rank))), full=full,
+                           bits=np.full(shape, spec.bits, dtype=np.int64),
+                           rank=np.full(shape, rank, dtype=np.int64))
+    from simulator.accuracy.plan import load_plan
+
+    df, meta = load_plan(spec.plan)
+    layers, experts = int(df["layer"].max()) + 1, int(df["expert"].max()) + 1
+    if (layers, experts) != shape or len(df) != shape[0] * shape[1]:
+        raise UserError(f"plan covers {len(df)} (layer, expert) pairs over {layers} layers x {experts} experts "
+                        f"(meta model {meta.get('model', '?')!r}) but model {model.name} needs all "
+                        f"{shape[0]} x {shape[1]}", source=spec.plan, field="layer")
+
+    def grid(col: str, dtype) -> np.ndarray:  # [L, E]; df is sorted by (layer, expert)
+        return df[col].to_numpy(dtype=dtype).reshape(shape)
+
+    return ExpertSizes(lowbit=grid("bytes_lowbit", np.float64), factors=grid("bytes_factors", np.float64),
+                       full=full, bits=grid("bits", np.int64), rank=grid("rank", np.int64))
+
+
+def count_steps(trace: Trace, batch: int, tokens: int | None) -> int:
+    """Decode steps the run will take (for the KV bound): the requested count, capped by the trace."""
+    lengths = sorted((b - a for a, b in trace.sequence_bounds()), reverse=True)
+    upper = -(-sum(lengths) // min(batch, len(lengths)))  # ceil: lockstep with refills
+    return min(tokens, upper) if tokens is not None else upper
+
+
+def build_scenario(spec: RunSpec) -> Scenario:
+    system = load_system(spec.hwconfig)
+    model = load_model(spec.model)
+    policy = get_policy(spec.policy)
+    if not policy.compensates and (spec.rank is not None or spec.plan is not None):
+        raise UserError(f"policy {policy.name} has no low-rank compensation; --rank/--plan apply only to "
+                        "offload-lrc and ndp-lrc", field="rank" if spec.rank is not None else "plan")
+    if spec.rank is not None and spec.plan is not None:
+        raise UserError("give --rank or --plan, not both", field="rank")
+    if spec.top_n > model.top_k:
+        raise UserError(f"top-n {spec.top_n} exceeds the model's top-k {model.top_k} ({model.name})",
+                        field="top_n")
+    if policy.needs_ndp and system.ndp is None:
+        raise UserError(f"policy {policy.name} needs NDP units but {system.name} has none "
+                        "(try hwconfig h100-cxl-ndp)", field="policy")
+    if spec.cache_bytes is not None and spec.cache_experts_per_layer is not None:
+        raise UserError("give --cache-bytes or --cache-experts-per-layer, not both", field="cache_bytes")
+    trace = load_run_trace(spec, model)
+    sizes = expert_sizes(spec, model, policy.compensates)
+    steps = count_steps(trace, spec.batch, spec.tokens)
+    kv = model.kv_bytes_per_token * model.layers * spec.batch * (spec.context + spec.prompt + steps)
+    resident = model.resident_bytes(spec.attention_bits, spec.group)
+    free = system.gpu.hbm_capacity - resident - kv - system.gpu.reserved_memory
+    if free < 0:
+        raise UserError(f"{model.name} does not fit on {system.gpu.name}: resident weights "
+                        f"{resident / 1e9:.1f} GB + KV cache {kv / 1e9:.1f} GB + reserve "
+                        f"{system.gpu.reserved_memory / 1e9:.1f} GB exceed HBM {system.gpu.hbm_capacity / 1e9:.1f} GB",
+                        field="hwconfig")
+    per_layer = spec.cache_experts_per_layer is not None
+    if spec.cache_bytes is not None:
+        capacity = spec.cache_bytes
+    elif per_layer:
+        slot = sum(sizes.of(form) for form in policy.slot_forms)  # [L, E]
+        capacity = spec.cache_experts_per_layer * float(slot.max())
+    else:
+        capacity = free
+    return Scenario(system=system, model=model, trace=trace, policy=policy, sizes=sizes,
+                    cache_capacity=capacity, cache_per_layer=per_layer, free_hbm=free,
+                    cache_policy=spec.cache_policy, batch=spec.batch, steps=spec.tokens, prompt=spec.prompt,
+                    context=spec.context, top_n=spec.top_n, attention_bits=spec.attention_bits,
+                    group=spec.group, prefetch=spec.prefetch, prefetch_hit_rate=spec.prefetch_hit_rate,
+                    seed=spec.seed)
+
+
+def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False) -> tuple[RunResult, dict]:
+    """Run one point; returns the raw result and its summary (which echoes the spec)."""
+    result = run(build_scenario(spec), record_events=record_events, progress=progress)
+    summary = {"spec": spec.model_dump(), **summarize(result)}
+    if spec.trace is not None and spec.synthetic_tokens is None:
+        summary["trace"] = str(Path(spec.trace))
+    return result, summary
+
+
+def simulate(spec: RunSpec) -> dict:
+    """The summary dict of one simulation point (the sweep's entry point)."""
+    return run_spec(spec)[1]
