@@ -14,6 +14,24 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="traces", help="folder to write esft-<task>/ into (default: traces)")
     p.set_defaults(func=_import_esft)
 
+    p = sub.add_parser("synth", help="write a synthetic trace calibrated to real routing statistics")
+    p.add_argument("--model", required=True, help="model preset name or model YAML file")
+    p.add_argument("--tokens", type=int, required=True, help="tokens in the trace")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical trace)")
+    p.add_argument("--sequences", type=int, default=1, help="sequences the tokens are split into")
+    p.add_argument("--params", default=None, help="parameter YAML (default: the shipped fit for the model)")
+    p.add_argument("--out", required=True, help="trace directory to write")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("calibrate", help="refit the synthetic-routing parameters to the reference data")
+    p.add_argument("--raw", default=None,
+                   help="rebuild the reference statistics from this traces_raw folder first")
+    p.add_argument("--traces", default="traces", help="folder with the esft-* traces (with --raw)")
+    p.add_argument("--models", default=None, help="comma-separated presets (default: all)")
+    p.add_argument("--out", default=None, help="folder for routing-synth-<model>.yaml "
+                   "(default: the package's simulator/data)")
+    p.set_defaults(func=_calibrate)
+
     p = sub.add_parser("stats", help="routing statistics of a trace (popularity, locality, scores)")
     p.add_argument("path", help="trace directory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -36,4 +54,33 @@ def _stats(args: argparse.Namespace) -> int:
 
     stats = trace_stats(load_trace(args.path))
     print(json.dumps(stats) if args.json else format_stats(stats))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from simulator.config.model import load_model
+    from simulator.routing.synthetic import load_params, synthesize
+    from simulator.routing.trace import save_trace
+
+    model = load_model(args.model)
+    params = load_params(model, args.params)
+    print(save_trace(synthesize(model, args.tokens, args.seed, args.sequences, params), args.out))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from simulator.routing import calibrate as cal
+
+    reference = None
+    if args.raw:
+        reference = cal.build_reference(args.raw, args.traces)
+        tmp = cal.REFERENCE_PATH.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(reference, separators=(",", ":")) + "\n")
+        tmp.replace(cal.REFERENCE_PATH)
+        print(cal.REFERENCE_PATH)
+    models = args.models.split(",") if args.models else None
+    for path in cal.calibrate(args.out or cal.DATA_DIR, reference, models):
+        print(path)
     return 0

@@ -15,6 +15,7 @@ dense leading layers are not in the trace). No pickle anywhere: np.load(allow_pi
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -77,7 +78,7 @@ class Trace:
             return []
         cuts = np.flatnonzero(np.diff(self.seq_id)) + 1
         edges = np.concatenate(([0], cuts, [self.tokens]))
-        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
 def validate_arrays(meta: TraceMeta, expert_ids, scores, seq_id, position, source: str | Path) -> None:
