@@ -71,3 +71,23 @@ def evaluate(weights: str = "minilm", bits: int = 3, group: int = 128, rank_budg
             "layer_cosine": mean(r["cosine"] for r in layers), "cosine": cosine,
             "bytes_per_expert_mean": bytes_total / count,
             "mean_rank": sum(map(sum, ranks)) / count}
+
+
+def rank_sweep(weights: str, bits_list: list[int], group: int, ranks: list[int], **options) -> pd.DataFrame:
+    """Mean relative weight error ||E - U V^T||_F / ||W||_F over experts, at uniform rank r, per bits.
+
+    Rows: bits, rank, err (rank 0 is the error before compensation).
+    """
+    from simulator.accuracy.pipeline import compensated_layer
+
+    source = open_source(weights)
+    rows = []
+    for bits in bits_list:
+        s = Settings(bits=bits, group=group, **options)
+        for r in ranks:
+            errs = []
+            for i in range(source.layers):
+                qes, factors = compensated_layer(source, i, s, [r] * source.layer(i).num_experts)
+                errs += [qe.rel_error(f) for qe, f in zip(qes, factors)]
+            rows.append({"bits": bits, "rank": r, "err": mean(errs)})
+    return pd.DataFrame(rows)

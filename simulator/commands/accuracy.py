@@ -1,0 +1,46 @@
+"""`moesim accuracy`: error of the low-bit model with top-n restoration, vs full precision."""
+
+from __future__ import annotations
+
+import json
+
+from simulator.commands.compensate import add_weight_args, settings_from
+
+
+def run(args) -> int:
+    from dataclasses import asdict
+
+    from simulator.accuracy.api import evaluate
+    from simulator.accuracy.plan import load_plan
+
+    s = settings_from(args)
+    plan = None
+    if args.plan:
+        plan, _ = load_plan(args.plan)
+    options = {k: v for k, v in asdict(s).items()
+               if k not in ("bits", "group", "rank_budget", "alloc", "seed")}
+    result = evaluate(args.weights, s.bits, s.group, s.rank_budget, s.alloc, args.top_n, s.seed,
+                      plan=plan, plan_source=args.plan or "plan", **options)
+    if args.figures:
+        from simulator.plots.accuracy import write_figures
+
+        result["figures"] = [str(p) for p in write_figures(args.weights, s, args.figures)]
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value:.6g}" if isinstance(value, float) else f"{key:>22}: {value}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("accuracy", help="measure the error of low-bit experts with top-n restoration",
+                              description=__doc__)
+    add_weight_args(p)
+    p.add_argument("--top-n", type=int, default=0, metavar="N",
+                   help="restore (add U V^T to) the top-N of each token's top-k experts; 0 = pure low-bit")
+    p.add_argument("--plan", default=None, help="take ranks from this plan (its bits and group must match)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="also write the error-vs-rank and kurtosis-vs-error figures (PNG) into DIR")
+    p.set_defaults(func=run)

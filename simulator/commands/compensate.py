@@ -1,0 +1,57 @@
+"""`moesim compensate`: quantize routed experts, allocate ranks, write the compensation plan."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_weight_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by compensate and accuracy."""
+    p.add_argument("--weights", default="minilm",
+                   help="'minilm' (shipped MoEfied all-MiniLM-L6-v2) or a Hugging Face MoE checkpoint directory")
+    p.add_argument("--bits", type=int, required=True, choices=range(1, 9), metavar="B", help="bits per weight, 1-8")
+    p.add_argument("--group", type=int, default=128, help="quantization group size along the input dimension")
+    p.add_argument("--rank-budget", type=float, default=0.0, metavar="R",
+                   help="average rank per routed expert over all MoE layers (each of an expert's matrices "
+                        "gets its rank); the total round(R x layers x experts) is split by --alloc")
+    p.add_argument("--alloc", choices=["kurtosis", "uniform", "energy"], default="kurtosis")
+    p.add_argument("--alpha", type=float, default=1.0, help="kurtosis rule: rank proportional to kurtosis^alpha")
+    p.add_argument("--max-rank", type=int, default=None, help="per-expert rank cap (default: smallest matrix dim)")
+    p.add_argument("--hqq", action="store_true", help="half-quadratic refinement of the zero points")
+    p.add_argument("--act-aware", action="store_true",
+                   help="activation-aware factors (LQER/EoRA-style input scaling; needs activations)")
+    p.add_argument("--svd", choices=["exact", "randomized"], default="exact")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def settings_from(args):
+    from simulator.accuracy.pipeline import Settings
+    from simulator.errors import UserError
+
+    if args.group < 1:
+        raise UserError("must be >= 1", field="--group")
+    if args.rank_budget < 0:
+        raise UserError("must be >= 0", field="--rank-budget")
+    return Settings(bits=args.bits, group=args.group, rank_budget=args.rank_budget, alloc=args.alloc,
+                    alpha=args.alpha, max_rank=args.max_rank, hqq=args.hqq, act_aware=args.act_aware,
+                    method=args.svd, seed=args.seed)
+
+
+def run(args) -> int:
+    from simulator.accuracy.api import compensate
+    from simulator.accuracy.plan import save_plan
+
+    df, meta = compensate(args.weights, settings_from(args))
+    path = save_plan(df, meta, args.out)
+    print(f"wrote {path}: {len(df)} experts, mean rank {df['rank'].mean():.2f}, "
+          f"rel. weight error {df['err_before'].mean():.4f} -> {df['err_after'].mean():.4f}, "
+          f"bytes/expert {(df['bytes_lowbit'] + df['bytes_factors']).mean():.0f}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compensate", help="quantize experts and allocate low-rank compensation ranks",
+                              description=__doc__)
+    add_weight_args(p)
+    p.add_argument("--out", required=True, help="plan file (.parquet or .csv)")
+    p.set_defaults(func=run)

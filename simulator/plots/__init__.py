@@ -1,0 +1,1 @@
+"""Figures built from DataFrames (matplotlib, Agg backend)."""
