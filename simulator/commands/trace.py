@@ -32,6 +32,14 @@ def register(subparsers) -> None:
                    "(default: the package's simulator/data)")
     p.set_defaults(func=_calibrate)
 
+    p = sub.add_parser("plot", help="expert-by-token heat map and router-score distribution of a layer")
+    p.add_argument("path", help="trace directory")
+    p.add_argument("--layer", type=int, default=0, help="MoE layer index (0 = first MoE layer)")
+    p.add_argument("--first-token", type=int, default=0, help="first token of the heat map")
+    p.add_argument("--tokens", type=int, default=200, help="tokens in the heat map")
+    p.add_argument("--out", required=True, help="folder for the PNG and SVG files")
+    p.set_defaults(func=_plot)
+
     p = sub.add_parser("stats", help="routing statistics of a trace (popularity, locality, scores)")
     p.add_argument("path", help="trace directory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -82,5 +90,16 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(cal.REFERENCE_PATH)
     models = args.models.split(",") if args.models else None
     for path in cal.calibrate(args.out or cal.DATA_DIR, reference, models):
+        print(path)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from simulator.plots.routing import save_figures, trace_figures
+    from simulator.routing.trace import load_trace
+
+    trace = load_trace(args.path)
+    figures = trace_figures(trace, args.layer, args.first_token, args.tokens)
+    for path in save_figures(figures, args.out, prefix=f"{trace.meta.name}-layer{args.layer}-"):
         print(path)
     return 0
