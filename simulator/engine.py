@@ -28,7 +28,8 @@ Prefetch (deterministic): while layer l computes, for every (expert, form) layer
 cache lacks, one draw u ~ U[0,1) from a numpy Generator seeded by RunSpec.seed decides: u < hit_rate
 -> the right entry is copied; else a wrong one (the next expert id, cyclically, that l+1 does not use
 and the cache lacks; same form) is copied and inserted, wasting its bytes, and the right one is
-fetched on demand at layer l+1. A prefetched entry found by a later lookup is a cache hit (the GPU still
+fetched on demand at layer l+1. Prefetching stops once it would exceed the capacity of layer l+1's
+cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is a cache hit (the GPU still
 waits if its copy has not arrived).
 
 Outputs (no per-event objects): per-step rows in typed arrays, aggregate counters, and when asked an
@@ -121,6 +122,10 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
             covered += end - start
             reach = end
     return covered
+
+
+def _pending(ev: simpy.Event | None) -> bool:
+    return ev is not None and not ev.processed
 
 
 class _Engine:
@@ -259,17 +264,20 @@ class _Engine:
             self.prefetch(moe + 1, next_routing)
         if model.shared_experts:
             yield gpu.op(OTHER, *costs.shared_work(model, n), "shared experts", layer)
-        gpu_items.sort(key=lambda item: not all(ev.processed for ev in item[2]))  # stable: ready first
+        gpu_items.sort(key=lambda item: any(_pending(ev) for ev in item[2]))  # stable: ready first
         for expert, p, waits in gpu_items:
-            for ev in waits:
-                if not ev.processed:
-                    t0 = env.now
-                    yield ev
-                    gpu.idled(t0, "wait copy", layer)
+            if waits and _pending(waits[0]):  # the weights' copy
+                t0 = env.now
+                yield waits[0]
+                gpu.idled(t0, "wait copy", layer)
             weights = self.size[p.gpu_form][moe][expert]
             yield gpu.op(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert)
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
+                if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
+                    t0 = env.now
+                    yield waits[1]
+                    gpu.idled(t0, "wait copy", layer)
                 work = costs.compensation_work(model, p.comp_tokens, rank, self.size["factors"][moe][expert])
                 yield gpu.op(COMPENSATION, *work, "compensation", layer, expert)
         if ndp_done:
@@ -285,15 +293,14 @@ class _Engine:
         return (p.gpu_form,)
 
     def demand(self, moe: int, expert: int, p: Placement, part) -> list[simpy.Event]:
-        """Look up (and copy on a miss) what the GPU needs; returns the copies to wait for."""
+        """Look up (and copy on a miss) what the GPU needs; returns, per form of self.forms(...), the copy
+        that brings it (None when it was resident before this run's copies)."""
         waits = []
         for form in self.forms(moe, expert, p):
             key = (moe, expert, form)
             if part.lookup(key):
                 self.c["cache_hits"] += 1
-                ev = self.ready.get(key)
-                if ev is not None and not ev.processed:
-                    waits.append(ev)
+                waits.append(self.ready.get(key))
                 continue
             self.c["cache_misses"] += 1
             size = self.size[form][moe][expert]
@@ -311,6 +318,7 @@ class _Engine:
         experts = routing[0]
         used = set(experts)
         num = self.model.num_experts
+        budget = part.capacity  # never prefetch more than the cache holds (it would evict its own prefetches)
         for expert, tokens, restored in zip(*routing):
             p = self.sc.policy.place(moe, expert, tokens, restored, part)
             if p.pinned or not p.gpu_tokens:
@@ -325,6 +333,9 @@ class _Engine:
                     if target is None:
                         continue
                 size = self.size[form][moe][target]
+                if size > budget:
+                    return
+                budget -= size
                 key = (moe, target, form)
                 self.ready[key] = self.expert_link.transfer(size, PREFETCH, f"prefetch {form}",
                                                             moe + self.model.first_dense_layers, target)
