@@ -29,8 +29,8 @@ cache lacks, one draw u ~ U[0,1) from a numpy Generator seeded by RunSpec.seed d
 -> the right entry is copied; else a wrong one (the next expert id, cyclically, that l+1 does not use
 and the cache lacks; same form) is copied and inserted, wasting its bytes, and the right one is
 fetched on demand at layer l+1. Prefetching stops once it would exceed the capacity of layer l+1's
-cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is a cache hit (the GPU still
-waits if its copy has not arrived).
+cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is
+a cache hit (the GPU still waits if its copy has not arrived).
 
 Outputs (no per-event objects): per-step rows in typed arrays, aggregate counters, and when asked an
 EventLog for the timeline.

@@ -42,8 +42,11 @@ class ExpertCache:
     def __len__(self) -> int:
         return len(self._sizes)
 
-    def keys(self) -> list[Hashable]:
+    def __iter__(self):
         """Resident keys, least recently used first."""
+        return iter(list(self._sizes))
+
+    def keys(self) -> list[Hashable]:
         return list(self._sizes)
 
     def lookup(self, key: Hashable) -> bool:
