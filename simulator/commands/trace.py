@@ -32,6 +32,13 @@ def register(subparsers) -> None:
                    "(default: the package's simulator/data)")
     p.set_defaults(func=_calibrate)
 
+    p = sub.add_parser("capture", help="record router top-k of a Hugging Face MoE model (needs transformers)")
+    p.add_argument("--model-path", required=True, help="local model folder (config, weights, tokenizer)")
+    p.add_argument("--text", required=True, help="text file; sequences separated by blank lines")
+    p.add_argument("--max-tokens", type=int, default=2048, help="tokens to capture in total")
+    p.add_argument("--out", required=True, help="trace directory to write")
+    p.set_defaults(func=_capture)
+
     p = sub.add_parser("plot", help="expert-by-token heat map and router-score distribution of a layer")
     p.add_argument("path", help="trace directory")
     p.add_argument("--layer", type=int, default=0, help="MoE layer index (0 = first MoE layer)")
@@ -102,4 +109,16 @@ def _plot(args: argparse.Namespace) -> int:
     figures = trace_figures(trace, args.layer, args.first_token, args.tokens)
     for path in save_figures(figures, args.out, prefix=f"{trace.meta.name}-layer{args.layer}-"):
         print(path)
+    return 0
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulator.routing.capture import capture, read_sequences
+    from simulator.routing.trace import save_trace
+
+    sequences = read_sequences(args.text)
+    trace = capture(args.model_path, sequences, args.max_tokens, name=Path(args.out).name)
+    print(save_trace(trace, args.out))
     return 0
