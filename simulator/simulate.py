@@ -122,7 +122,12 @@ def build_scenario(spec: RunSpec) -> Scenario:
 
 def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False) -> tuple[RunResult, dict]:
     """Run one point; returns the raw result and its summary (which echoes the spec)."""
-    result = run(build_scenario(spec), record_events=record_events, progress=progress)
+    if spec.engine == "analytic":  # vectorised evaluation of the same cost model (no timeline)
+        from simulator.analytic import run as run_analytic
+
+        result = run_analytic(build_scenario(spec))
+    else:
+        result = run(build_scenario(spec), record_events=record_events, progress=progress)
     summary = {"spec": spec.model_dump(), **summarize(result)}
     if spec.trace is not None and spec.synthetic_tokens is None:
         summary["trace"] = str(Path(spec.trace))

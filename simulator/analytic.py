@@ -1,0 +1,397 @@
+"""The analytic fast path (`--engine analytic`): the DES's cost model evaluated without SimPy.
+
+Two passes over the trace, in chunks of decode steps:
+1. Logical pass (exact): routing, placements, cache lookups/inserts and prefetch decisions in the DES's
+   order, by the DES's own code (simulator.engine._Engine.route/demand/prefetch with a recording link in
+   place of the SimPy copy engines). Cache state never depends on timing, so hits and misses are exact.
+2. Timing (vectorised numpy over the steps of a chunk, one MoE layer at a time): every op time comes from
+   simulator.costs (the same formulas the DES calls); per layer the copies are list-scheduled on the
+   link's `dma_engines` servers (non-preemptive: demand before prefetch, then arrival, then issue order),
+   NDP ops queue FIFO per unit, and the GPU stream runs ready experts first, then waits for each copy.
+   Without prefetch every copy and NDP op of a layer ends within the layer, so this is the DES's
+   arithmetic exactly (tests hold it within 1%).
+
+Queueing approximations (contended cases only):
+- prefetch: a layer's prefetch copies are scheduled right after its demand copies; copies still queued
+  when the next layer issues its demand copies keep their place (the DES lets the new demand copies
+  overtake them), and copies still in flight at the end of a step are dropped from the next step's link
+  state (the DES keeps them);
+- ties between events at the same instant are resolved by issue order (SimPy by event-queue order).
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import numpy as np
+import simpy
+
+from simulator import costs
+from simulator.engine import RunResult, Scenario, _Engine
+from simulator.hardware.gpu import CATEGORIES
+from simulator.hardware.link import DEMAND
+from simulator.schedule import BatchSchedule
+
+CHUNK = 512  # decode steps evaluated together
+
+
+class _Job:
+    """A copy the logical pass issued (stands in for the DES's transfer process)."""
+
+    __slots__ = ("end", "nbytes", "prio", "step")
+
+    def __init__(self, nbytes: float, prio: int, step: int):
+        self.nbytes, self.prio, self.step, self.end = nbytes, prio, step, 0.0
+
+
+class _RecordingLink:
+    """Replaces a LinkDirection in the logical pass: records each transfer as a _Job."""
+
+    def __init__(self):
+        self.jobs: list[_Job] = []
+        self.bytes = 0.0
+        self.step = 0  # global index of the step being replayed
+
+    def transfer(self, nbytes, priority=DEMAND, name="copy", layer=-1, expert=-1) -> _Job:
+        job = _Job(nbytes, priority, self.step)
+        self.jobs.append(job)
+        self.bytes += nbytes
+        return job
+
+
+def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
+              wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
+    times `engines` [P, c]; a freed engine takes the best arrived copy by priority, arrival, column
+    order), pays `lat`, then holds the wire (free time `wire` [P]) for `wtime`; both are updated in
+    place. Wire order = engine order (exact for FIFO traffic). Returns the arrival times [P, J]."""
+    P, J = arr.shape
+    end = np.zeros((P, J))
+    done = ~valid
+    rows = np.arange(P)
+    rank = np.argsort(np.argsort(arr, axis=1, kind="stable"), axis=1)  # arrival order, ties by column
+    key0 = prio * J + rank
+    for _ in range(J):
+        live = ~done.all(axis=1)
+        if not live.any():
+            break
+        srv = engines.argmin(axis=1)
+        tf = engines[rows, srv]
+        tstar = np.maximum(tf, np.where(done, np.inf, arr).min(axis=1))
+        key = np.where(~done & (arr <= tstar[:, None]), key0, np.iinfo(np.int64).max)
+        pick = key.argmin(axis=1)
+        wire_start = np.maximum(np.maximum(tf, arr[rows, pick]) + lat, wire)
+        e = wire_start + wtime[rows, pick]
+        r, p = rows[live], pick[live]
+        end[r, p] = e[live]
+        engines[r, srv[live]] = e[live]
+        wire[r] = e[live]
+        done[r, p] = True
+    return end
+
+
+def _union_overlap(t0: np.ndarray, t1: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per row, length of [t0, t1] covered by the union of intervals [starts, ends] [P, J] (ends < starts
+    marks padding)."""
+    order = np.argsort(starts, axis=1, kind="stable")
+    s = np.take_along_axis(starts, order, axis=1)
+    e = np.take_along_axis(ends, order, axis=1)
+    covered, reach = np.zeros(len(t0)), t0.copy()
+    for j in range(s.shape[1]):
+        a, b = np.maximum(s[:, j], reach), np.minimum(e[:, j], t1)
+        gain = np.clip(b - a, 0.0, None)
+        covered += gain
+        reach = np.where(gain > 0, b, reach)
+    return covered
+
+
+class _Layer:
+    """One MoE layer of every step in a chunk, as padded arrays [P, M] filled by the logical pass."""
+
+    def __init__(self, P: int):
+        self.P = P
+        self.gpu: list[list] = [[] for _ in range(P)]   # per row: (expert op s, comp op s, weights job, factors job)
+        self.ndp: list[list] = [[] for _ in range(P)]   # per row: (unit, op s, result bytes)
+        self.jobs: list[list[_Job]] = [[] for _ in range(P)]  # copies on the expert link issued here
+
+
+class AnalyticEngine:
+    def __init__(self, sc: Scenario):
+        self.sc = sc
+        self.logic = _Engine(simpy.Environment(), sc, None)  # the DES's own routing/cache/prefetch code
+        self.rec = _RecordingLink()
+        self.logic.expert_link = self.rec
+        system = sc.system
+        self.gpu = system.gpu
+        self.elink = system.link_to(system.expert_memory)
+        self.cxl = system.link_to("cxl") if system.ndp is not None else None
+        self.rows = {name: array("d") for name in _Engine.STEP_COLUMNS}
+        self.link_cols = [(f"bytes_{link.name}_{d}", link.name, d) for link in system.links
+                          for d in (costs.TO_GPU, costs.FROM_GPU)]
+        for col, _, _ in self.link_cols:
+            self.rows[col] = array("d")
+        self.link_busy = {link.name: {costs.TO_GPU: 0.0, costs.FROM_GPU: 0.0} for link in system.links}
+        self.ndp_busy = [0.0] * (system.ndp.units if system.ndp is not None else 0)
+        self.gpu_busy = 0.0
+        self.time = 0.0
+
+    # ---- logical pass for one chunk of steps ----
+    def logical(self, steps: list[np.ndarray], first: int) -> tuple[list[_Layer], dict]:
+        lg, sc, model = self.logic, self.sc, self.model
+        P = len(steps)
+        layers = [_Layer(P) for _ in range(model.moe_layers)]
+        per_step = {k: np.zeros(P) for k in ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp")}
+        ndp_units = sc.system.ndp.units if sc.system.ndp is not None else 1
+        for r, idx in enumerate(steps):
+            self.rec.step = first + r
+            routing = lg.route(idx)
+            before = (lg.c["cache_hits"], lg.c["cache_misses"])
+            for moe in range(model.moe_layers):
+                part = lg.cache.part(moe)
+                lay = layers[moe]
+                first_job = len(self.rec.jobs)
+                gpu_rows, ndp_rows = lay.gpu[r], lay.ndp[r]
+                for expert, tokens, restored in zip(*routing[moe]):
+                    p = sc.policy.place(moe, expert, tokens, restored, part)
+                    if p.ndp_tokens:
+                        ndp_rows.append((expert % ndp_units, p, expert))
+                    if p.gpu_tokens:
+                        waits = [] if p.pinned else lg.demand(moe, expert, p, part)
+                        gpu_rows.append((expert, p, waits))
+                per_step["experts_gpu"][r] += len(gpu_rows)
+                per_step["experts_ndp"][r] += len(ndp_rows)
+                lg.c["experts_gpu"] += len(gpu_rows)
+                lg.c["experts_ndp"] += len(ndp_rows)
+                if sc.prefetch and moe + 1 < model.moe_layers:
+                    lg.prefetch(moe + 1, routing[moe + 1])
+                lay.jobs[r] = self.rec.jobs[first_job:]
+                # convert placements to op times now (sizes and ranks are per (layer, expert))
+                lay.gpu[r] = [(self._gpu_ops(moe, e, p), waits) for e, p, waits in gpu_rows]
+                lay.ndp[r] = [(u, self._ndp_op(moe, e, p), costs.activation_bytes(model, p.ndp_tokens))
+                              for u, p, e in ndp_rows]
+            per_step["cache_hits"][r] = lg.c["cache_hits"] - before[0]
+            per_step["cache_misses"][r] = lg.c["cache_misses"] - before[1]
+        self.rec.jobs = []
+        return layers, per_step
+
+    @property
+    def model(self):
+        return self.sc.model
+
+    def _gpu_ops(self, moe: int, expert: int, p) -> tuple[float, float]:
+        lg, model = self.logic, self.model
+        op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, lg.size[p.gpu_form][moe][expert]))
+        rank = lg.rank[moe][expert]
+        op_c = 0.0
+        if p.comp_tokens and rank:
+            op_c = costs.gpu_time(self.gpu, *costs.compensation_work(model, p.comp_tokens, rank,
+                                                                     lg.size["factors"][moe][expert]))
+        return op_e, op_c
+
+    def _ndp_op(self, moe: int, expert: int, p) -> float:
+        lg = self.logic
+        bits = 16 if p.ndp_form == "full" else lg.bits[moe][expert]
+        flops, nbytes = costs.expert_work(self.model, p.ndp_tokens, lg.size[p.ndp_form][moe][expert])
+        return costs.ndp_time(self.sc.system.ndp, flops, nbytes, bits)
+
+    # ---- timing of one chunk ----
+    def timing(self, steps: list[np.ndarray], layers: list[_Layer], first: int) -> dict[str, np.ndarray]:
+        sc, model, gpu = self.sc, self.model, self.gpu
+        P = len(steps)
+        n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
+        ctx = np.array([len(i) * sc.context + int(np.asarray(sc.trace.position[i], dtype=np.int64).sum())
+                        for i in steps], dtype=np.float64)
+        att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group))
+        att = np.broadcast_to(att, (P,)).astype(float)
+        router = costs.gpu_time(gpu, *costs.router_work(model, n)) * np.ones(P)
+        shared = costs.gpu_time(gpu, *costs.shared_work(model, n)) * np.ones(P) if model.shared_experts else 0 * n
+        dense = costs.gpu_time(gpu, *costs.dense_ffn_work(model, n)) * np.ones(P)
+        head = costs.gpu_time(gpu, *costs.lm_head_work(model, n)) * np.ones(P)
+        acc = {cat: np.zeros(P) for cat in CATEGORIES}
+        acc["attention"] += att * model.layers
+        acc["router"] += router * model.moe_layers
+        acc["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
+        T = np.zeros(P)
+        efree, ewire = np.zeros((P, self.elink.dma_engines)), np.zeros(P)   # engine / wire free times
+        cfree = np.zeros((P, self.cxl.dma_engines)) if self.cxl is not None else None
+        cwire = np.zeros(P)
+        link_bytes = {col: np.zeros(P) for col, _, _ in self.link_cols}
+        ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
+        rows = np.arange(P)
+        T += (att + dense) * model.first_dense_layers
+        for lay in layers:
+            T += att + router
+            t0 = T.copy()
+            # -- NDP: activations out, ops FIFO per unit, results back (jobs on the cxl to_gpu link)
+            M_n = max(len(x) for x in lay.ndp)
+            res_arr = np.zeros((P, M_n))
+            res_dur = np.zeros((P, M_n))
+            res_valid = np.zeros((P, M_n), dtype=bool)
+            op_s = np.zeros((P, M_n))
+            op_e = np.full((P, M_n), -1.0)
+            if M_n:
+                has = np.array([bool(x) for x in lay.ndp])
+                act_b = costs.activation_bytes(model, 1) * n
+                act_d = costs.link_time(self.cxl, costs.FROM_GPU, act_b)
+                act_w = costs.wire_time(self.cxl, costs.FROM_GPU, act_b)
+                act_end = np.where(has, t0 + act_d, t0)
+                link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
+                self.link_busy[self.cxl.name][costs.FROM_GPU] += float(np.where(has, act_w, 0.0).sum())
+                unit = np.zeros((P, M_n), dtype=np.int64)
+                dur = np.zeros((P, M_n))
+                rbytes = np.zeros((P, M_n))
+                for r, items in enumerate(lay.ndp):
+                    for j, (u, d, b) in enumerate(items):
+                        unit[r, j], dur[r, j], rbytes[r, j] = u, d, b
+                        res_valid[r, j] = True
+                ufree = np.zeros((P, sc.system.ndp.units))
+                for j in range(M_n):
+                    v = res_valid[:, j]
+                    s = np.maximum(act_end, ufree[rows, unit[:, j]])
+                    e = s + dur[:, j]
+                    op_s[:, j] = np.where(v, s, 0.0)
+                    op_e[:, j] = np.where(v, e, -1.0)
+                    ufree[rows[v], unit[v, j]] = e[v]
+                for u in range(sc.system.ndp.units):
+                    self.ndp_busy[u] += float(np.where(res_valid & (unit == u), dur, 0.0).sum())
+                res_arr = np.where(res_valid, op_e, 0.0)
+                res_dur = costs.wire_time(self.cxl, costs.TO_GPU, rbytes)
+                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, rbytes, 0.0).sum(1)
+            # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
+            M_j = max(len(x) for x in lay.jobs)
+            j_dur = np.zeros((P, M_j))
+            j_prio = np.zeros((P, M_j), dtype=np.int64)
+            j_valid = np.zeros((P, M_j), dtype=bool)
+            for r, jobs in enumerate(lay.jobs):
+                for j, job in enumerate(jobs):
+                    j_dur[r, j] = costs.wire_time(self.elink, costs.TO_GPU, job.nbytes)
+                    j_prio[r, j] = job.prio
+                    j_valid[r, j] = True
+                    link_bytes[ecol][r] += job.nbytes
+            self.link_busy[self.elink.name][costs.TO_GPU] += float(np.where(j_valid, j_dur, 0.0).sum())
+            shared_link = self.cxl is not None and self.cxl.name == self.elink.name
+            t0s = np.broadcast_to(t0[:, None], (P, M_j))
+            if shared_link and M_n:  # NDP results queue with the fetches on the same direction
+                ends = _schedule(efree, ewire, np.concatenate([t0s, res_arr], axis=1),
+                                 np.concatenate([j_prio, np.full((P, M_n), DEMAND)], axis=1), self.elink.latency,
+                                 np.concatenate([j_dur, res_dur], axis=1),
+                                 np.concatenate([j_valid, res_valid], axis=1))
+                j_end, r_end = ends[:, :M_j], ends[:, M_j:]
+            else:
+                j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid)
+                r_end = res_arr
+                if M_n:
+                    r_end = _schedule(cfree, cwire, res_arr, np.full((P, M_n), DEMAND), self.cxl.latency,
+                                      res_dur, res_valid)
+            if M_n:
+                self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
+            for r, jobs in enumerate(lay.jobs):
+                for j, job in enumerate(jobs):
+                    job.end = j_end[r, j]
+            # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
+            T += shared
+            M_g = max(len(x) for x in lay.gpu)
+            g_e = np.zeros((P, M_g))
+            g_c = np.zeros((P, M_g))
+            w_w = np.zeros((P, M_g))   # arrival of the weights' copy (0: resident earlier)
+            w_f = np.zeros((P, M_g))   # arrival of the factors' copy
+            for r, items in enumerate(lay.gpu):
+                step = first + r
+                for j, ((oe, oc), waits) in enumerate(items):
+                    g_e[r, j], g_c[r, j] = oe, oc
+                    if waits and waits[0] is not None and waits[0].step == step:
+                        w_w[r, j] = waits[0].end
+                    if len(waits) > 1 and waits[1] is not None and waits[1].step == step and oc:
+                        w_f[r, j] = waits[1].end
+            pending = np.maximum(w_w, w_f) > T[:, None]
+            order = np.argsort(pending, axis=1, kind="stable")
+            g_e, g_c = (np.take_along_axis(a, order, axis=1) for a in (g_e, g_c))
+            w_w, w_f = (np.take_along_axis(a, order, axis=1) for a in (w_w, w_f))
+            stall = np.zeros(P)
+            for j in range(M_g):
+                wait = np.clip(w_w[:, j] - T, 0.0, None)
+                stall += wait
+                T += wait + g_e[:, j]
+                wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T, 0.0, None), 0.0)
+                stall += wait
+                T += wait + g_c[:, j]
+            acc["expert_gpu"] += g_e.sum(1)
+            acc["compensation"] += g_c.sum(1)
+            if M_n:
+                done = np.where(res_valid, r_end, -np.inf).max(1)
+                gap = np.clip(done - T, 0.0, None)
+                busy = np.where(gap > 0, _union_overlap(T, np.maximum(done, T), op_s, op_e), 0.0)
+                acc["expert_ndp"] += busy
+                stall += gap - busy
+                T = np.maximum(T, done)
+            acc["transfer_stall"] += stall
+        T += head
+        out = {cat: acc[cat] for cat in CATEGORIES}
+        out["latency"] = T
+        out.update(link_bytes)
+        return out
+
+    # ---- driver ----
+    def run(self) -> RunResult:
+        sc = self.sc
+        sched = BatchSchedule(sc.trace.sequence_bounds(), sc.batch)
+        prefill = 0.0
+        if sc.prompt:
+            idx = sched.prefill(sc.prompt)
+            if len(idx):
+                layers, _ = self.logical([idx], -1)
+                prefill = float(self.timing([idx], layers, -1)["latency"][0])
+                self.logic.c = dict.fromkeys(self.logic.c, 0.0)
+                self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
+                self.ndp_busy = [0.0] * len(self.ndp_busy)
+        done = 0
+        while sc.steps is None or done < sc.steps:
+            want = CHUNK if sc.steps is None else min(CHUNK, sc.steps - done)
+            steps = []
+            while len(steps) < want:
+                idx = sched.next_step()
+                if idx is None:
+                    break
+                steps.append(idx)
+            if not steps:
+                break
+            layers, per_step = self.logical(steps, done)
+            t = self.timing(steps, layers, done)
+            self._append(done, steps, t, per_step)
+            done += len(steps)
+            if len(steps) < want:
+                break
+        return self._result(prefill)
+
+    def _append(self, first: int, steps, t: dict, per_step: dict) -> None:
+        rows = self.rows
+        start = self.time + np.concatenate(([0.0], np.cumsum(t["latency"])[:-1]))
+        self.time += float(t["latency"].sum())
+        rows["step"].extend(range(first, first + len(steps)))
+        rows["tokens"].extend(float(len(i)) for i in steps)
+        rows["start_s"].extend(start.tolist())
+        rows["end_s"].extend((start + t["latency"]).tolist())
+        for cat in CATEGORIES:
+            rows[cat].extend(t[cat].tolist())
+            if cat not in ("expert_ndp", "transfer_stall"):
+                self.gpu_busy += float(t[cat].sum())
+        for key, col in per_step.items():
+            rows[key].extend(col.tolist())
+        for col, _, _ in self.link_cols:
+            rows[col].extend(t[col].tolist())
+
+    def _result(self, prefill: float) -> RunResult:
+        c = self.logic.c
+        cache = self.logic.cache
+        return RunResult(
+            scenario=self.sc, steps=self.rows, decode_time=self.time, prefill_time=prefill,
+            gpu_busy=self.gpu_busy, link_busy=self.link_busy,
+            ndp_busy=self.ndp_busy,
+            counters={**c, "cache_evictions": cache.evictions, "cache_capacity_bytes": cache.capacity})
+
+
+def run(scenario: Scenario) -> RunResult:
+    """Evaluate `scenario` analytically; same RunResult shape as simulator.engine.run."""
+    scenario.policy.prepare(scenario)
+    return AnalyticEngine(scenario).run()
+

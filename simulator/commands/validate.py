@@ -1,0 +1,37 @@
+"""`moesim validate`: simulate published measured points and print predicted vs measured."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("validate", help="compare simulated throughput with published measurements")
+    parser.add_argument("files", nargs="*", help="validation YAML files (default: every validation/*.yaml)")
+    parser.add_argument("--engine", choices=["des", "analytic"], default=None,
+                        help="override each point's engine (default: the point's, i.e. des)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {name, measured, predicted, unit, rel_error, ...}")
+    parser.set_defaults(func=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from simulator.validate import error_summary, validate, validation_files
+
+    paths = [Path(p) for p in args.files] or validation_files()
+    rows = validate(paths, engine=args.engine)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'point':<{width}}  {'measured':>9}  {'predicted':>9}  {'unit':<9} {'error':>7}")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['measured']:9.3f}  {r['predicted']:9.3f}  {r['unit']:<9} "
+              f"{100 * r['rel_error']:+6.1f}%")
+    s = error_summary(rows)
+    print(f"{s['points']} points: median |error| {100 * s['median_abs_rel_error']:.1f}%, "
+          f"worst |error| {100 * s['worst_abs_rel_error']:.1f}%")
+    return 0

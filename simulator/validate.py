@@ -1,0 +1,97 @@
+"""Calibration against published measurements: simulate each measured point and report the error.
+
+validation/*.yaml each hold one source's points (ValidationFile): the source, the unit, RunSpec fields
+shared by every point (`run`) and the points, each with a name, a hardware config, the measured value
+and its own RunSpec fields. A point is simulated with exactly the shipped figures of its hardware
+config: nothing is fitted per point. The predicted value is the summary field the unit names.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simulator.config.loading import load_yaml_file
+from simulator.config.run import RunSpec
+from simulator.errors import UserError, format_validation_error
+
+VALIDATION_DIR = Path(__file__).resolve().parents[1] / "validation"
+SUMMARY_FIELD = {"tokens/s": "tokens_per_s", "ms/token": "ms_per_token"}  # unit -> simulate() key
+
+
+class Point(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    hwconfig: str
+    measured: float = Field(gt=0)
+    run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields of this point")
+
+
+class ValidationFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(min_length=1, description="paper/table/code the measured values come from")
+    unit: Literal["tokens/s", "ms/token"]
+    run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields shared by all points")
+    points: list[Point] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ValidationFile:
+        names = [p.name for p in self.points]
+        if len(set(names)) != len(names):
+            raise ValueError(f"point names must be unique, got {names}")
+        return self
+
+
+def load_validation(path: str | Path) -> tuple[ValidationFile, list[RunSpec]]:
+    """Read one validation file and build each point's RunSpec (errors name the file and point)."""
+    vfile = load_yaml_file(path, ValidationFile)
+    specs = []
+    for i, point in enumerate(vfile.points):
+        fields = {**vfile.run, **point.run, "hwconfig": point.hwconfig}
+        try:
+            specs.append(RunSpec.model_validate(fields))
+        except ValidationError as exc:
+            err = format_validation_error(exc, source=path)
+            key = (err.field or "").split(".")[0]
+            where = "run" if key in vfile.run and key not in point.run else f"points.{i}.run"
+            raise UserError(err.detail, source=path, field=f"{where}.{err.field}") from None
+    return vfile, specs
+
+
+def validation_files(directory: str | Path = VALIDATION_DIR) -> list[Path]:
+    files = sorted(Path(directory).glob("*.yaml"))
+    if not files:
+        raise UserError("no validation files (*.yaml)", source=directory)
+    return files
+
+
+def validate(paths: list[Path], engine: str | None = None) -> list[dict]:
+    """Simulate every point of every file; one record per point, in file then point order."""
+    from simulator.simulate import simulate
+
+    rows = []
+    for path in paths:
+        vfile, specs = load_validation(path)
+        key = SUMMARY_FIELD[vfile.unit]
+        for point, spec in zip(vfile.points, specs):
+            if engine:
+                spec = spec.model_copy(update={"engine": engine})
+            predicted = float(simulate(spec)[key])
+            rows.append({
+                "name": point.name, "file": path.name, "hwconfig": point.hwconfig, "unit": vfile.unit,
+                "measured": point.measured, "predicted": predicted,
+                "rel_error": (predicted - point.measured) / point.measured,
+            })
+    return rows
+
+
+def error_summary(rows: list[dict]) -> dict:
+    """Median and worst absolute relative error over the points."""
+    errors = [abs(r["rel_error"]) for r in rows]
+    return {"points": len(rows), "median_abs_rel_error": statistics.median(errors),
+            "worst_abs_rel_error": max(errors)}

@@ -1,0 +1,56 @@
+"""The analytic fast path against the DES: same cost model, so the same answers.
+
+Uncontended configurations (no prefetch: every copy and NDP op of a layer ends within the layer) must
+agree within 1% in time and exactly in hits and bytes; contended ones (prefetch spilling across layers)
+are reported with their error and held to a loose bound.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.config.run import RunSpec
+from simulator.simulate import simulate
+
+UNCONTENDED = [
+    {"policy": "ndp-lrc", "tokens": 24},
+    {"policy": "ndp-lowbit", "tokens": 24},
+    {"policy": "ndp-hot", "tokens": 24},
+    {"policy": "ndp-lrc", "batch": 4, "tokens": 12},
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8, "tokens": 24},
+    {"policy": "offload-lowbit", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 4, "tokens": 24},
+    {"policy": "offload-mixed", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 4, "tokens": 24},
+    {"policy": "offload-fp16", "hwconfig": "a100-pcie4", "cache_experts_per_layer": 8, "cache_policy": "lfu", "tokens": 16},
+    {"policy": "gpu-resident", "hwconfig": "h100-pcie5", "tokens": 16, "prompt": 8},
+    {"policy": "offload-lowbit", "hwconfig": "t4-pcie3", "model": "mixtral-8x7b", "trace": None, "synthetic_tokens": 32,
+         "bits": 2, "group": 32, "attention_bits": 4, "cache_experts_per_layer": 2, "tokens": 32},
+]
+
+
+def _both(kw):
+    spec = RunSpec(**kw)
+    return simulate(spec), simulate(spec.model_copy(update={"engine": "analytic"}))
+
+
+@pytest.mark.parametrize("kw", UNCONTENDED, ids=lambda kw: f"{kw['policy']}-{kw.get('hwconfig', 'ndp')}")
+def test_uncontended_within_one_percent(kw):
+    des, ana = _both(kw)
+    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=0.01)
+    assert ana["tokens"] == des["tokens"]
+    assert (ana["cache_hits"], ana["cache_misses"]) == (des["cache_hits"], des["cache_misses"])
+    for link, by_dir in des["link_bytes"].items():
+        assert ana["link_bytes"][link] == pytest.approx(by_dir), link
+        assert ana["link_utilization"][link] == pytest.approx(des["link_utilization"][link], rel=0.01), link
+    for cat, ms in des["breakdown_ms_per_token"].items():
+        assert ana["breakdown_ms_per_token"][cat] == pytest.approx(ms, rel=0.01, abs=1e-6), cat
+
+
+def test_contended_prefetch_error_is_reported_and_small(capsys):
+    des, ana = _both({"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8,
+                          "prefetch": True, "prefetch_hit_rate": 0.8, "tokens": 24})
+    err = ana["tokens_per_s"] / des["tokens_per_s"] - 1
+    with capsys.disabled():
+        print(f"\nanalytic vs DES, offload-lrc + prefetch (contended link): {err:+.2%}")
+    assert ana["cache_hits"] == des["cache_hits"]
+    assert ana["prefetch_bytes"] == des["prefetch_bytes"]
+    assert abs(err) < 0.05

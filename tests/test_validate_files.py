@@ -1,0 +1,52 @@
+"""Validation files: the shipped points load into RunSpecs; bad files fail with one line naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.config.system import load_system
+from simulator.errors import UserError
+from simulator.validate import error_summary, load_validation, validation_files
+
+
+def test_shipped_points_load_with_their_hardware():
+    paths = validation_files()
+    assert [p.name for p in paths][:1] == ["eliseev2023.yaml"]
+    vfile, specs = load_validation(paths[0])
+    assert [p.name for p in vfile.points] == [
+        "rtx3060/lru+prefetch", "rtx3060/lru", "rtx3060/no-cache", "t4/lru+prefetch", "t4/lru", "t4/no-cache"]
+    assert [s.cache_experts_per_layer for s in specs] == [2, 2, 0, 4, 4, 0]
+    assert [s.prefetch for s in specs] == [True, False, False, True, False, False]
+    assert {s.model for s in specs} == {"mixtral-8x7b"}
+    for s in specs:
+        load_system(s.hwconfig)  # every hardware config exists and parses
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "v.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_run_field_names_file_point_and_field(tmp_path):
+    path = _write(tmp_path, "source: s\nunit: tokens/s\npoints:\n"
+                            "  - {name: a, hwconfig: t4-pcie3, measured: 1.0, run: {bogus: 3}}\n")
+    with pytest.raises(UserError) as exc:
+        load_validation(path)
+    assert exc.value.render().startswith(f"{path}: points.0.run.bogus: ")
+
+
+def test_duplicate_names_and_bad_unit_are_rejected(tmp_path):
+    dup = _write(tmp_path, "source: s\nunit: tokens/s\npoints:\n"
+                           "  - {name: a, hwconfig: t4-pcie3, measured: 1.0}\n"
+                           "  - {name: a, hwconfig: t4-pcie3, measured: 2.0}\n")
+    with pytest.raises(UserError, match="unique"):
+        load_validation(dup)
+    unit = _write(tmp_path, "source: s\nunit: furlongs\npoints:\n  - {name: a, hwconfig: x, measured: 1.0}\n")
+    with pytest.raises(UserError, match="unit"):
+        load_validation(unit)
+
+
+def test_error_summary_is_median_and_worst_of_absolute_errors():
+    rows = [{"rel_error": e} for e in (0.1, -0.3, 0.05)]
+    assert error_summary(rows) == {"points": 3, "median_abs_rel_error": 0.1, "worst_abs_rel_error": 0.3}
