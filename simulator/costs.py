@@ -6,7 +6,8 @@ are SI floats (FLOPs, bytes, seconds). Every function works on Python scalars; `
 numpy arrays (element-wise), so a vectorised caller reuses the same formula.
 
 Op time (GPU or NDP unit):   max(FLOPs / (peak x compute_eff), bytes / (bandwidth x memory_eff)) + overhead
-Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML bandwidths are effective)
+Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML bandwidths are effective;
+    copy engines overlap latencies, the bytes share the direction's bandwidth: simulator.hardware.link)
 
 Work per op (tokens = tokens in the op, activations fp16 = ACT_BYTES per value):
   attention   FLOPs = sum over tokens of AttentionSpec.flops_per_token(hidden, context_i)
@@ -58,10 +59,14 @@ def ndp_time(ndp: NDPSpec, flops: float, nbytes: float, bits: float) -> float:
                     ndp.memory_bandwidth * ndp.memory_efficiency, ndp.op_overhead)
 
 
+def wire_time(link: LinkSpec, direction: str, nbytes: float) -> float:
+    """Seconds `nbytes` occupy the wire of `link` in `direction`."""
+    return nbytes / (link.bandwidth_to_gpu if direction == TO_GPU else link.bandwidth_from_gpu)
+
+
 def link_time(link: LinkSpec, direction: str, nbytes: float) -> float:
-    """Seconds one transfer of `nbytes` occupies one DMA engine of `link` in `direction`."""
-    bw = link.bandwidth_to_gpu if direction == TO_GPU else link.bandwidth_from_gpu
-    return link.latency + nbytes / bw
+    """Seconds of one uncontended transfer: latency + bytes / bandwidth."""
+    return link.latency + wire_time(link, direction, nbytes)
 
 
 # ---- work of each op: (FLOPs, bytes) ----

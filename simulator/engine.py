@@ -106,8 +106,7 @@ class RunResult:
     decode_time: float               # seconds from the first decode step to the end of the last
     prefill_time: float
     gpu_busy: float
-    link_busy: dict[str, dict[str, float]]     # link -> direction -> engine-seconds in the window
-    link_engines: dict[str, int]
+    link_busy: dict[str, dict[str, float]]     # link -> direction -> wire-seconds in the window
     ndp_busy: list[float]
     counters: dict[str, float] = field(default_factory=dict)
     log: EventLog | None = None
@@ -365,7 +364,6 @@ class _Engine:
             scenario=self.sc, steps=self.rows, decode_time=self.decode_time, prefill_time=self.prefill_time,
             gpu_busy=self.gpu.busy,
             link_busy={name: {d: ld.busy for d, ld in link.directions.items()} for name, link in self.links.items()},
-            link_engines={name: link.spec.dma_engines for name, link in self.links.items()},
             ndp_busy=list(self.ndp.busy) if self.ndp is not None else [],
             counters={**self.c, "cache_evictions": self.cache.evictions,
                       "cache_capacity_bytes": self.cache.capacity}, log=self.log)

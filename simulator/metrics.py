@@ -6,7 +6,7 @@ Definitions (decode only; the optional prefill is reported as prefill_s):
   breakdown_ms_per_token   the GPU-stream attribution of every instant (simulator.hardware.gpu) summed
                     over steps, per token; the seven values add up to ms_per_token
   link_bytes_per_token     bytes issued on each link (both directions) per token
-  link_utilization  per link and direction: engine-busy seconds / (dma_engines x wall time)
+  link_utilization  per link and direction: seconds the wire carries bytes / wall time
   gpu_utilization   kernel seconds / wall time;  ndp_utilization: per unit, op seconds / wall time
   cache_hit_rate    hits / lookups of the GPU expert cache (None when the policy never looks up)
 """
@@ -39,8 +39,8 @@ def summarize(result: RunResult) -> dict:
     c = result.counters
     lookups = c["cache_hits"] + c["cache_misses"]
 
-    def util(busy: float, servers: int = 1) -> float:
-        return busy / (servers * wall) if wall > 0 else 0.0
+    def util(busy: float) -> float:
+        return busy / wall if wall > 0 else 0.0
 
     return {
         "policy": sc.policy.name, "hwconfig": sc.system.name, "model": sc.model.name,
@@ -53,7 +53,7 @@ def summarize(result: RunResult) -> dict:
         "link_bytes_per_token": {name: sum(d.values()) / tokens if tokens else 0.0
                                  for name, d in link_bytes.items()},
         "link_bytes": link_bytes,
-        "link_utilization": {name: {d: util(b, result.link_engines[name]) for d, b in busy.items()}
+        "link_utilization": {name: {d: util(b) for d, b in busy.items()}
                              for name, busy in result.link_busy.items()},
         "gpu_utilization": util(result.gpu_busy),
         "ndp_utilization": [util(b) for b in result.ndp_busy],

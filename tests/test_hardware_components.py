@@ -20,20 +20,20 @@ def test_link_serves_demand_before_queued_prefetches():
         yield link.transfer(nbytes, priority)
         log.append((name, env.now))
 
-    env.process(client("first", 10, PREFETCH, 0))      # 0 -> 2
+    env.process(client("first", 10, PREFETCH, 0))      # latency 0 -> 1, wire 1 -> 2
     env.process(client("prefetch", 20, PREFETCH, 0.5))  # queued; served after the demand
-    env.process(client("demand", 30, DEMAND, 1))        # 2 -> 6
+    env.process(client("demand", 30, DEMAND, 1))        # engine at 2, wire 3 -> 6
     env.run()
     assert log == [("first", 2), ("demand", 6), ("prefetch", 9)]
-    assert link.bytes == 60 and link.transfers == 3 and link.busy == 9
+    assert link.bytes == 60 and link.transfers == 3 and link.busy == 1 + 3 + 2  # wire seconds
 
 
-def test_link_engines_serve_in_parallel_and_window_clips_busy_time():
+def test_link_engines_overlap_latencies_but_share_the_wire_and_window_clips_busy_time():
     env, log = simpy.Environment(), []
     link = Link(env, tiny_system(dma_engines=2).links[0]).from_gpu
 
     def client(name):
-        yield link.transfer(40)  # 1 + 4 = 5 s
+        yield link.transfer(40)  # 1 s latency + 4 s on the wire
         log.append((name, env.now))
 
     for name in "abc":
@@ -41,14 +41,15 @@ def test_link_engines_serve_in_parallel_and_window_clips_busy_time():
 
     def window():
         yield env.timeout(2)
-        link.open_window()   # a, b have 3 s left each
+        link.open_window()   # a's wire 1 -> 5 has 3 s left
         yield env.timeout(6)
-        link.close_window()  # c runs 5 -> 10: 2 s of it lie beyond 8
+        link.close_window()  # b's wire 5 -> 9: 1 s of it lies beyond 8
 
     env.process(window())
     env.run()
-    assert log == [("a", 5), ("b", 5), ("c", 10)]
-    assert link.busy == 3 + 3 + 3
+    # a, b: latency 0 -> 1 together; wire a 1 -> 5, b 5 -> 9; c takes a's engine at 5, wire 9 -> 13
+    assert log == [("a", 5), ("b", 9), ("c", 13)]
+    assert link.busy == 3 + 3
 
 
 def test_gpu_kernel_is_the_roofline_plus_launch_overhead():
