@@ -22,6 +22,7 @@ Queueing approximations (contended cases only):
 from __future__ import annotations
 
 from array import array
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -38,10 +39,10 @@ CHUNK = 512  # decode steps evaluated together
 class _Job:
     """A copy the logical pass issued (stands in for the DES's transfer process)."""
 
-    __slots__ = ("end", "nbytes", "prio", "step")
+    __slots__ = ("col", "end", "layer", "nbytes", "prio", "step")
 
-    def __init__(self, nbytes: float, prio: int, step: int):
-        self.nbytes, self.prio, self.step, self.end = nbytes, prio, step, 0.0
+    def __init__(self, nbytes: float, prio: int, step: int, layer: int):
+        self.nbytes, self.prio, self.step, self.layer, self.col, self.end = nbytes, prio, step, layer, 0, 0.0
 
 
 class _RecordingLink:
@@ -50,10 +51,11 @@ class _RecordingLink:
     def __init__(self):
         self.jobs: list[_Job] = []
         self.bytes = 0.0
-        self.step = 0  # global index of the step being replayed
+        self.step = 0   # global index of the step being replayed
+        self.layer = 0  # MoE layer whose demand/prefetch is being replayed
 
     def transfer(self, nbytes, priority=DEMAND, name="copy", layer=-1, expert=-1) -> _Job:
-        job = _Job(nbytes, priority, self.step)
+        job = _Job(nbytes, priority, self.step, self.layer)
         self.jobs.append(job)
         self.bytes += nbytes
         return job
@@ -105,14 +107,68 @@ def _union_overlap(t0: np.ndarray, t1: np.ndarray, starts: np.ndarray, ends: np.
     return covered
 
 
+class LayerArrays(NamedTuple):
+    """One MoE layer of every step in a chunk, padded to the largest row (P rows)."""
+
+    g_e: np.ndarray      # float [P, G] expert GEMM seconds of the GPU items, in S order (0: padding)
+    g_c: np.ndarray      # float [P, G] compensation seconds (0: none)
+    wj: np.ndarray       # int   [P, G] column of the weights' copy among this layer's copies (-1: none)
+    fj: np.ndarray       # int   [P, G] column of the factors' copy (-1: none)
+    w_ext: np.ndarray    # float [P, G] arrival of a weights' copy issued by an earlier layer (0: none)
+    f_ext: np.ndarray    # float [P, G] same for the factors
+    j_bytes: np.ndarray  # float [P, J] copies issued on the expert link at this layer, in issue order
+    j_prio: np.ndarray   # int   [P, J] DEMAND or PREFETCH
+    j_valid: np.ndarray  # bool  [P, J]
+    n_unit: np.ndarray   # int   [P, N] NDP unit of each NDP item, in S order
+    n_dur: np.ndarray    # float [P, N] NDP op seconds
+    n_rbytes: np.ndarray  # float [P, N] result bytes sent back
+    n_valid: np.ndarray  # bool  [P, N]
+
+
 class _Layer:
-    """One MoE layer of every step in a chunk, as padded arrays [P, M] filled by the logical pass."""
+    """One MoE layer of every step in a chunk, as the logical replay recorded it (lists per row)."""
 
     def __init__(self, P: int):
-        self.P = P
-        self.gpu: list[list] = [[] for _ in range(P)]   # per row: (expert op s, comp op s, weights job, factors job)
+        self.gpu: list[list] = [[] for _ in range(P)]   # per row: ((expert s, comp s), [weights job, factors job])
         self.ndp: list[list] = [[] for _ in range(P)]   # per row: (unit, op s, result bytes)
         self.jobs: list[list[_Job]] = [[] for _ in range(P)]  # copies on the expert link issued here
+
+
+class _ReplaySource:
+    """Feeds the replayed layers to AnalyticEngine.timing as LayerArrays."""
+
+    def __init__(self, layers: list[_Layer], first: int):
+        self.layers, self.first = layers, first
+
+    def __call__(self, moe: int, P: int) -> LayerArrays:
+        lay = self.layers[moe]
+        G, J, N = (max(len(x) for x in rows) for rows in (lay.gpu, lay.jobs, lay.ndp))
+        g = np.zeros((4, P, G))
+        cols = np.full((2, P, G), -1, dtype=np.int64)
+        jb, jp, jv = np.zeros((P, J)), np.zeros((P, J), dtype=np.int64), np.zeros((P, J), dtype=bool)
+        nu, nd, nr, nv = (np.zeros((P, N), dtype=np.int64), np.zeros((P, N)), np.zeros((P, N)),
+                          np.zeros((P, N), dtype=bool))
+        for r in range(P):
+            step = self.first + r
+            for j, ((oe, oc), waits) in enumerate(lay.gpu[r]):
+                g[0, r, j], g[1, r, j] = oe, oc
+                for w, job in enumerate(waits[:2]):
+                    if job is None or job.step != step:
+                        continue  # resident before this step: nothing to wait for
+                    if job.layer == moe:
+                        cols[w, r, j] = job.col
+                    else:
+                        g[2 + w, r, j] = job.end
+            for j, job in enumerate(lay.jobs[r]):
+                jb[r, j], jp[r, j], jv[r, j] = job.nbytes, job.prio, True
+            for j, (u, d, b) in enumerate(lay.ndp[r]):
+                nu[r, j], nd[r, j], nr[r, j], nv[r, j] = u, d, b, True
+        return LayerArrays(g[0], g[1], cols[0], cols[1], g[2], g[3], jb, jp, jv, nu, nd, nr, nv)
+
+    def scheduled(self, moe: int, ends: np.ndarray) -> None:
+        for r, jobs in enumerate(self.layers[moe].jobs):
+            for j, job in enumerate(jobs):
+                job.end = float(ends[r, j])
 
 
 class AnalyticEngine:
@@ -150,6 +206,7 @@ class AnalyticEngine:
                 part = lg.cache.part(moe)
                 lay = layers[moe]
                 first_job = len(self.rec.jobs)
+                self.rec.layer = moe
                 gpu_rows, ndp_rows = lay.gpu[r], lay.ndp[r]
                 for expert, tokens, restored in zip(*routing[moe]):
                     p = sc.policy.place(moe, expert, tokens, restored, part)
@@ -165,6 +222,8 @@ class AnalyticEngine:
                 if sc.prefetch and moe + 1 < model.moe_layers:
                     lg.prefetch(moe + 1, routing[moe + 1])
                 lay.jobs[r] = self.rec.jobs[first_job:]
+                for col, job in enumerate(lay.jobs[r]):
+                    job.col = col
                 # convert placements to op times now (sizes and ranks are per (layer, expert))
                 lay.gpu[r] = [(self._gpu_ops(moe, e, p), waits) for e, p, waits in gpu_rows]
                 lay.ndp[r] = [(u, self._ndp_op(moe, e, p), costs.activation_bytes(model, p.ndp_tokens))
@@ -195,7 +254,10 @@ class AnalyticEngine:
         return costs.ndp_time(self.sc.system.ndp, flops, nbytes, bits)
 
     # ---- timing of one chunk ----
-    def timing(self, steps: list[np.ndarray], layers: list[_Layer], first: int) -> dict[str, np.ndarray]:
+    def timing(self, steps: list[np.ndarray], source) -> dict[str, np.ndarray]:
+        """Per-step seconds per category, latency and link bytes of a chunk; `source(moe, P)` gives each
+        MoE layer's LayerArrays (in layer order) and `source.scheduled(moe, ends)` receives its copies'
+        arrival times [P, J]."""
         sc, model, gpu = self.sc, self.model, self.gpu
         P = len(steps)
         n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
@@ -212,103 +274,75 @@ class AnalyticEngine:
         acc["router"] += router * model.moe_layers
         acc["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
         T = np.zeros(P)
-        efree, ewire = np.zeros((P, self.elink.dma_engines)), np.zeros(P)   # engine / wire free times
+        efree, ewire = np.zeros((P, self.elink.dma_engines)), np.zeros(P)  # engine / wire free times
         cfree = np.zeros((P, self.cxl.dma_engines)) if self.cxl is not None else None
         cwire = np.zeros(P)
         link_bytes = {col: np.zeros(P) for col, _, _ in self.link_cols}
         ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
         rows = np.arange(P)
         T += (att + dense) * model.first_dense_layers
-        for lay in layers:
+        shared_link = self.cxl is not None and self.cxl.name == self.elink.name
+        for moe in range(model.moe_layers):
             T += att + router
             t0 = T.copy()
-            # -- NDP: activations out, ops FIFO per unit, results back (jobs on the cxl to_gpu link)
-            M_n = max(len(x) for x in lay.ndp)
-            res_arr = np.zeros((P, M_n))
-            res_dur = np.zeros((P, M_n))
-            res_valid = np.zeros((P, M_n), dtype=bool)
+            la = source(moe, P)
+            res_valid, M_n = la.n_valid, la.n_valid.shape[1]
             op_s = np.zeros((P, M_n))
             op_e = np.full((P, M_n), -1.0)
-            if M_n:
-                has = np.array([bool(x) for x in lay.ndp])
+            res_arr = np.zeros((P, M_n))
+            res_dur = np.zeros((P, M_n))
+            if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
+                has = res_valid.any(axis=1)
                 act_b = costs.activation_bytes(model, 1) * n
-                act_d = costs.link_time(self.cxl, costs.FROM_GPU, act_b)
-                act_w = costs.wire_time(self.cxl, costs.FROM_GPU, act_b)
-                act_end = np.where(has, t0 + act_d, t0)
+                act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
                 link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
-                self.link_busy[self.cxl.name][costs.FROM_GPU] += float(np.where(has, act_w, 0.0).sum())
-                unit = np.zeros((P, M_n), dtype=np.int64)
-                dur = np.zeros((P, M_n))
-                rbytes = np.zeros((P, M_n))
-                for r, items in enumerate(lay.ndp):
-                    for j, (u, d, b) in enumerate(items):
-                        unit[r, j], dur[r, j], rbytes[r, j] = u, d, b
-                        res_valid[r, j] = True
+                self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
+                    np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
+                unit = la.n_unit
                 ufree = np.zeros((P, sc.system.ndp.units))
                 for j in range(M_n):
                     v = res_valid[:, j]
-                    s = np.maximum(act_end, ufree[rows, unit[:, j]])
-                    e = s + dur[:, j]
-                    op_s[:, j] = np.where(v, s, 0.0)
+                    st = np.maximum(act_end, ufree[rows, unit[:, j]])
+                    e = st + la.n_dur[:, j]
+                    op_s[:, j] = np.where(v, st, 0.0)
                     op_e[:, j] = np.where(v, e, -1.0)
                     ufree[rows[v], unit[v, j]] = e[v]
                 for u in range(sc.system.ndp.units):
-                    self.ndp_busy[u] += float(np.where(res_valid & (unit == u), dur, 0.0).sum())
+                    self.ndp_busy[u] += float(np.where(res_valid & (unit == u), la.n_dur, 0.0).sum())
                 res_arr = np.where(res_valid, op_e, 0.0)
-                res_dur = costs.wire_time(self.cxl, costs.TO_GPU, rbytes)
-                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, rbytes, 0.0).sum(1)
+                res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
+                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, la.n_rbytes, 0.0).sum(1)
+                self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
             # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
-            M_j = max(len(x) for x in lay.jobs)
-            j_dur = np.zeros((P, M_j))
-            j_prio = np.zeros((P, M_j), dtype=np.int64)
-            j_valid = np.zeros((P, M_j), dtype=bool)
-            for r, jobs in enumerate(lay.jobs):
-                for j, job in enumerate(jobs):
-                    j_dur[r, j] = costs.wire_time(self.elink, costs.TO_GPU, job.nbytes)
-                    j_prio[r, j] = job.prio
-                    j_valid[r, j] = True
-                    link_bytes[ecol][r] += job.nbytes
+            j_valid, M_j = la.j_valid, la.j_valid.shape[1]
+            j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
+            link_bytes[ecol] += np.where(j_valid, la.j_bytes, 0.0).sum(1)
             self.link_busy[self.elink.name][costs.TO_GPU] += float(np.where(j_valid, j_dur, 0.0).sum())
-            shared_link = self.cxl is not None and self.cxl.name == self.elink.name
             t0s = np.broadcast_to(t0[:, None], (P, M_j))
             if shared_link and M_n:  # NDP results queue with the fetches on the same direction
                 ends = _schedule(efree, ewire, np.concatenate([t0s, res_arr], axis=1),
-                                 np.concatenate([j_prio, np.full((P, M_n), DEMAND)], axis=1), self.elink.latency,
-                                 np.concatenate([j_dur, res_dur], axis=1),
+                                 np.concatenate([la.j_prio, np.full((P, M_n), DEMAND)], axis=1),
+                                 self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
                                  np.concatenate([j_valid, res_valid], axis=1))
                 j_end, r_end = ends[:, :M_j], ends[:, M_j:]
             else:
-                j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid)
+                j_end = _schedule(efree, ewire, t0s, la.j_prio, self.elink.latency, j_dur, j_valid)
                 r_end = res_arr
                 if M_n:
                     r_end = _schedule(cfree, cwire, res_arr, np.full((P, M_n), DEMAND), self.cxl.latency,
                                       res_dur, res_valid)
-            if M_n:
-                self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
-            for r, jobs in enumerate(lay.jobs):
-                for j, job in enumerate(jobs):
-                    job.end = j_end[r, j]
+            source.scheduled(moe, j_end)
             # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
             T += shared
-            M_g = max(len(x) for x in lay.gpu)
-            g_e = np.zeros((P, M_g))
-            g_c = np.zeros((P, M_g))
-            w_w = np.zeros((P, M_g))   # arrival of the weights' copy (0: resident earlier)
-            w_f = np.zeros((P, M_g))   # arrival of the factors' copy
-            for r, items in enumerate(lay.gpu):
-                step = first + r
-                for j, ((oe, oc), waits) in enumerate(items):
-                    g_e[r, j], g_c[r, j] = oe, oc
-                    if waits and waits[0] is not None and waits[0].step == step:
-                        w_w[r, j] = waits[0].end
-                    if len(waits) > 1 and waits[1] is not None and waits[1].step == step and oc:
-                        w_f[r, j] = waits[1].end
+            padded = np.concatenate([j_end, np.zeros((P, 1))], axis=1)  # column -1: no copy in this layer
+            w_w = np.maximum(la.w_ext, np.take_along_axis(padded, la.wj, axis=1))  # weights' copy arrival
+            w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
+            g_e, g_c = la.g_e, la.g_c
             pending = np.maximum(w_w, w_f) > T[:, None]
             order = np.argsort(pending, axis=1, kind="stable")
-            g_e, g_c = (np.take_along_axis(a, order, axis=1) for a in (g_e, g_c))
-            w_w, w_f = (np.take_along_axis(a, order, axis=1) for a in (w_w, w_f))
+            g_e, g_c, w_w, w_f = (np.take_along_axis(x, order, axis=1) for x in (g_e, g_c, w_w, w_f))
             stall = np.zeros(P)
-            for j in range(M_g):
+            for j in range(g_e.shape[1]):
                 wait = np.clip(w_w[:, j] - T, 0.0, None)
                 stall += wait
                 T += wait + g_e[:, j]
@@ -340,7 +374,7 @@ class AnalyticEngine:
             idx = sched.prefill(sc.prompt)
             if len(idx):
                 layers, _ = self.logical([idx], -1)
-                prefill = float(self.timing([idx], layers, -1)["latency"][0])
+                prefill = float(self.timing([idx], _ReplaySource(layers, -1))["latency"][0])
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
@@ -356,7 +390,7 @@ class AnalyticEngine:
             if not steps:
                 break
             layers, per_step = self.logical(steps, done)
-            t = self.timing(steps, layers, done)
+            t = self.timing(steps, _ReplaySource(layers, done))
             self._append(done, steps, t, per_step)
             done += len(steps)
             if len(steps) < want:
