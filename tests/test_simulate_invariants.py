@@ -158,3 +158,23 @@ def test_prefill_is_reported_apart_from_decode():
     a = simulate(spec(policy="offload-lowbit", prompt=16))
     b = simulate(spec(policy="offload-lowbit"))
     assert a["prefill_s"] > 0 == b["prefill_s"] and a["tokens"] == b["tokens"]
+
+
+def test_a_plan_sets_per_expert_bytes_and_ranks(tmp_path):
+    import pandas as pd
+
+    from simulator.accuracy.plan import save_plan
+
+    rows = [{"layer": layer, "expert": e, "bits": 3 if e % 2 else 4, "group": 128, "rank": 8 * (e % 3),
+             "kurtosis": 3.0, "bytes_lowbit": 1e6 + 1e3 * e, "bytes_factors": 1e4 * (e % 3), "err_before": 0.1,
+             "err_after": 0.05} for layer in range(26) for e in range(64)]
+    plan = tmp_path / "plan.parquet"
+    save_plan(pd.DataFrame(rows), {"model": "deepseek-v2-lite"}, plan)
+    result, s = run_spec(spec(policy="offload-lrc", plan=str(plan), cache_bytes=0, top_n=6))
+    trace = load_trace(TRACE)
+    ids = np.asarray(trace.expert_ids[_scheduled_tokens(trace, 1)], dtype=np.int64)  # [STEPS, L, k]
+    expected_lowbit = float((1e6 + 1e3 * ids).sum())
+    expected_factors = float((1e4 * (ids % 3)).sum())
+    assert s["fetched_bytes"] == {"lowbit": expected_lowbit, "factors": expected_factors, "full": 0.0}
+    assert s["link_bytes"]["cxl"]["to_gpu"] == pytest.approx(expected_lowbit + expected_factors, rel=1e-12)
+    assert sum(result.steps["compensation"]) > 0
