@@ -53,6 +53,7 @@ def write_chrome_trace(log: EventLog, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(chrome_trace(log), f, separators=(",", ":"))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

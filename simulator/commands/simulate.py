@@ -85,6 +85,7 @@ def write_outputs(out: Path, result, summary: dict) -> None:
         step_table(result).to_parquet(tmp / "steps.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         write_chrome_trace(result.log, tmp / "timeline.json")
+        tmp.chmod(0o755)  # mkdtemp creates 0700
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / out.name)
