@@ -157,6 +157,16 @@ class _Engine:
         self.prefill_time = 0.0
         self.decode_time = 0.0
 
+    STEP_COUNTERS = ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp")
+
+    def _snapshot(self) -> list[float]:
+        """Cumulative bytes per link direction and step counters (a step's row is the difference)."""
+        return [d.bytes for _, d in self.dirs] + [self.c[k] for k in self.STEP_COUNTERS]
+
+    @property
+    def _snapshot_names(self) -> list[str]:
+        return [col for col, _ in self.dirs] + list(self.STEP_COUNTERS)
+
     # ---- step driver ----
     def decode(self, progress: bool):
         sc, env = self.sc, self.env
@@ -184,21 +194,14 @@ class _Engine:
             idx = sched.next_step()
             if idx is None:
                 break
-            t0 = env.now
-            before = [d.bytes for _, d in self.dirs] + [self.c[k] for k in
-                                                          ("cache_hits", "cache_misses", "experts_gpu",
-                                                           "experts_ndp")]
+            t0, before = env.now, self._snapshot()
             yield from self.step(idx)
             rows = self.rows
             for name, value in zip(("step", "tokens", "start_s", "end_s"), (step, len(idx), t0, env.now)):
                 rows[name].append(value)
             for name, value in zip(CATEGORIES, self.gpu.take()):
                 rows[name].append(value)
-            after = [d.bytes for _, d in self.dirs] + [self.c[k] for k in
-                                                         ("cache_hits", "cache_misses", "experts_gpu",
-                                                          "experts_ndp")]
-            names = [col for col, _ in self.dirs] + ["cache_hits", "cache_misses", "experts_gpu", "experts_ndp"]
-            for name, b, a in zip(names, before, after):
+            for name, b, a in zip(self._snapshot_names, before, self._snapshot()):
                 rows[name].append(a - b)
             step += 1
             if bar is not None:
