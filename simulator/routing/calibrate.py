@@ -14,7 +14,8 @@ Fitting (`fit_params`), with common random numbers so every objective is a smoot
 - locality per layer: bisection to the workload-mean consecutive overlap where a per-token trace exists;
   otherwise the deepseek-v2-lite fit, interpolated in relative depth (an assumption, stated in the file).
 - score_scale: bisection to the mean top-k score mass of the ESFT traces; reused for other models.
-A model without data of its own (mixtral-8x22b) takes its proxy's skew by relative depth.
+A model without data of its own takes its PROXY's skew by relative depth (mixtral-8x22b from
+mixtral-8x7b), or else deepseek-v2-lite's (skew is in noise units, so it transfers across expert counts).
 """
 
 from __future__ import annotations
@@ -166,15 +167,19 @@ def _interp(values: list[float], at_index: list[int], ref_layers: int, layers: i
     return np.interp(x, x_ref, values).tolist()
 
 
+def _data_model(name: str, reference: dict) -> str:
+    """The model whose reference data `name` is fitted to: itself, its PROXY, else LOCALITY_FROM."""
+    data_model = PROXY.get(name, name)
+    return data_model if data_model in reference["models"] else LOCALITY_FROM
+
+
 def fit_params(model: ModelSpec, reference: dict, deepseek_fit: SynthParams | None = None) -> tuple[
         SynthParams, dict]:
     """Fit one model's parameters; returns them and the targets they were fitted to (for comments)."""
-    data_model = PROXY.get(model.name, model.name)
-    if data_model not in reference["models"]:
-        raise UserError(f"no reference routing data for model {model.name!r}", field="model")
+    data_model = _data_model(model.name, reference)
     entry = reference["models"][data_model]
     ref_spec = load_model(data_model)
-    targets = reference_targets(entry)
+    targets = {**reference_targets(entry), "fitted_to": data_model}
     sampler = _Sampler(ref_spec.num_experts, ref_spec.top_k)
     skew_ref = [_bisect(sampler.entropy, h, 0.0, 6.0, increasing=False) for h in targets["entropy"]]
     skew = _interp(skew_ref, targets["layer_index"], ref_spec.moe_layers, model.moe_layers)
@@ -202,15 +207,15 @@ def fit_params(model: ModelSpec, reference: dict, deepseek_fit: SynthParams | No
 
 def params_yaml(params: SynthParams, targets: dict, model: ModelSpec) -> str:
     """The parameters as commented YAML: every number says what it is and what it was fitted to."""
-    data_model = PROXY.get(model.name, model.name)
-    at = {i: j for j, i in enumerate(targets["layer_index"])} if data_model == model.name else {}
+    own = targets["fitted_to"] == model.name
+    at = {i: j for j, i in enumerate(targets["layer_index"])} if own else {}
     lines = [f"# Synthetic-routing parameters for {model.name}; written by `moesim trace calibrate`",
              "# (simulator/routing/calibrate.py). Generative model: simulator/routing/synthetic.py.",
              f"model: {model.name}",
              f"reference: {json.dumps(params.reference)}",
              f"score_scale: {params.score_scale}  # softmax sharpness on logits in noise units; fitted to the "
              "ESFT mean top-k score mass" + (f" {sum(targets['mean_scores']):.4f}" if "mean_scores" in targets
-                                             and data_model == model.name else " (borrowed)"),
+                                             and own else " (borrowed)"),
              "skew:  # per MoE layer: spread (noise units) of the per-expert logit bias; sets popularity skew"]
     for layer, v in enumerate(params.skew):
         j = at.get(layer)

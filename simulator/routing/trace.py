@@ -157,6 +157,8 @@ def load_meta(path: str | Path) -> TraceMeta:
         raise UserError("missing meta.json", source=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"meta.json is not valid JSON ({exc.__class__.__name__})", source=meta_path) from None
+    except OSError as exc:
+        raise UserError(f"cannot read meta.json ({exc.__class__.__name__})", source=meta_path) from None
     if not isinstance(raw, dict):
         raise UserError("expected a JSON object", source=meta_path)
     try:
@@ -176,8 +178,9 @@ def load_trace(path: str | Path, *, mmap: bool = True, validate: bool = True) ->
             arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
         except FileNotFoundError:
             raise UserError(f"missing {name}.npy", source=path) from None
-        except (ValueError, OSError) as exc:
-            raise UserError(f"not a readable .npy array ({exc})", source=file) from None
+        except (ValueError, OSError, EOFError, SyntaxError) as exc:  # bad magic/header, truncated, pickled
+            raise UserError(f"not a readable .npy array ({exc.__class__.__name__}: {exc})",
+                            source=file) from None
         if arr.dtype != dtype:
             raise UserError(f"expected dtype {np.dtype(dtype).name}, got {arr.dtype}", source=file)
         if arr.ndim != ndim:
