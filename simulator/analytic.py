@@ -29,6 +29,7 @@ import simpy
 
 from simulator import costs
 from simulator.engine import RunResult, Scenario, _Engine
+from simulator.hardware.cache import FORMS
 from simulator.hardware.gpu import CATEGORIES
 from simulator.hardware.link import DEMAND
 from simulator.schedule import BatchSchedule
@@ -169,6 +170,198 @@ class _ReplaySource:
         for r, jobs in enumerate(self.layers[moe].jobs):
             for j, job in enumerate(jobs):
                 job.end = float(ends[r, j])
+
+
+STATELESS_PLACEMENT = frozenset({  # policies whose place() ignores the cache (others are replayed)
+    "gpu-resident", "offload-fp16", "offload-lowbit", "offload-lrc", "ndp-lowbit", "ndp-hot", "ndp-lrc"})
+
+
+def _padded(group: np.ndarray, P: int, *values: np.ndarray, fill=0):
+    """Scatter per-item values into [P, M] rows (items sorted by row; M = the largest row)."""
+    counts = np.bincount(group, minlength=P)
+    M = int(counts.max()) if len(group) else 0
+    col = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = []
+    for v in values:
+        a = np.full((P, M), fill, dtype=v.dtype)
+        a[group, col] = v
+        out.append(a)
+    return col, out
+
+
+class _VectorSource:
+    """Vectorised logical pass for LRU caches without prefetch and with cache-independent placements.
+
+    LRU is a stack algorithm: every access makes its key the most recent, and the resident set is the
+    longest most-recent prefix that fits, so an access hits iff its key was accessed before and the bytes
+    of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions use a
+    forward-filled [accesses, keys] matrix of last-access stamps; a shared partition is supported when
+    every key fits at once (nothing is ever evicted); anything else is replayed.
+    """
+
+    def __init__(self, eng: AnalyticEngine):
+        self.eng = eng
+        sc, model = eng.sc, eng.model
+        self.L, self.E = model.moe_layers, model.num_experts
+        self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1)          # [L, E, 3] bytes
+        self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
+        self.stamp = 0
+        self.place_memo: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def usable(eng: AnalyticEngine) -> bool:
+        sc = eng.sc
+        if sc.cache_policy != "lru" or sc.prefetch or sc.policy.name not in STATELESS_PLACEMENT:
+            return False
+        if sc.cache_per_layer:
+            return True
+        return float(sum(sc.sizes.of(f).sum() for f in FORMS)) <= sc.cache_capacity
+
+    def chunk(self, steps: list[np.ndarray]) -> dict:
+        eng, sc, model = self.eng, self.eng.sc, self.eng.model
+        L, E, P = self.L, self.E, len(steps)
+        lens = np.array([len(i) for i in steps])
+        tok = np.concatenate(steps)
+        row = np.repeat(np.arange(P), lens)
+        ids = np.asarray(sc.trace.expert_ids[tok], dtype=np.int64)               # [n, L, k]
+        base = (row[:, None, None] * L + np.arange(L)[None, :, None]) * E
+        counts = np.bincount((base + ids).ravel(), minlength=P * L * E)
+        restored = np.bincount((base + ids)[:, :, :sc.top_n].ravel(), minlength=P * L * E)
+        flat = np.flatnonzero(counts)                                           # (row, layer, expert) asc
+        r, lay, ex = flat // (L * E), (flat // E) % L, flat % E
+        tokens, rest = counts[flat], restored[flat]
+        # placements, memoised per (layer, expert, tokens, restored)
+        pl = np.array([self.place(*k) for k in zip(lay.tolist(), ex.tolist(), tokens.tolist(), rest.tolist())],
+                      dtype=np.int64).reshape(len(flat), 6)
+        g_tok, g_form, c_tok, n_tok, n_form, pinned = pl.T
+        self.row_l_e = (r, lay, ex)
+        # GPU accesses: weights form, then factors when compensating
+        on_gpu = g_tok > 0
+        rank = sc.sizes.rank[lay, ex]
+        fac = on_gpu & (c_tok > 0) & (rank > 0) & (sc.sizes.factors[lay, ex] > 0) & (pinned == 0)
+        look = on_gpu & (pinned == 0)
+        item = np.concatenate([np.flatnonzero(look), np.flatnonzero(fac)])
+        form = np.concatenate([g_form[look], np.full(int(fac.sum()), FORMS.index("factors"))])
+        order = np.lexsort((np.concatenate([np.zeros(look.sum()), np.ones(fac.sum())]), item))
+        item, form = item[order], form[order]                                    # access order
+        key = (lay[item] * E + ex[item]) * 3 + form
+        size = self.sizes[lay[item], ex[item], form]
+        hit = self.lru(key, lay[item] if sc.cache_per_layer else np.zeros(len(item), dtype=np.int64), size)
+        miss = ~hit
+        c = eng.logic.c
+        c["cache_hits"] += int(hit.sum())
+        c["cache_misses"] += int(miss.sum())
+        for f, name in enumerate(FORMS):
+            c[f"fetched_{name}_bytes"] += float(size[miss & (form == f)].sum())
+        self.inserts = getattr(self, "inserts", 0) + int((miss & (size <= self.cap(lay[item]))).sum())
+        # per (row, layer): copies in access order; each GPU item knows its copies' columns
+        per = {"cache_hits": np.bincount(r[item[hit]], minlength=P).astype(float),
+               "cache_misses": np.bincount(r[item[miss]], minlength=P).astype(float),
+               "experts_gpu": np.bincount(r[on_gpu], minlength=P).astype(float),
+               "experts_ndp": np.bincount(r[n_tok > 0], minlength=P).astype(float)}
+        c["experts_gpu"] += float(on_gpu.sum())
+        c["experts_ndp"] += float((n_tok > 0).sum())
+        self.layers = []
+        gpu, U = eng.gpu, sc.system.ndp.units if sc.system.ndp is not None else 1
+        for l in range(L):
+            # copies of layer l
+            mi = item[miss][lay[item[miss]] == l]
+            mform = form[miss][lay[item[miss]] == l]
+            jcol, (jb,) = _padded(r[mi], P, self.sizes[l, ex[mi], mform])
+            jv = _padded(r[mi], P, np.ones(len(mi), dtype=bool), fill=False)[1][0]
+            wcol = np.full(len(flat), -1, dtype=np.int64)
+            fcol = np.full(len(flat), -1, dtype=np.int64)
+            isw = mform != FORMS.index("factors")
+            wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw], jcol[~isw]
+            # GPU items of layer l
+            gi = np.flatnonzero(on_gpu & (lay == l))
+            wsz = self.sizes[l, ex[gi], g_form[gi]]
+            oe = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz)) * np.ones(len(gi))
+            oc = np.zeros(len(gi))
+            comp = (c_tok[gi] > 0) & (rank[gi] > 0)
+            for rk in np.unique(rank[gi][comp]):
+                m = comp & (rank[gi] == rk)
+                oc[m] = costs.gpu_time(gpu, *costs.compensation_work(
+                    model, c_tok[gi][m], int(rk), sc.sizes.factors[l, ex[gi][m]]))
+            _, (ge, gc, wj, fj) = _padded(r[gi], P, oe, oc, wcol[gi], fcol[gi])
+            wj[ge == 0], fj[ge == 0] = -1, -1
+            # NDP items of layer l
+            ni = np.flatnonzero((n_tok > 0) & (lay == l))
+            nd = np.zeros(len(ni))
+            bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[l, ex[ni]])
+            for b in np.unique(bits):
+                m = bits == b
+                nd[m] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
+                    model, n_tok[ni][m], self.sizes[l, ex[ni][m], n_form[ni][m]]), int(b))
+            _, (nu, ndur, nrb, nv) = _padded(r[ni], P, ex[ni] % U, nd,
+                                              costs.activation_bytes(model, 1) * n_tok[ni].astype(float),
+                                              np.ones(len(ni), dtype=bool), fill=0)
+            zeros = np.zeros_like(ge)
+            self.layers.append(LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
+                                           jv, nu, ndur, nrb, nv.astype(bool)))
+        return per
+
+    def cap(self, part: np.ndarray) -> float:
+        return self.eng.sc.cache_capacity
+
+    def place(self, layer: int, expert: int, tokens: int, restored: int) -> tuple:
+        k = (layer, expert, tokens, restored)
+        out = self.place_memo.get(k)
+        if out is None:
+            p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
+            out = self.place_memo[k] = (p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
+                                        FORMS.index(p.ndp_form), int(p.pinned))
+        return out
+
+    def lru(self, key: np.ndarray, part: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """Hit flags of accesses `key` [A] (in order) in partitions `part` [A]; updates the stamps."""
+        C = self.eng.sc.cache_capacity
+        stamps = self.stamp + np.arange(len(key))
+        self.stamp += len(key)
+        fits = size <= C
+        hit = np.zeros(len(key), dtype=bool)
+        if not self.eng.sc.cache_per_layer:  # nothing is ever evicted: hit iff seen before
+            order = np.lexsort((stamps, key))
+            k_sorted = key[order]
+            first = np.ones(len(key), dtype=bool)
+            first[1:] = k_sorted[1:] != k_sorted[:-1]
+            seen = np.empty(len(key), dtype=bool)
+            seen[order] = ~first
+            hit = (seen | (self.last[key] >= 0)) & fits
+        else:
+            sizes_flat = self.sizes.reshape(-1)
+            for p in np.unique(part):
+                sel = np.flatnonzero(part == p)
+                keys_p = np.arange(p * self.E * 3, (p + 1) * self.E * 3)
+                local = key[sel] - p * self.E * 3
+                la = np.full((len(sel) + 1, len(keys_p)), -1, dtype=np.int64)
+                la[0] = self.last[keys_p]
+                la[np.arange(1, len(sel) + 1), local] = np.where(fits[sel], stamps[sel], -1)
+                la = np.maximum.accumulate(la, axis=0)
+                prev = la[np.arange(len(sel)), local]                         # stamp before each access
+                since = (la[:-1] > prev[:, None]) @ sizes_flat[keys_p]        # bytes of keys used since
+                hit[sel] = (prev >= 0) & fits[sel] & (since + size[sel] <= C)
+        upd = fits
+        self.last[key[upd]] = stamps[upd]
+        return hit
+
+    def evictions(self) -> int:
+        """Inserted entries no longer resident: inserts minus the final resident set."""
+        C, sizes = self.eng.sc.cache_capacity, self.sizes.reshape(-1)
+        parts = range(self.L) if self.eng.sc.cache_per_layer else [None]
+        resident = 0
+        for p in parts:
+            keys = np.arange(self.L * self.E * 3) if p is None else np.arange(p * self.E * 3, (p + 1) * self.E * 3)
+            keys = keys[self.last[keys] >= 0]
+            keys = keys[np.argsort(-self.last[keys])]
+            resident += int((np.cumsum(sizes[keys]) <= C).sum())
+        return getattr(self, "inserts", 0) - resident
+
+    def __call__(self, moe: int, P: int) -> LayerArrays:
+        return self.layers[moe]
+
+    def scheduled(self, moe: int, ends: np.ndarray) -> None:
+        pass
 
 
 class AnalyticEngine:
@@ -378,6 +571,7 @@ class AnalyticEngine:
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
+        vec = _VectorSource(self) if _VectorSource.usable(self) and not sc.prompt else None
         done = 0
         while sc.steps is None or done < sc.steps:
             want = CHUNK if sc.steps is None else min(CHUNK, sc.steps - done)
@@ -389,13 +583,17 @@ class AnalyticEngine:
                 steps.append(idx)
             if not steps:
                 break
-            layers, per_step = self.logical(steps, done)
-            t = self.timing(steps, _ReplaySource(layers, done))
+            if vec is not None:
+                per_step = vec.chunk(steps)
+                t = self.timing(steps, vec)
+            else:
+                layers, per_step = self.logical(steps, done)
+                t = self.timing(steps, _ReplaySource(layers, done))
             self._append(done, steps, t, per_step)
             done += len(steps)
             if len(steps) < want:
                 break
-        return self._result(prefill)
+        return self._result(prefill, vec.evictions() if vec is not None else None)
 
     def _append(self, first: int, steps, t: dict, per_step: dict) -> None:
         rows = self.rows
@@ -414,14 +612,14 @@ class AnalyticEngine:
         for col, _, _ in self.link_cols:
             rows[col].extend(t[col].tolist())
 
-    def _result(self, prefill: float) -> RunResult:
+    def _result(self, prefill: float, evictions: int | None) -> RunResult:
         c = self.logic.c
         cache = self.logic.cache
         return RunResult(
             scenario=self.sc, steps=self.rows, decode_time=self.time, prefill_time=prefill,
             gpu_busy=self.gpu_busy, link_busy=self.link_busy,
             ndp_busy=self.ndp_busy,
-            counters={**c, "cache_evictions": cache.evictions, "cache_capacity_bytes": cache.capacity})
+            counters={**c, "cache_evictions": cache.evictions if evictions is None else evictions, "cache_capacity_bytes": cache.capacity})
 
 
 def run(scenario: Scenario) -> RunResult:
