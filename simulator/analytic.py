@@ -332,15 +332,19 @@ class _VectorSource:
             sizes_flat = self.sizes.reshape(-1)
             for p in np.unique(part):
                 sel = np.flatnonzero(part == p)
-                keys_p = np.arange(p * self.E * 3, (p + 1) * self.E * 3)
-                local = key[sel] - p * self.E * 3
-                la = np.full((len(sel) + 1, len(keys_p)), -1, dtype=np.int64)
-                la[0] = self.last[keys_p]
-                la[np.arange(1, len(sel) + 1), local] = np.where(fits[sel], stamps[sel], -1)
+                base = p * self.E * 3
+                keys_p = np.union1d(key[sel], base + np.flatnonzero(self.last[base:base + self.E * 3] >= 0))
+                local = np.searchsorted(keys_p, key[sel])  # only keys this partition ever used: [A_p, K_p]
+                never = np.iinfo(np.int32).min
+                origin = int(stamps[0])  # stamps relative to the chunk fit int32 (halves the memory traffic)
+                la = np.full((len(sel) + 1, len(keys_p)), never, dtype=np.int32)
+                was = self.last[keys_p]
+                la[0] = np.where(was >= 0, was - origin, never)
+                la[np.arange(1, len(sel) + 1), local] = np.where(fits[sel], stamps[sel] - origin, never)
                 la = np.maximum.accumulate(la, axis=0)
                 prev = la[np.arange(len(sel)), local]                         # stamp before each access
                 since = (la[:-1] > prev[:, None]) @ sizes_flat[keys_p]        # bytes of keys used since
-                hit[sel] = (prev >= 0) & fits[sel] & (since + size[sel] <= C)
+                hit[sel] = (prev > never) & fits[sel] & (since + size[sel] <= C)
         upd = fits
         self.last[key[upd]] = stamps[upd]
         return hit
