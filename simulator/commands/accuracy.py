@@ -25,6 +25,15 @@ def run(args) -> int:
         from simulator.plots.accuracy import write_figures
 
         result["figures"] = [str(p) for p in write_figures(args.weights, s, args.figures)]
+    if args.trace_out:
+        from simulator.accuracy.api import open_source
+        from simulator.accuracy.minilm import routing_trace
+        from simulator.errors import UserError
+        from simulator.routing.trace import save_trace
+
+        if args.weights != "minilm":
+            raise UserError("routing traces are exported for --weights minilm only", field="--trace-out")
+        result["trace"] = str(save_trace(routing_trace(open_source("minilm")), args.trace_out))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -43,4 +52,6 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--figures", default=None, metavar="DIR",
                    help="also write the error-vs-rank and kurtosis-vs-error figures (PNG) into DIR")
+    p.add_argument("--trace-out", default=None, metavar="DIR",
+                   help="also write the MoEfied MiniLM's routing trace on the text sample (minilm only)")
     p.set_defaults(func=run)
