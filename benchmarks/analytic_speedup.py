@@ -1,0 +1,44 @@
+"""The analytic fast path vs the DES on the same points: wall time, speedup (target >= 50x) and the
+difference in simulated tokens/s, measured side by side in one run.
+Run: python benchmarks/analytic_speedup.py [--tokens N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import wall
+
+from simulator import analytic, engine
+from simulator.config.run import RunSpec
+from simulator.metrics import summarize
+from simulator.simulate import build_scenario
+
+POINTS = [
+    {"policy": "ndp-lrc"},
+    {"policy": "ndp-lrc", "batch": 8},
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5"},
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8},
+    {"policy": "offload-lowbit", "hwconfig": "t4-pcie3", "model": "mixtral-8x7b", "trace": None,
+     "synthetic_tokens": 2048, "bits": 2, "group": 32, "attention_bits": 4, "cache_experts_per_layer": 4},
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8, "prefetch": True,
+     "prefetch_hit_rate": 0.8},
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=2048)
+    args = ap.parse_args()
+    for kw in POINTS:
+        spec = RunSpec(**{"tokens": args.tokens, **kw})
+        t_des, des = wall(engine.run, build_scenario(spec))
+        t_ana, ana = wall(analytic.run, build_scenario(spec))
+        d, a = summarize(des), summarize(ana)
+        label = ", ".join(f"{k}={v}" for k, v in kw.items() if k not in ("trace", "bits", "group", "attention_bits"))
+        print(f"DES {t_des:7.2f} s  analytic {t_ana:6.3f} s  speedup {t_des / t_ana:6.1f}x  "
+              f"tok/s diff {a['tokens_per_s'] / d['tokens_per_s'] - 1:+.2e}  [{label}]")
+
+
+if __name__ == "__main__":
+    main()
