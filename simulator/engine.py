@@ -28,7 +28,9 @@ Prefetch (deterministic): while layer l computes, for every (expert, form) layer
 cache lacks, one draw u ~ U[0,1) from a numpy Generator seeded by RunSpec.seed decides: u < hit_rate
 -> the right entry is copied; else a wrong one (the next expert id, cyclically, that l+1 does not use
 and the cache lacks; same form) is copied and inserted, wasting its bytes, and the right one is
-fetched on demand at layer l+1. Prefetching stops once it would exceed the capacity of layer l+1's
+fetched on demand at layer l+1. Entries l+1 needs that are already resident are refreshed first (the
+guess marks them used, as a demand lookup would), so prefetches evict other entries, never those; their
+bytes come off the prefetch budget. Prefetching stops once it would exceed the capacity of layer l+1's
 cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is
 a cache hit (the GPU still waits if its copy has not arrived).
 
@@ -321,6 +323,10 @@ class _Engine:
         used = set(experts)
         num = self.model.num_experts
         budget = part.capacity  # never prefetch more than the cache holds (it would evict its own prefetches)
+        for expert in experts:  # what l+1 needs and holds counts as used: prefetches evict other entries
+            for form in FORMS:
+                if part.lookup((moe, expert, form)):
+                    budget -= self.size[form][moe][expert]
         for expert, tokens, restored in zip(*routing):
             p = self.sc.policy.place(moe, expert, tokens, restored, part)
             if p.pinned or not p.gpu_tokens:
