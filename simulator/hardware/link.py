@@ -3,10 +3,12 @@
 A transfer takes a copy engine, pays the link latency (DMA setup and completion; engines overlap their
 latencies), then moves its bytes over the direction's wire at the effective bandwidth; the wire carries
 one transfer at a time, so concurrent copies share the bandwidth instead of multiplying it. Uncontended,
-a transfer takes costs.link_time = latency + bytes / bandwidth. Engines and wire are SimPy
-PriorityResources: on-demand transfers (priority 0) are served before prefetches (priority 1); service
-is not preempted. Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the
-measurement window (open_window / close_window), so utilization = busy / wall <= 1.
+a transfer takes costs.link_time = latency + bytes / bandwidth. Engines and wire are queues ordered like
+SimPy PriorityResources: on-demand transfers (priority 0) are served before prefetches (priority 1), then
+by request time; service is not preempted. A transfer is two timeouts (latency, wire) chained by
+callbacks plus its completion event, not a process holding two resources (a third of the SimPy events).
+Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the measurement window
+(open_window / close_window), so utilization = busy / wall <= 1.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ DEMAND, PREFETCH = 0, 1
 
 
 class LinkDirection:
+    """One direction: transfers queue for a copy engine, then for the wire, each queue ordered by
+    (priority, request time, issue order) like a SimPy PriorityResource; served without a process per
+    transfer (two timeouts and the completion event per transfer)."""
+
     def __init__(self, env: simpy.Environment, spec: LinkSpec, direction: str, log: EventLog | None = None):
         self.env, self.spec, self.direction, self.log = env, spec, direction, log
-        self._engines = simpy.PriorityResource(env, capacity=spec.dma_engines)
-        self._wire = simpy.PriorityResource(env, capacity=1)
-        self._free = list(range(spec.dma_engines))  # engine ids (a timeline thread per engine)
+        self._free = list(range(spec.dma_engines))  # idle engine ids, a heap (a timeline thread per engine)
+        self._engine_queue: list[tuple] = []        # heap of (priority, request time, seq, job)
+        self._wire_queue: list[tuple] = []          # same, for the wire
+        self._wire_idle = True
+        self._seq = 0
         self._wire_end: float | None = None          # end of the wire transfer in progress
         self._tracks = ([log.track(f"link {spec.name}", f"{direction} #{i}") for i in range(spec.dma_engines)]
                         if log is not None else [])
@@ -37,30 +45,52 @@ class LinkDirection:
         self._measuring = True
 
     def transfer(self, nbytes: float, priority: int = DEMAND, name: str = "copy", layer: int = -1,
-                 expert: int = -1) -> simpy.Process:
-        """Issue a transfer; the returned process event fires when the bytes have arrived."""
+                 expert: int = -1) -> simpy.Event:
+        """Issue a transfer; the returned event fires when the bytes have arrived."""
         self.bytes += nbytes
         self.transfers += 1
-        return self.env.process(self._serve(nbytes, priority, name, layer, expert))
+        done = simpy.Event(self.env)
+        job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
+        if self._free and not self._engine_queue:
+            self._take_engine(job)
+        else:
+            self._seq += 1
+            heapq.heappush(self._engine_queue, (priority, self.env.now, self._seq, job))
+        return done
 
-    def _serve(self, nbytes, priority, name, layer, expert):
-        env = self.env
-        with self._engines.request(priority=priority) as engine_req:
-            yield engine_req
-            start = env.now
-            engine = heapq.heappop(self._free)
-            yield env.timeout(self.spec.latency)
-            with self._wire.request(priority=priority) as wire_req:
-                yield wire_req
-                seconds = costs.wire_time(self.spec, self.direction, nbytes)
-                self._wire_end = env.now + seconds
-                if self._measuring:
-                    self.busy += seconds
-                yield env.timeout(seconds)
-                self._wire_end = None
-            heapq.heappush(self._free, engine)
-            if self.log is not None:
-                self.log.add(self._tracks[engine], name, layer, expert, start, env.now, nbytes)
+    def _take_engine(self, job: list) -> None:
+        job[6] = heapq.heappop(self._free)
+        job[7] = self.env.now
+        self.env.timeout(self.spec.latency, job).callbacks.append(self._latency_done)
+
+    def _latency_done(self, event: simpy.Timeout) -> None:
+        job = event.value
+        if self._wire_idle and not self._wire_queue:
+            self._take_wire(job)
+        else:
+            self._seq += 1
+            heapq.heappush(self._wire_queue, (job[1], self.env.now, self._seq, job))
+
+    def _take_wire(self, job: list) -> None:
+        self._wire_idle = False
+        seconds = costs.wire_time(self.spec, self.direction, job[0])
+        self._wire_end = self.env.now + seconds
+        if self._measuring:
+            self.busy += seconds
+        self.env.timeout(seconds, job).callbacks.append(self._wire_done)
+
+    def _wire_done(self, event: simpy.Timeout) -> None:
+        nbytes, _prio, name, layer, expert, done, engine, start = event.value
+        self._wire_end = None
+        self._wire_idle = True
+        heapq.heappush(self._free, engine)
+        if self.log is not None:
+            self.log.add(self._tracks[engine], name, layer, expert, start, self.env.now, nbytes)
+        if self._wire_queue:
+            self._take_wire(heapq.heappop(self._wire_queue)[3])
+        if self._engine_queue:
+            self._take_engine(heapq.heappop(self._engine_queue)[3])
+        done.succeed()
 
     def open_window(self) -> None:
         """Start measuring now: only the remaining part of a wire transfer in progress counts."""
