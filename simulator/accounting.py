@@ -5,7 +5,8 @@ A d_in x d_out matrix quantized to b bits with group size g (groups run along d_
   + (d_in * d_out / g) * (scale_bytes + zero_bytes)   one scale and one zero point per group
 and its rank-r compensator U (d_out x r), V (d_in x r) costs r * (d_in + d_out) * factor_bytes.
 At b >= 16 the matrix is stored in full precision (b / 8 bytes per weight) with no scales.
-An expert is three matrices: gate and up (hidden -> ffn) and down (ffn -> hidden).
+A gated (SwiGLU) expert is three matrices: gate and up (hidden -> ffn) and down (ffn -> hidden); an
+ungated (GELU MLP) expert, e.g. a MoEfied BERT FFN slice, is two: up (hidden -> ffn) and down.
 """
 
 from __future__ import annotations
@@ -36,17 +37,19 @@ def factor_bytes(d_in: int, d_out: int, rank: int, bytes_per_value: int = 2) -> 
     return rank * (d_in + d_out) * bytes_per_value
 
 
-def expert_shapes(hidden: int, ffn: int) -> list[tuple[int, int]]:
-    """(d_in, d_out) of an expert's gate, up and down projections."""
-    return [(hidden, ffn), (hidden, ffn), (ffn, hidden)]
+def expert_shapes(hidden: int, ffn: int, gated: bool = True) -> list[tuple[int, int]]:
+    """(d_in, d_out) of an expert's projections: gate, up, down when gated, else up, down."""
+    up, down = (hidden, ffn), (ffn, hidden)
+    return [up, up, down] if gated else [up, down]
 
 
 def expert_lowbit_bytes(hidden: int, ffn: int, bits: int | float, group: int = 128,
-                        scale_bytes: int = 2, zero_bytes: int = 2) -> float:
-    """Bytes of one expert's three matrices at `bits` (full precision when bits >= 16)."""
-    return sum(matrix_bytes(i, o, bits, group, scale_bytes, zero_bytes) for i, o in expert_shapes(hidden, ffn))
+                        scale_bytes: int = 2, zero_bytes: int = 2, gated: bool = True) -> float:
+    """Bytes of one expert's matrices at `bits` (full precision when bits >= 16)."""
+    return sum(matrix_bytes(i, o, bits, group, scale_bytes, zero_bytes)
+               for i, o in expert_shapes(hidden, ffn, gated))
 
 
-def expert_factor_bytes(hidden: int, ffn: int, rank: int, bytes_per_value: int = 2) -> float:
-    """Bytes of one expert's compensator: rank-r factors for each of its three matrices."""
-    return sum(factor_bytes(i, o, rank, bytes_per_value) for i, o in expert_shapes(hidden, ffn))
+def expert_factor_bytes(hidden: int, ffn: int, rank: int, bytes_per_value: int = 2, gated: bool = True) -> float:
+    """Bytes of one expert's compensator: rank-r factors for each of its matrices."""
+    return sum(factor_bytes(i, o, rank, bytes_per_value) for i, o in expert_shapes(hidden, ffn, gated))

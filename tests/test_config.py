@@ -94,3 +94,12 @@ def test_attention_and_resident_bytes_at_low_bits():
     assert m.attention_weight_bytes(4, 64) == p * 4.5 / 8
     assert m.resident_bytes() == m.resident_params * 2
     assert m.resident_bytes(4, 64) == m.resident_params * 2 - m.layers * (p * 2 - p * 4.5 / 8)
+
+
+def test_ungated_experts_have_two_matrices():
+    m = load_model("minilm-moe")
+    assert not m.gated_experts
+    assert m.expert_params == 2 * 384 * 96
+    assert m.expert_bytes(3, 128) == matrix_bytes(384, 96, 3, 128) + matrix_bytes(96, 384, 3, 128)
+    assert m.expert_factor_bytes(8) == 2 * 8 * (384 + 96) * 2
+    assert m.factor_flops_per_token(8) == 2.0 * 8 * 2 * (384 + 96)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes, matrix_bytes
+from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes, expert_shapes, matrix_bytes
 from simulator.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -84,6 +84,7 @@ class ModelSpec(BaseModel):
     dense_ffn: int | None = Field(default=None, ge=1, description="FFN width of the dense layers")
     hidden: int = Field(ge=1)
     expert_ffn: int = Field(ge=1)
+    gated_experts: bool = Field(default=True, description="gate+up+down (SwiGLU); false: up+down (GELU MLP)")
     num_experts: int = Field(ge=1, description="routed experts per MoE layer")
     top_k: int = Field(ge=1)
     shared_experts: int = Field(default=0, ge=0, description="always-on experts per MoE layer")
@@ -108,24 +109,29 @@ class ModelSpec(BaseModel):
 
     @property
     def expert_params(self) -> int:
-        """Parameters of one routed expert: gate, up and down projections."""
-        return 3 * self.hidden * self.expert_ffn
+        """Parameters of one routed expert: (gate,) up and down projections."""
+        return sum(i * o for i, o in self.expert_shapes)
+
+    @property
+    def expert_shapes(self) -> list[tuple[int, int]]:
+        """(d_in, d_out) of each matrix of a routed expert."""
+        return expert_shapes(self.hidden, self.expert_ffn, self.gated_experts)
 
     def expert_bytes(self, bits: float = 16, group: int = 128) -> float:
         """Bytes of one routed expert stored at `bits` (full precision at 16)."""
-        return expert_lowbit_bytes(self.hidden, self.expert_ffn, bits, group)
+        return expert_lowbit_bytes(self.hidden, self.expert_ffn, bits, group, gated=self.gated_experts)
 
     def expert_factor_bytes(self, rank: int) -> float:
-        """Bytes of one expert's rank-r compensator (fp16 factors for each of its three matrices)."""
-        return expert_factor_bytes(self.hidden, self.expert_ffn, rank)
+        """Bytes of one expert's rank-r compensator (fp16 factors for each of its matrices)."""
+        return expert_factor_bytes(self.hidden, self.expert_ffn, rank, gated=self.gated_experts)
 
     def expert_flops_per_token(self) -> float:
         """FLOPs of one token through one expert (2 per weight)."""
         return 2.0 * self.expert_params
 
     def factor_flops_per_token(self, rank: int) -> float:
-        """FLOPs of one token through one expert's compensator: x V then (x V) U^T for 3 matrices."""
-        return 2.0 * rank * 3 * (self.hidden + self.expert_ffn) if rank else 0.0
+        """FLOPs of one token through one expert's compensator: x V then (x V) U^T for each matrix."""
+        return 2.0 * rank * sum(i + o for i, o in self.expert_shapes)
 
     @property
     def router_params(self) -> int:
