@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.errors import UserError
+from simulator.simulate import DEFAULT_RANK
 from simulator.sweep import SweepSpec, expand, load_sweep
-from simulator.sweep.accuracy import AccuracySection, accuracy_key
+from simulator.sweep.accuracy import FULL_RANK, AccuracySection, accuracy_key
 
 SPEC = """
 name: t
@@ -82,11 +83,11 @@ def test_overrides_win_over_the_file():
 
 def test_accuracy_keys_follow_the_policy_and_are_shared():
     pts = expand(spec())
-    fp16 = pts[0].accuracy
-    assert fp16["bits"] == 16 and fp16["rank"] == 0 and fp16["top_n"] == 0
+    assert pts[0].accuracy == {"weights": "minilm", "bits": 16}
     assert pts[0].accuracy_id == pts[1].accuracy_id == pts[10].accuracy_id   # all full precision
     lrc = pts[2].accuracy
     assert (lrc["bits"], lrc["rank"], lrc["top_n"], lrc["alloc"]) == (3, 16, 1, "kurtosis")
+    assert (lrc["model_top_k"], lrc["model_rank_dim"]) == (6, 1408)       # deepseek-v2-lite
     assert pts[2].accuracy_id == pts[6].accuracy_id                           # batch does not matter
     assert len({p.accuracy_id for p in pts}) == 5
 
@@ -97,8 +98,11 @@ def test_accuracy_key_per_policy_kind():
     low = accuracy_key(RunSpec(policy="ndp-lowbit", bits=2, top_n=3, rank=8), sec)
     assert (low["bits"], low["rank"], low["top_n"]) == (2, 0, 0)
     mixed = accuracy_key(RunSpec(policy="offload-mixed", bits=2, top_n=1), sec)
-    assert (mixed["rank"], mixed["top_n"]) == ("full", 1)
+    assert (mixed["rank"], mixed["top_n"]) == (FULL_RANK, 1)
+    default = accuracy_key(RunSpec(policy="ndp-lrc"), sec)
+    assert (default["rank"], default["alloc"]) == (DEFAULT_RANK, "energy")
     assert accuracy_key(RunSpec(policy="someone-elses-policy"), sec) is None
+    assert accuracy_key(RunSpec(policy="ndp-lrc", plan="p.parquet"), sec) is None
 
 
 @pytest.mark.parametrize("text, field, words", [

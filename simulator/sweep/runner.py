@@ -31,11 +31,12 @@ AccuracyFn = Callable[[dict[str, Any]], dict[str, Any]]   # accuracy key -> metr
 
 
 def simulate_point(run: dict[str, Any]) -> dict[str, Any]:
-    """The default point function: the engine's summary of one RunSpec."""
+    """The default point function: the engine's summary of one RunSpec (less its echo of the inputs)."""
     from simulator.config.run import RunSpec
     from simulator.simulate import simulate
 
-    return simulate(RunSpec.model_validate(run))
+    summary = simulate(RunSpec.model_validate(run))
+    return {k: v for k, v in summary.items() if k != "spec" and k not in run}
 
 
 def _guarded(fn: Callable[[dict], dict], arg: dict) -> tuple[str, Any]:

@@ -34,7 +34,7 @@ def stable_id(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -52,7 +52,7 @@ def write_json(path: Path, obj: Any) -> None:
             f.write(json.dumps(obj, sort_keys=True, indent=1, allow_nan=True))
             f.flush()
             os.fsync(f.fileno())
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def read_json(path: Path) -> Any:
@@ -60,18 +60,18 @@ def read_json(path: Path) -> Any:
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> one level with dotted keys ({"a": {"b": 1}} -> {"a.b": 1}); lists become JSON."""
+    """Nested dicts and lists -> one level with dotted keys: {"a": {"b": 1}, "u": [5]} -> {"a.b": 1, "u.0": 5}."""
     flat: dict[str, Any] = {}
     for key, value in obj.items():
         name = f"{prefix}{key}"
+        if isinstance(value, (list, tuple)):
+            value = {str(i): v for i, v in enumerate(value)}
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = canonical_json(list(value))
         else:
             flat[name] = value
     return flat

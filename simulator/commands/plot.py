@@ -1,0 +1,137 @@
+"""`moesim plot KIND ...`: the paper figures as PNG + SVG, each from one command.
+
+    roofline    GPU and NDP-unit rooflines with the decode operating points (from the cost formulas)
+    breakdown   stacked ms/token per policy: from a sweep table, or simulating --policies on the spot
+    routing     expert heat map and router score distribution of a trace
+    accuracy    residual error vs rank, and kurtosis vs quantization error, on real weights
+    pareto      link bytes/token and tokens/s vs accuracy error, from a sweep table
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from simulator.config.run import DEFAULT_HWCONFIG, DEFAULT_MODEL, DEFAULT_TRACE, RunSpec
+from simulator.errors import UserError
+
+
+def _read_table(path: str) -> pd.DataFrame:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.parquet"
+    if not p.is_file():
+        raise UserError("no such table (give a sweep's results.parquet or its output directory)", source=path)
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file is the user's: one line, no traceback
+        raise UserError(f"not a Parquet table ({exc.__class__.__name__})", source=p) from None
+
+
+def _roofline(args) -> list:
+    from simulator.config.model import load_model
+    from simulator.config.system import load_system
+    from simulator.plots.roofline import roofline_figure
+
+    return [roofline_figure(load_system(args.hwconfig), load_model(args.model), args.bits, args.group,
+                            args.rank, tuple(args.tokens), args.context)]
+
+
+def _breakdown(args) -> list:
+    from simulator.plots.breakdown import breakdown_figure
+
+    if args.table:
+        return [breakdown_figure(_read_table(args.table))]
+    from simulator.simulate import simulate
+    from simulator.sweep.store import flatten
+
+    rows = []
+    for policy in args.policies.split(","):
+        spec = RunSpec(hwconfig=args.hwconfig, model=args.model, trace=args.trace, policy=policy,
+                       bits=args.bits, top_n=args.top_n, tokens=args.steps, cache_bytes=args.cache_bytes)
+        rows.append({**spec.model_dump(), **flatten(simulate(spec))})
+    return [breakdown_figure(pd.DataFrame(rows), f"{args.hwconfig}, {args.model}: decode time per token")]
+
+
+def _routing(args) -> list:
+    from simulator.plots.routing import trace_figures
+    from simulator.routing.trace import load_trace
+
+    return list(trace_figures(load_trace(args.trace), args.layer, args.first_token, args.count).values())
+
+
+def _accuracy(args) -> list:
+    from simulator.accuracy.api import compensate, rank_sweep
+    from simulator.accuracy.pipeline import Settings
+    from simulator.plots.accuracy import error_vs_rank, kurtosis_vs_error
+
+    sweep = rank_sweep(args.weights, sorted({2, 3, 4, args.bits}), args.group, [0, 4, 8, 16, 32, 64])
+    plan, _ = compensate(args.weights, Settings(bits=args.bits, group=args.group))
+    return [error_vs_rank(sweep), kurtosis_vs_error(plan, f"{args.bits}-bit, g{args.group}:")]
+
+
+def _pareto(args) -> list:
+    from simulator.plots.pareto import pareto_figure
+
+    return [pareto_figure(pd.concat([_read_table(t) for t in args.table], ignore_index=True))]
+
+
+KINDS = {"roofline": _roofline, "breakdown": _breakdown, "routing": _routing, "accuracy": _accuracy,
+         "pareto": _pareto}
+SUFFIXES = {"routing": ["-heatmap", "-scores"], "accuracy": ["-error-vs-rank", "-kurtosis"]}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw a figure (PNG + SVG): roofline, breakdown, routing, accuracy, pareto",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", help="output path prefix; writes PREFIX.png and PREFIX.svg "
+                                      "(default: figures/KIND)")
+    hw = argparse.ArgumentParser(add_help=False)
+    hw.add_argument("--hwconfig", default=DEFAULT_HWCONFIG)
+    hw.add_argument("--model", default=DEFAULT_MODEL)
+    hw.add_argument("--bits", type=int, default=3)
+
+    k = kinds.add_parser("roofline", parents=[common, hw], help="GPU + NDP rooflines with operating points")
+    k.add_argument("--group", type=int, default=128)
+    k.add_argument("--rank", type=int, default=32, help="compensator rank of the compensation point")
+    k.add_argument("--tokens", type=int, nargs="+", default=[1, 16], help="tokens per op (one point each)")
+    k.add_argument("--context", type=int, default=512, help="KV context of the attention point")
+
+    k = kinds.add_parser("breakdown", parents=[common, hw], help="stacked time breakdown per policy")
+    k.add_argument("table", nargs="?", help="sweep results.parquet (or its directory); else simulate now")
+    k.add_argument("--policies", default="offload-fp16,offload-lowbit,offload-lrc,ndp-lowbit,ndp-hot,ndp-lrc")
+    k.add_argument("--trace", default=DEFAULT_TRACE)
+    k.add_argument("--top-n", type=int, default=2)
+    k.add_argument("--steps", type=int, default=64, help="decode steps per simulated policy")
+    k.add_argument("--cache-bytes", type=float, default=4e9, help="GPU expert cache (bytes)")
+
+    k = kinds.add_parser("routing", parents=[common], help="expert heat map + router score distribution")
+    k.add_argument("--trace", default=DEFAULT_TRACE)
+    k.add_argument("--layer", type=int, default=0, help="MoE layer")
+    k.add_argument("--first-token", type=int, default=0)
+    k.add_argument("--count", type=int, default=200, help="tokens in the heat map")
+
+    k = kinds.add_parser("accuracy", parents=[common], help="error vs rank; kurtosis vs quantization error")
+    k.add_argument("--weights", default="minilm", help="'minilm' or a Hugging Face MoE checkpoint dir")
+    k.add_argument("--bits", type=int, default=3)
+    k.add_argument("--group", type=int, default=128)
+
+    k = kinds.add_parser("pareto", parents=[common], help="bytes/token and tokens/s vs accuracy error")
+    k.add_argument("table", nargs="+", help="sweep results.parquet file(s) or directories")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulator.plots.style import save
+
+    figures = KINDS[args.kind](args)
+    prefix = Path(args.out or f"figures/{args.kind}")
+    suffixes = SUFFIXES.get(args.kind, [""])
+    for fig, suffix in zip(figures, suffixes):
+        for path in save(fig, prefix.with_name(prefix.name + suffix)):
+            print(path)
+    return 0

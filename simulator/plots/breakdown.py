@@ -1,0 +1,55 @@
+"""Stacked decode-time breakdown per policy / configuration (the seed's Figure 1 left).
+
+Input: a table with one row per run and columns breakdown_ms_per_token.<category> (a sweep's
+results.parquet, or flattened simulate summaries). Each row is one bar; the bar's label lists the input
+columns that differ between rows (hwconfig, policy, bits, top_n, rank, batch, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simulator.errors import UserError
+from simulator.plots.style import CATEGORIES, figure
+
+PREFIX = "breakdown_ms_per_token."
+LABEL_COLUMNS = ("hwconfig", "policy", "bits", "top_n", "rank", "batch", "cache_experts_per_layer",
+                 "cache_bytes", "engine")
+SHORT = {"bits": "b", "top_n": "n", "rank": "r", "batch": "B", "cache_experts_per_layer": "cache/layer "}
+
+
+def bar_labels(df: pd.DataFrame) -> list[str]:
+    """One label per row from the label columns whose values differ between rows."""
+    cols = [c for c in LABEL_COLUMNS if c in df and df[c].astype(str).nunique() > 1] or ["policy"]
+
+    def part(c, v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        v = int(v) if isinstance(v, float) and v.is_integer() else v
+        return f"{SHORT[c]}{v}" if c in SHORT else str(v)
+    return ["\n".join(p for c in cols if (p := part(c, row[c]))) for _, row in df.iterrows()]
+
+
+def breakdown_figure(df: pd.DataFrame, title: str = "decode time per token"):
+    """Stacked bars of ms per token by category, one bar per row of `df`."""
+    cats = [c for c in CATEGORIES if PREFIX + c in df]
+    if not cats:
+        raise UserError(f"the table has no {PREFIX}* columns (is it a sweep or simulate table?)", field="table")
+    df = df[df.get("status", pd.Series("ok", index=df.index)) == "ok"].reset_index(drop=True)
+    fig, (ax,) = figure(width=max(5.0, 0.75 * len(df) + 2.5), height=4.5)
+    x = np.arange(len(df))
+    bottom = np.zeros(len(df))
+    for c in cats:
+        values = df[PREFIX + c].fillna(0).to_numpy(dtype=float)
+        ax.bar(x, values, bottom=bottom, color=CATEGORIES[c], label=c.replace("_", " "), width=0.7)
+        bottom += values
+    if "ms_per_token" in df:
+        ax.scatter(x, df["ms_per_token"], marker="_", color="black", s=200, zorder=3, label="ms per token")
+    ax.set_xticks(x, bar_labels(df), fontsize=7)
+    ax.set_ylabel("time per decode step (ms per token)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=2)
+    ax.grid(axis="x", visible=False)
+    fig.tight_layout()
+    return fig

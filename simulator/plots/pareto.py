@@ -1,0 +1,98 @@
+"""Pareto fronts of the bandwidth-accuracy-throughput trade-off from a sweep table.
+
+Two panels per hardware config: link bytes per token vs accuracy error (lower-left is better) and
+tokens/s vs accuracy error (lower-right is better). Every point is one sweep row; colour and marker
+say the policy (style.POLICY_STYLE), so the method (offload-lrc / ndp-lrc, red circles) reads against
+uniform low-bit (blue squares) and the baselines (offload-fp16, offload-mixed, ndp-hot, ...). Each
+policy's own front is a thin line in its colour (the method's front points are labelled bits / n / rank,
+baselines always); the dashed black line is the front over all offloading points (gpu-resident, which
+moves no bytes, is a labelled reference outside it, and is left out of the bytes panel's log axis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simulator.errors import UserError
+from simulator.plots.style import METHODS, figure, policy_style
+
+ERROR = "accuracy.rel_output_error"
+REFERENCES = ("gpu-resident",)  # every expert in HBM: a reference point, outside the offloading fronts
+
+
+def pareto_mask(x: np.ndarray, y: np.ndarray, maximize_x: bool = False) -> np.ndarray:
+    """True where no other point is at least as good in both (x low or high, y low) and better in one."""
+    x = -np.asarray(x, float) if maximize_x else np.asarray(x, float)
+    y = np.asarray(y, float)
+    order = np.lexsort((y, x))             # by x, then y
+    mask = np.zeros(len(x), bool)
+    best = np.inf
+    for i in order:
+        if y[i] < best:
+            mask[i], best = True, y[i]
+    return mask
+
+
+def point_label(row: pd.Series) -> str:
+    if row["policy"] in ("offload-fp16", "gpu-resident", "ndp-hot"):
+        return row["policy"]
+    parts = [f"{int(row['bits'])}b"]
+    if row["policy"] in METHODS or row["policy"] == "offload-mixed":
+        parts.append(f"n{int(row['top_n'])}")
+    if row["policy"] in METHODS and pd.notna(row.get("rank")):
+        parts.append(f"r{int(row['rank'])}")
+    return " ".join(parts)
+
+
+def _front(df: pd.DataFrame, x: str, error: str, maximize_x: bool) -> pd.DataFrame:
+    return df[pareto_mask(df[x], df[error], maximize_x)].sort_values(x)
+
+
+def _panel(ax, df: pd.DataFrame, x: str, error: str, maximize_x: bool, xlabel: str, scale: float) -> None:
+    for policy, g in df.groupby("policy", sort=False):
+        colour, marker = policy_style(policy)
+        method = policy in METHODS
+        ax.scatter(g[x] * scale, g[error], color=colour, marker=marker, s=40 if method else 70,
+                   alpha=0.75 if method else 1.0, edgecolors="black" if not method else "none",
+                   linewidths=0.5, label=policy, zorder=3 if method else 4)
+        if len(g) > 1 and policy not in REFERENCES:   # the policy's own front, in its colour
+            on = _front(g, x, error, maximize_x)
+            ax.plot(on[x] * scale, on[error], color=colour, lw=1, alpha=0.6, zorder=2)
+            if method:
+                for _, row in on.iterrows():
+                    ax.annotate(point_label(row), (row[x] * scale, row[error]), xytext=(3, -3), fontsize=6,
+                                textcoords="offset points", rotation=-35, color=colour, va="top")
+    on = _front(df[~df["policy"].isin(REFERENCES)], x, error, maximize_x)
+    ax.plot(on[x] * scale, on[error], ls="--", color="black", lw=0.8, zorder=2, label="front (all offloading)")
+    for _, row in df[~df["policy"].isin(METHODS)].iterrows():
+        ax.annotate(point_label(row), (row[x] * scale, row[error]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("relative output error (accuracy model)")
+
+
+def pareto_figure(df: pd.DataFrame, error: str = ERROR):
+    """Both Pareto panels for each hwconfig in the table (one row of panels per hwconfig)."""
+    need = [c for c in (error, "bytes_per_token", "tokens_per_s", "policy", "hwconfig") if c not in df]
+    if need:
+        raise UserError(f"the table lacks column(s) {', '.join(need)}; run a sweep with an accuracy: section",
+                        field="table")
+    df = df[(df.get("status", "ok") == "ok") & df[error].notna()]
+    if df.empty:
+        raise UserError("no rows with both simulation and accuracy results", field="table")
+    configs = list(dict.fromkeys(df["hwconfig"]))
+    fig, axes = figure(ncols=2, nrows=len(configs), width=6.0, height=4.5)
+    for i, hw in enumerate(configs):
+        g = df[df["hwconfig"] == hw]
+        model = ", ".join(dict.fromkeys(g["model"])) if "model" in g else ""
+        left, right = axes[2 * i], axes[2 * i + 1]
+        _panel(left, g[g["bytes_per_token"] > 0], "bytes_per_token", error, False,
+               "link bytes per token (MB, log scale)", 1e-6)
+        left.set_xscale("log")
+        _panel(right, g, "tokens_per_s", error, True, "decode throughput (tokens/s)", 1.0)
+        left.set_title(f"{hw} / {model}: bytes vs error")
+        right.set_title(f"{hw} / {model}: throughput vs error")
+        left.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
