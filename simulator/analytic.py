@@ -276,7 +276,7 @@ class _VectorSource:
             # GPU items of layer l
             gi = np.flatnonzero(on_gpu & (lay == l))
             wsz = self.sizes[l, ex[gi], g_form[gi]]
-            oe = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz)) * np.ones(len(gi))
+            oe = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"]) * np.ones(len(gi))
             oc = np.zeros(len(gi))
             comp = (c_tok[gi] > 0) & (rank[gi] > 0)
             for rk in np.unique(rank[gi][comp]):
@@ -436,7 +436,8 @@ class AnalyticEngine:
 
     def _gpu_ops(self, moe: int, expert: int, p) -> tuple[float, float]:
         lg, model = self.logic, self.model
-        op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, lg.size[p.gpu_form][moe][expert]))
+        op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, lg.size[p.gpu_form][moe][expert]),
+                              self.sc.kernels["expert"])
         rank = lg.rank[moe][expert]
         op_c = 0.0
         if p.comp_tokens and rank:
@@ -460,12 +461,14 @@ class AnalyticEngine:
         n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
         ctx = np.array([len(i) * sc.context + int(np.asarray(sc.trace.position[i], dtype=np.int64).sum())
                         for i in steps], dtype=np.float64)
-        att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group))
+        k = sc.kernels
+        att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group), k["attention"])
         att = np.broadcast_to(att, (P,)).astype(float)
-        router = costs.gpu_time(gpu, *costs.router_work(model, n)) * np.ones(P)
-        shared = costs.gpu_time(gpu, *costs.shared_work(model, n)) * np.ones(P) if model.shared_experts else 0 * n
-        dense = costs.gpu_time(gpu, *costs.dense_ffn_work(model, n)) * np.ones(P)
-        head = costs.gpu_time(gpu, *costs.lm_head_work(model, n)) * np.ones(P)
+        router = costs.gpu_time(gpu, *costs.router_work(model, n), k["router"]) * np.ones(P)
+        shared = (costs.gpu_time(gpu, *costs.shared_work(model, n), k["other"]) * np.ones(P)
+                  if model.shared_experts else 0 * n)
+        dense = costs.gpu_time(gpu, *costs.dense_ffn_work(model, n), k["other"]) * np.ones(P)
+        head = costs.gpu_time(gpu, *costs.lm_head_work(model, n), k["other"]) * np.ones(P)
         acc = {cat: np.zeros(P) for cat in CATEGORIES}
         acc["attention"] += att * model.layers
         acc["router"] += router * model.moe_layers

@@ -6,6 +6,9 @@ are SI floats (FLOPs, bytes, seconds). Every function works on Python scalars; `
 numpy arrays (element-wise), so a vectorised caller reuses the same formula.
 
 Op time (GPU or NDP unit):   max(FLOPs / (peak x compute_eff), bytes / (bandwidth x memory_eff)) + overhead
+GPU overhead = launches x gpu.launch_overhead: `launches` is how many kernels the software stack issues
+    for the op (RunSpec.kernels_*; 1 = one fused kernel). For an eager-PyTorch stack that syncs every few
+    kernels the host issue time is not hidden behind GPU work, so each launch adds its host cost.
 Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML bandwidths are effective;
     copy engines overlap latencies, the bytes share the direction's bandwidth: simulator.hardware.link)
 
@@ -43,10 +46,10 @@ def roofline(flops, nbytes, flop_rate: float, bandwidth: float, overhead: float)
     return max(compute, memory) + overhead
 
 
-def gpu_time(gpu: GPUSpec, flops: float, nbytes: float) -> float:
-    """Seconds of one kernel on the GPU compute stream (16-bit GEMMs)."""
+def gpu_time(gpu: GPUSpec, flops: float, nbytes: float, launches: float = 1.0) -> float:
+    """Seconds of one op on the GPU compute stream (16-bit GEMMs) issued as `launches` kernels."""
     return roofline(flops, nbytes, gpu.flops("fp16") * gpu.compute_efficiency,
-                    gpu.hbm_bandwidth * gpu.memory_efficiency, gpu.launch_overhead)
+                    gpu.hbm_bandwidth * gpu.memory_efficiency, launches * gpu.launch_overhead)
 
 
 def ndp_precision(bits: float) -> str:

@@ -59,6 +59,8 @@ from simulator.policies.base import Placement, Policy
 from simulator.routing.trace import Trace
 from simulator.schedule import BatchSchedule
 
+KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
+
 
 @dataclass(frozen=True)
 class ExpertSizes:
@@ -97,6 +99,7 @@ class Scenario:
     prefetch: bool = False
     prefetch_hit_rate: float = 1.0
     seed: int = 0
+    kernels: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KERNEL_OPS, 1.0))  # launches per op
 
 
 @dataclass
@@ -222,16 +225,17 @@ class _Engine:
         routing = self.route(idx)
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
         att = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
+        k = sc.kernels
         for layer in range(model.layers):
-            yield gpu.op(ATTENTION, *att, "attention", layer)
+            yield gpu.op(ATTENTION, *att, "attention", layer, launches=k["attention"])
             if not model.is_moe_layer(layer):
-                yield gpu.op(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer)
+                yield gpu.op(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
                 continue
             moe = layer - model.first_dense_layers
-            yield gpu.op(ROUTER, *costs.router_work(model, n), "router", layer)
+            yield gpu.op(ROUTER, *costs.router_work(model, n), "router", layer, launches=k["router"])
             nxt = routing[moe + 1] if moe + 1 < model.moe_layers else None
             yield from self.moe_layer(moe, routing[moe], nxt, n)
-        yield gpu.op(OTHER, *costs.lm_head_work(model, n), "lm head")
+        yield gpu.op(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
 
     def route(self, idx: np.ndarray) -> list[tuple[list[int], list[int], list[int]]]:
         """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert)."""
@@ -267,7 +271,7 @@ class _Engine:
         if sc.prefetch and next_routing is not None:
             self.prefetch(moe + 1, next_routing)
         if model.shared_experts:
-            yield gpu.op(OTHER, *costs.shared_work(model, n), "shared experts", layer)
+            yield gpu.op(OTHER, *costs.shared_work(model, n), "shared experts", layer, launches=sc.kernels["other"])
         gpu_items.sort(key=lambda item: any(_pending(ev) for ev in item[2]))  # stable: ready first
         for expert, p, waits in gpu_items:
             if waits and _pending(waits[0]):  # the weights' copy
@@ -275,7 +279,8 @@ class _Engine:
                 yield waits[0]
                 gpu.idled(t0, "wait copy", layer)
             weights = self.size[p.gpu_form][moe][expert]
-            yield gpu.op(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert)
+            yield gpu.op(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert,
+                         sc.kernels["expert"])
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
                 if len(waits) > 1 and _pending(waits[1]):  # the factors' copy

@@ -22,7 +22,7 @@ import numpy as np
 from simulator.config.model import ModelSpec, load_model
 from simulator.config.run import RunSpec
 from simulator.config.system import load_system
-from simulator.engine import ExpertSizes, RunResult, Scenario, run
+from simulator.engine import KERNEL_OPS, ExpertSizes, RunResult, Scenario, run
 from simulator.errors import UserError
 from simulator.metrics import summarize
 from simulator.policies.registry import get_policy
@@ -117,7 +117,7 @@ def build_scenario(spec: RunSpec) -> Scenario:
                     cache_policy=spec.cache_policy, batch=spec.batch, steps=spec.tokens, prompt=spec.prompt,
                     context=spec.context, top_n=spec.top_n, attention_bits=spec.attention_bits,
                     group=spec.group, prefetch=spec.prefetch, prefetch_hit_rate=spec.prefetch_hit_rate,
-                    seed=spec.seed)
+                    seed=spec.seed, kernels={op: getattr(spec, f"kernels_{op}") for op in KERNEL_OPS})
 
 
 def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False) -> tuple[RunResult, dict]:

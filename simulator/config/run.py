@@ -41,5 +41,11 @@ class RunSpec(BaseModel):
     tokens: int | None = Field(default=DEFAULT_TOKENS, ge=1, description="decode steps; None = the whole trace")
     prompt: int = Field(default=0, ge=0, description="prefill length; 0 = no prefill")
     context: int = Field(default=512, ge=0, description="KV context length at the first decode step")
+    # kernels the software stack launches per op (each costs the GPU's launch_overhead): 1 = one fused
+    # kernel per op; an eager framework issues many (norms, projections, rotary, routing bookkeeping)
+    kernels_attention: float = Field(default=1, ge=0, description="kernels per layer's attention block")
+    kernels_router: float = Field(default=1, ge=0, description="kernels per MoE layer's router and dispatch")
+    kernels_expert: float = Field(default=1, ge=0, description="kernels per expert computed on the GPU")
+    kernels_other: float = Field(default=1, ge=0, description="kernels per shared/dense FFN and per LM head")
     seed: int = 0
     engine: Literal["des", "analytic"] = "des"

@@ -29,9 +29,9 @@ class GPU:
         self._track = log.track("GPU", "compute stream") if log is not None else -1
 
     def op(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
-           expert: int = -1) -> simpy.Timeout:
-        """Launch one kernel; the caller yields the returned event."""
-        return self.run(category, costs.gpu_time(self.spec, flops, nbytes), name, layer, expert, nbytes)
+           expert: int = -1, launches: float = 1.0) -> simpy.Timeout:
+        """Launch one op (`launches` kernels); the caller yields the returned event."""
+        return self.run(category, costs.gpu_time(self.spec, flops, nbytes, launches), name, layer, expert, nbytes)
 
     def run(self, category: int, seconds: float, name: str, layer: int = -1, expert: int = -1,
             nbytes: float = 0.0) -> simpy.Timeout:
