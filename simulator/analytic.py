@@ -206,7 +206,7 @@ class _VectorSource:
         self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1)          # [L, E, 3] bytes
         self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
         self.stamp = 0
-        self.place_memo: dict[tuple, tuple] = {}
+        self.place_memo: dict[int, tuple] = {}
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
@@ -230,9 +230,10 @@ class _VectorSource:
         flat = np.flatnonzero(counts)                                           # (row, layer, expert) asc
         r, lay, ex = flat // (L * E), (flat // E) % L, flat % E
         tokens, rest = counts[flat], restored[flat]
-        # placements, memoised per (layer, expert, tokens, restored)
-        pl = np.array([self.place(*k) for k in zip(lay.tolist(), ex.tolist(), tokens.tolist(), rest.tolist())],
-                      dtype=np.int64).reshape(len(flat), 6)
+        # placements: the policy answers once per distinct (layer, expert, tokens, restored) of the run
+        K = sc.batch * model.top_k + 1  # > tokens per (step, layer, expert)
+        code, inv = np.unique(((lay * E + ex) * K + tokens) * K + rest, return_inverse=True)
+        pl = np.array([self.place(c, K) for c in code.tolist()], dtype=np.int64).reshape(len(code), 6)[inv]
         g_tok, g_form, c_tok, n_tok, n_form, pinned = pl.T
         self.row_l_e = (r, lay, ex)
         # GPU accesses: weights form, then factors when compensating
@@ -304,12 +305,15 @@ class _VectorSource:
     def cap(self, part: np.ndarray) -> float:
         return self.eng.sc.cache_capacity
 
-    def place(self, layer: int, expert: int, tokens: int, restored: int) -> tuple:
-        k = (layer, expert, tokens, restored)
-        out = self.place_memo.get(k)
+    def place(self, code: int, K: int) -> tuple:
+        """The placement of ((layer E + expert) K + tokens) K + restored as a row of ints."""
+        out = self.place_memo.get(code)
         if out is None:
+            rest_, restored = divmod(code, K)
+            layer_expert, tokens = divmod(rest_, K)
+            layer, expert = divmod(layer_expert, self.E)
             p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
-            out = self.place_memo[k] = (p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
+            out = self.place_memo[code] = (p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
                                         FORMS.index(p.ndp_form), int(p.pinned))
         return out
 
