@@ -414,8 +414,9 @@ class AnalyticEngine:
                     if p.ndp_tokens:
                         ndp_rows.append((expert % ndp_units, p, expert))
                     if p.gpu_tokens:
-                        waits = [] if p.pinned else lg.demand(moe, expert, p, part)
-                        gpu_rows.append((expert, p, waits))
+                        gpu_rows.append((expert, p, () if p.pinned else lg.demand(moe, expert, p, part)))
+                lg.fetch(moe)
+                gpu_rows[:] = [(e, p, [lg.ready.get(key) for key in keys]) for e, p, keys in gpu_rows]
                 per_step["experts_gpu"][r] += len(gpu_rows)
                 per_step["experts_ndp"][r] += len(ndp_rows)
                 lg.c["experts_gpu"] += len(gpu_rows)

@@ -148,6 +148,7 @@ class _Engine:
         self.cache = PartitionedCache(sc.cache_capacity, sc.cache_policy,
                                       model.moe_layers if sc.cache_per_layer else None)
         self.ready: dict[tuple[int, int, str], simpy.Event] = {}  # cache key -> copy that brings it
+        self.fetches: list[tuple[tuple[int, int, str], float]] = []  # (key, bytes) misses not yet copied
         self.rng = np.random.default_rng(sc.seed)
         self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
         self.bits = sc.sizes.bits.tolist()
@@ -227,15 +228,18 @@ class _Engine:
         att = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
         k = sc.kernels
         for layer in range(model.layers):
-            yield gpu.op(ATTENTION, *att, "attention", layer, launches=k["attention"])
+            gpu.launch(ATTENTION, *att, "attention", layer, launches=k["attention"])
             if not model.is_moe_layer(layer):
-                yield gpu.op(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
+                gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
                 continue
             moe = layer - model.first_dense_layers
-            yield gpu.op(ROUTER, *costs.router_work(model, n), "router", layer, launches=k["router"])
+            gpu.launch(ROUTER, *costs.router_work(model, n), "router", layer, launches=k["router"])
             nxt = routing[moe + 1] if moe + 1 < model.moe_layers else None
             yield from self.moe_layer(moe, routing[moe], nxt, n)
-        yield gpu.op(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
+        gpu.launch(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
+        ev = gpu.sync()
+        if ev is not None:
+            yield ev
 
     def route(self, idx: np.ndarray) -> list[tuple[list[int], list[int], list[int]]]:
         """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert)."""
@@ -263,33 +267,43 @@ class _Engine:
             if p.ndp_tokens:
                 ndp_items.append((expert, p))
             if p.gpu_tokens:
-                waits = [] if p.pinned else self.demand(moe, expert, p, part)
-                gpu_items.append((expert, p, waits))
+                gpu_items.append((expert, p, () if p.pinned else self.demand(moe, expert, p, part)))
         self.c["experts_gpu"] += len(gpu_items)
         self.c["experts_ndp"] += len(ndp_items)
+        prefetch = sc.prefetch and next_routing is not None
+        if self.fetches or ndp_items or prefetch:  # copies start at the stream's time
+            ev = gpu.sync()
+            if ev is not None:
+                yield ev
+            self.fetch(layer)
         ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else []
-        if sc.prefetch and next_routing is not None:
+        if prefetch:
             self.prefetch(moe + 1, next_routing)
         if model.shared_experts:
-            yield gpu.op(OTHER, *costs.shared_work(model, n), "shared experts", layer, launches=sc.kernels["other"])
-        gpu_items.sort(key=lambda item: any(_pending(ev) for ev in item[2]))  # stable: ready first
+            gpu.launch(OTHER, *costs.shared_work(model, n), "shared experts", layer, launches=sc.kernels["other"])
+        ready = self.ready
+        gpu_items = [(expert, p, [ready.get(key) for key in keys]) for expert, p, keys in gpu_items]
+        if any(_pending(ev) for _, _, waits in gpu_items for ev in waits):  # still pending at the stream's time?
+            ev = gpu.sync()
+            if ev is not None:
+                yield ev
+            gpu_items.sort(key=lambda item: any(_pending(ev) for ev in item[2]))  # stable: ready first
         for expert, p, waits in gpu_items:
             if waits and _pending(waits[0]):  # the weights' copy
-                t0 = env.now
-                yield waits[0]
-                gpu.idled(t0, "wait copy", layer)
+                yield from self.await_copy(waits[0], layer)
             weights = self.size[p.gpu_form][moe][expert]
-            yield gpu.op(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert,
-                         sc.kernels["expert"])
+            gpu.launch(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert,
+                       sc.kernels["expert"])
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
                 if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
-                    t0 = env.now
-                    yield waits[1]
-                    gpu.idled(t0, "wait copy", layer)
+                    yield from self.await_copy(waits[1], layer)
                 work = costs.compensation_work(model, p.comp_tokens, rank, self.size["factors"][moe][expert])
-                yield gpu.op(COMPENSATION, *work, "compensation", layer, expert)
+                gpu.launch(COMPENSATION, *work, "compensation", layer, expert)
         if ndp_done:
+            ev = gpu.sync()
+            if ev is not None:
+                yield ev
             t0 = env.now
             yield env.all_of(ndp_done)
             gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
@@ -301,25 +315,39 @@ class _Engine:
             return (p.gpu_form, "factors")
         return (p.gpu_form,)
 
-    def demand(self, moe: int, expert: int, p: Placement, part) -> list[simpy.Event]:
-        """Look up (and copy on a miss) what the GPU needs; returns, per form of self.forms(...), the copy
-        that brings it (None when it was resident before this run's copies)."""
-        waits = []
+    def await_copy(self, ev: simpy.Event, layer: int):
+        """Run the stream up to its clock; if the copy `ev` has still not arrived, idle until it has."""
+        sync = self.gpu.sync()
+        if sync is not None:
+            yield sync
+        if _pending(ev):
+            t0 = self.env.now
+            yield ev
+            self.gpu.idled(t0, "wait copy", layer)
+
+    def demand(self, moe: int, expert: int, p: Placement, part) -> list[tuple[int, int, str]]:
+        """Look up what the GPU needs, inserting misses and queueing their copies for fetch(); returns the
+        cache keys, one per form of self.forms(...) (self.ready[key] is the copy that brings it, absent
+        when it was resident before this run's copies)."""
+        keys = []
         for form in self.forms(moe, expert, p):
             key = (moe, expert, form)
+            keys.append(key)
             if part.lookup(key):
                 self.c["cache_hits"] += 1
-                waits.append(self.ready.get(key))
                 continue
             self.c["cache_misses"] += 1
             size = self.size[form][moe][expert]
-            ev = self.expert_link.transfer(size, DEMAND, f"fetch {form}",
-                                           moe + self.model.first_dense_layers, expert)
             self.c[f"fetched_{form}_bytes"] += size
             part.insert(key, size)
-            self.ready[key] = ev
-            waits.append(ev)
-        return waits
+            self.fetches.append((key, size))
+        return keys
+
+    def fetch(self, layer: int) -> None:
+        """Issue the on-demand copies demand() queued, in lookup order."""
+        for key, size in self.fetches:
+            self.ready[key] = self.expert_link.transfer(size, DEMAND, f"fetch {key[2]}", layer, key[1])
+        self.fetches.clear()
 
     def prefetch(self, moe: int, routing) -> None:
         """Speculatively copy what layer `moe` will need (see the module docstring)."""

@@ -1,15 +1,19 @@
 """The GPU compute stream: in-order kernels timed by the roofline, idle gaps attributed to a cause.
 
-One CUDA stream executes kernels in order, so the stream is the decode process itself: each kernel is a
-timeout of `costs.gpu_time(...)` seconds, and the process blocks (the stream idles) while it waits for a
-copy or an NDP result. Because only that one process issues kernels, no SimPy Resource is needed; copies
-run on the link's copy engines (simulator.hardware.link), concurrently with the stream.
+One CUDA stream executes kernels in order, so the stream is the decode process itself: each kernel
+lasts `costs.gpu_time(...)` seconds on the stream clock, and the process blocks (the stream idles) while
+it waits for a copy or an NDP result. Kernels between two interactions with the rest of the system
+(issuing a copy, checking or awaiting one) need no event of their own: `launch` advances the stream
+clock and one `sync` timeout covers them all. Because only that one process issues kernels, no SimPy
+Resource is needed; copies run on the link's copy engines (simulator.hardware.link), concurrently.
 
 Every instant of a step is attributed to exactly one breakdown category: a kernel's duration to its
 category, an idle gap to expert_ndp while an NDP unit computes what the stream waits for, else to transfer_stall.
 """
 
 from __future__ import annotations
+
+import math
 
 import simpy
 
@@ -24,27 +28,47 @@ ATTENTION, ROUTER, EXPERT_GPU, COMPENSATION, EXPERT_NDP, TRANSFER_STALL, OTHER =
 class GPU:
     def __init__(self, env: simpy.Environment, spec: GPUSpec, log: EventLog | None = None):
         self.env, self.spec, self.log = env, spec, log
+        self.t = env.now                         # stream clock: when the kernels launched so far end
         self.busy = 0.0                          # seconds of kernels since the window opened
         self.acc = [0.0] * len(CATEGORIES)       # seconds per category since the last take()
         self._track = log.track("GPU", "compute stream") if log is not None else -1
 
-    def op(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
-           expert: int = -1, launches: float = 1.0) -> simpy.Timeout:
-        """Launch one op (`launches` kernels); the caller yields the returned event."""
-        return self.run(category, costs.gpu_time(self.spec, flops, nbytes, launches), name, layer, expert, nbytes)
-
-    def run(self, category: int, seconds: float, name: str, layer: int = -1, expert: int = -1,
-            nbytes: float = 0.0) -> simpy.Timeout:
-        now = self.env.now
+    def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
+               expert: int = -1, launches: float = 1.0) -> None:
+        """Enqueue one kernel: it starts when the stream is free and advances the stream clock `t`. No
+        SimPy event: the caller yields `sync()` before anything that must happen at the stream's time."""
+        seconds = costs.gpu_time(self.spec, flops, nbytes, launches)  # `launches` kernels of the stack
+        start = max(self.env.now, self.t)
+        self.t = start + seconds
         self.busy += seconds
         self.acc[category] += seconds
         if self.log is not None:
-            self.log.add(self._track, name, layer, expert, now, now + seconds, nbytes)
-        return self.env.timeout(seconds)
+            self.log.add(self._track, name, layer, expert, start, self.t, nbytes)
+
+    def op(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
+           expert: int = -1, launches: float = 1.0) -> simpy.Timeout | None:
+        """Launch one op (`launches` kernels) and return sync() (the caller yields it)."""
+        self.launch(category, flops, nbytes, name, layer, expert, launches)
+        return self.sync()
+
+    def sync(self) -> simpy.Timeout | None:
+        """A timeout that ends exactly when the launched kernels have run (None when they already have).
+        Its delay is nudged so that SimPy's `now + delay` lands on the stream clock bit for bit, as if
+        each kernel had been its own timeout."""
+        now, t = self.env.now, self.t
+        if t <= now:
+            return None
+        delay = t - now
+        while now + delay < t:
+            delay = math.nextafter(delay, math.inf)
+        while now + delay > t:
+            delay = math.nextafter(delay, -math.inf)
+        return self.env.timeout(delay)
 
     def idled(self, since: float, name: str, layer: int = -1, ndp_busy: float = 0.0) -> None:
         """Attribute the idle gap [since, now]: `ndp_busy` seconds of it (an NDP unit was computing what
         the stream waits for) to expert_ndp, the rest (copies, queueing) to transfer_stall."""
+        self.t = self.env.now  # the stream resumes now
         gap = self.env.now - since
         if gap > 0:
             self.acc[EXPERT_NDP] += ndp_busy
