@@ -43,6 +43,7 @@ from __future__ import annotations
 import sys
 from array import array
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import simpy
@@ -276,7 +277,7 @@ class _Engine:
             if ev is not None:
                 yield ev
             self.fetch(layer)
-        ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else []
+        ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
         if model.shared_experts:
@@ -300,12 +301,12 @@ class _Engine:
                     yield from self.await_copy(waits[1], layer)
                 work = costs.compensation_work(model, p.comp_tokens, rank, self.size["factors"][moe][expert])
                 gpu.launch(COMPENSATION, *work, "compensation", layer, expert)
-        if ndp_done:
+        if ndp_done is not None:
             ev = gpu.sync()
             if ev is not None:
                 yield ev
             t0 = env.now
-            yield env.all_of(ndp_done)
+            yield ndp_done
             gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
             self.ndp.intervals.clear()
 
@@ -386,20 +387,31 @@ class _Engine:
                 if target != expert:
                     self.c["prefetch_wasted_bytes"] += size
 
-    def issue_ndp(self, moe: int, items, n: int) -> list[simpy.Process]:
-        layer = moe + self.model.first_dense_layers
-        act = self.cxl.from_gpu.transfer(costs.activation_bytes(self.model, n), DEMAND, "activations", layer)
-        return [self.env.process(self.ndp_expert(act, moe, expert, p)) for expert, p in items]
+    def issue_ndp(self, moe: int, items, n: int) -> simpy.Event:
+        """Activations GPU->CXL; when they arrive, one op per item on its NDP unit; each op's output
+        CXL->GPU. Returns the event that fires when the last output has arrived."""
+        env, model, cxl = self.env, self.model, self.cxl
+        layer = moe + model.first_dense_layers
+        done = env.event()
+        left = [len(items)]
 
-    def ndp_expert(self, act: simpy.Event, moe: int, expert: int, p: Placement):
-        yield act
-        layer = moe + self.model.first_dense_layers
-        bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
-        weights = self.size[p.ndp_form][moe][expert]
-        flops, nbytes = costs.expert_work(self.model, p.ndp_tokens, weights)
-        yield from self.ndp.compute(expert, flops, nbytes, bits, "expert", layer)
-        yield self.cxl.to_gpu.transfer(costs.activation_bytes(self.model, p.ndp_tokens), DEMAND, "result",
-                                       layer, expert)
+        def arrived(_ev):
+            left[0] -= 1
+            if not left[0]:
+                done.succeed()
+
+        def computed(expert: int, p: Placement):
+            cxl.to_gpu.transfer(costs.activation_bytes(model, p.ndp_tokens), DEMAND, "result", layer,
+                                expert).callbacks.append(arrived)
+
+        def start(_ev):
+            for expert, p in items:
+                bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
+                flops, nbytes = costs.expert_work(model, p.ndp_tokens, self.size[p.ndp_form][moe][expert])
+                self.ndp.submit(expert, flops, nbytes, bits, "expert", layer, partial(computed, expert, p))
+
+        cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer).callbacks.append(start)
+        return done
 
     def result(self) -> RunResult:
         return RunResult(

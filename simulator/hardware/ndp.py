@@ -2,12 +2,15 @@
 
 Placement: routed expert e lives on unit e mod units (consecutive expert ids spread over the units, so a
 layer's experts run in parallel unless two share a unit). An op reads the expert's stored weights at
-the unit's internal bandwidth and computes at the precision its bits allow (costs.ndp_time); units
-contend through one SimPy Resource each (FIFO in submission order). Moving activations over CXL is the
-engine's job (it uses the cxl link).
+the unit's internal bandwidth and computes at the precision its bits allow (costs.ndp_time); ops queue
+per unit FIFO in submission order (a timeout per op and a callback, no process or Resource). Moving
+activations over CXL is the engine's job (it uses the cxl link).
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
 
 import simpy
 
@@ -20,7 +23,8 @@ class NDPUnits:
     def __init__(self, env: simpy.Environment, spec: NDPSpec, log: EventLog | None = None):
         self.env, self.spec, self.log = env, spec, log
         self.count = spec.units
-        self._units = [simpy.Resource(env, capacity=1) for _ in range(spec.units)]
+        self._idle = [True] * spec.units
+        self._queues: list[deque] = [deque() for _ in range(spec.units)]  # waiting ops per unit, FIFO
         self._tracks = [log.track("NDP", f"unit {i}") for i in range(spec.units)] if log is not None else []
         self.busy = [0.0] * spec.units
         self.ops = 0
@@ -29,17 +33,40 @@ class NDPUnits:
     def unit_of(self, expert: int) -> int:
         return expert % self.count
 
+    def submit(self, expert: int, flops: float, nbytes: float, bits: float, name: str, layer: int,
+               on_done: Callable[[], object]) -> None:
+        """Queue an op on the expert's unit (FIFO); `on_done()` is called when it ends. One timeout per op."""
+        unit = self.unit_of(expert)
+        op = (unit, expert, flops, nbytes, bits, name, layer, on_done)
+        if self._idle[unit]:
+            self._start(op)
+        else:
+            self._queues[unit].append(op)
+
     def compute(self, expert: int, flops: float, nbytes: float, bits: float, name: str = "expert",
                 layer: int = -1):
         """Generator: queue on the expert's unit, then compute; use as `yield from units.compute(...)`."""
-        unit = self.unit_of(expert)
-        with self._units[unit].request() as req:
-            yield req
-            start = self.env.now
-            seconds = costs.ndp_time(self.spec, flops, nbytes, bits)
-            self.busy[unit] += seconds
-            self.ops += 1
-            self.intervals.append((start, start + seconds))
-            yield self.env.timeout(seconds)
-            if self.log is not None:
-                self.log.add(self._tracks[unit], name, layer, expert, start, start + seconds, nbytes)
+        done = self.env.event()
+        self.submit(expert, flops, nbytes, bits, name, layer, done.succeed)
+        yield done
+
+    def _start(self, op: tuple) -> None:
+        unit, _, flops, nbytes, bits = op[:5]
+        self._idle[unit] = False
+        start = self.env.now
+        seconds = costs.ndp_time(self.spec, flops, nbytes, bits)
+        self.busy[unit] += seconds
+        self.ops += 1
+        self.intervals.append((start, start + seconds))
+        self.env.timeout(seconds, (op, start, seconds)).callbacks.append(self._end)
+
+    def _end(self, event: simpy.Timeout) -> None:
+        op, start, seconds = event.value
+        unit, expert, _flops, nbytes, _bits, name, layer, on_done = op
+        if self.log is not None:
+            self.log.add(self._tracks[unit], name, layer, expert, start, start + seconds, nbytes)
+        self._idle[unit] = True
+        on_done()  # before the next op starts, as a released SimPy Resource grants it
+        queue = self._queues[unit]
+        if queue and self._idle[unit]:
+            self._start(queue.popleft())
