@@ -43,7 +43,7 @@ from __future__ import annotations
 import sys
 from array import array
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
 import simpy
@@ -153,6 +153,8 @@ class _Engine:
         self.rng = np.random.default_rng(sc.seed)
         self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
         self.bits = sc.sizes.bits.tolist()
+        self.expert_work = cache(partial(costs.expert_work, model))  # (tokens, bytes) -> (FLOPs, bytes)
+        self.compensation_work = cache(partial(costs.compensation_work, model))
         self.rank = sc.sizes.rank.tolist()
         self.c = dict.fromkeys(("cache_hits", "cache_misses", "prefetch_bytes", "prefetch_wasted_bytes",
                                 "experts_gpu", "experts_ndp", *(f"fetched_{f}_bytes" for f in FORMS)), 0.0)
@@ -293,13 +295,13 @@ class _Engine:
             if waits and _pending(waits[0]):  # the weights' copy
                 yield from self.await_copy(waits[0], layer)
             weights = self.size[p.gpu_form][moe][expert]
-            gpu.launch(EXPERT_GPU, *costs.expert_work(model, p.gpu_tokens, weights), "expert", layer, expert,
+            gpu.launch(EXPERT_GPU, *self.expert_work(p.gpu_tokens, weights), "expert", layer, expert,
                        sc.kernels["expert"])
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
                 if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
                     yield from self.await_copy(waits[1], layer)
-                work = costs.compensation_work(model, p.comp_tokens, rank, self.size["factors"][moe][expert])
+                work = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
                 gpu.launch(COMPENSATION, *work, "compensation", layer, expert)
         if ndp_done is not None:
             ev = gpu.sync()
@@ -407,7 +409,7 @@ class _Engine:
         def start(_ev):
             for expert, p in items:
                 bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
-                flops, nbytes = costs.expert_work(model, p.ndp_tokens, self.size[p.ndp_form][moe][expert])
+                flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
                 self.ndp.submit(expert, flops, nbytes, bits, "expert", layer, partial(computed, expert, p))
 
         cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer).callbacks.append(start)

@@ -32,12 +32,16 @@ class GPU:
         self.busy = 0.0                          # seconds of kernels since the window opened
         self.acc = [0.0] * len(CATEGORIES)       # seconds per category since the last take()
         self._track = log.track("GPU", "compute stream") if log is not None else -1
+        self._seconds: dict[tuple[float, float, float], float] = {}  # memo of costs.gpu_time
 
     def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
                expert: int = -1, launches: float = 1.0) -> None:
         """Enqueue one kernel: it starts when the stream is free and advances the stream clock `t`. No
         SimPy event: the caller yields `sync()` before anything that must happen at the stream's time."""
-        seconds = costs.gpu_time(self.spec, flops, nbytes, launches)  # `launches` kernels of the stack
+        key = (flops, nbytes, launches)
+        seconds = self._seconds.get(key)
+        if seconds is None:  # `launches` kernels of the stack
+            seconds = self._seconds[key] = costs.gpu_time(self.spec, flops, nbytes, launches)
         start = max(self.env.now, self.t)
         self.t = start + seconds
         self.busy += seconds

@@ -27,6 +27,7 @@ class NDPUnits:
         self._queues: list[deque] = [deque() for _ in range(spec.units)]  # waiting ops per unit, FIFO
         self._tracks = [log.track("NDP", f"unit {i}") for i in range(spec.units)] if log is not None else []
         self.busy = [0.0] * spec.units
+        self._seconds: dict[tuple[float, float, float], float] = {}  # memo of costs.ndp_time
         self.ops = 0
         self.intervals: list[tuple[float, float]] = []  # (start, end) of ops since the engine last cleared it
 
@@ -54,7 +55,10 @@ class NDPUnits:
         unit, _, flops, nbytes, bits = op[:5]
         self._idle[unit] = False
         start = self.env.now
-        seconds = costs.ndp_time(self.spec, flops, nbytes, bits)
+        key = (flops, nbytes, bits)
+        seconds = self._seconds.get(key)
+        if seconds is None:
+            seconds = self._seconds[key] = costs.ndp_time(self.spec, flops, nbytes, bits)
         self.busy[unit] += seconds
         self.ops += 1
         self.intervals.append((start, start + seconds))
