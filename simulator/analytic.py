@@ -262,44 +262,42 @@ class _VectorSource:
                "experts_ndp": np.bincount(r[n_tok > 0], minlength=P).astype(float)}
         c["experts_gpu"] += float(on_gpu.sum())
         c["experts_ndp"] += float((n_tok > 0).sum())
-        self.layers = []
+        G = P * L
+        grp = r * L + lay                                          # (row, layer) group of each item
         gpu, U = eng.gpu, sc.system.ndp.units if sc.system.ndp is not None else 1
-        for l in range(L):
-            # copies of layer l
-            mi = item[miss][lay[item[miss]] == l]
-            mform = form[miss][lay[item[miss]] == l]
-            jcol, (jb,) = _padded(r[mi], P, self.sizes[l, ex[mi], mform])
-            jv = _padded(r[mi], P, np.ones(len(mi), dtype=bool), fill=False)[1][0]
-            wcol = np.full(len(flat), -1, dtype=np.int64)
-            fcol = np.full(len(flat), -1, dtype=np.int64)
-            isw = mform != FORMS.index("factors")
-            wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw], jcol[~isw]
-            # GPU items of layer l
-            gi = np.flatnonzero(on_gpu & (lay == l))
-            wsz = self.sizes[l, ex[gi], g_form[gi]]
-            oe = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"]) * np.ones(len(gi))
-            oc = np.zeros(len(gi))
-            comp = (c_tok[gi] > 0) & (rank[gi] > 0)
-            for rk in np.unique(rank[gi][comp]):
-                m = comp & (rank[gi] == rk)
-                oc[m] = costs.gpu_time(gpu, *costs.compensation_work(
-                    model, c_tok[gi][m], int(rk), sc.sizes.factors[l, ex[gi][m]]))
-            _, (ge, gc, wj, fj) = _padded(r[gi], P, oe, oc, wcol[gi], fcol[gi])
-            wj[ge == 0], fj[ge == 0] = -1, -1
-            # NDP items of layer l
-            ni = np.flatnonzero((n_tok > 0) & (lay == l))
-            nd = np.zeros(len(ni))
-            bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[l, ex[ni]])
-            for b in np.unique(bits):
-                m = bits == b
-                nd[m] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
-                    model, n_tok[ni][m], self.sizes[l, ex[ni][m], n_form[ni][m]]), int(b))
-            _, (nu, ndur, nrb, nv) = _padded(r[ni], P, ex[ni] % U, nd,
-                                              costs.activation_bytes(model, 1) * n_tok[ni].astype(float),
-                                              np.ones(len(ni), dtype=bool), fill=0)
-            zeros = np.zeros_like(ge)
-            self.layers.append(LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
-                                           jv, nu, ndur, nrb, nv.astype(bool)))
+        # copies (misses) in access order, columns per (row, layer)
+        mi, mform = item[miss], form[miss]
+        jcol, (jb, jv) = _padded(grp[mi], G, self.sizes[lay[mi], ex[mi], mform], np.ones(len(mi), dtype=bool))
+        wcol = np.full(len(flat), -1, dtype=np.int64)
+        fcol = np.full(len(flat), -1, dtype=np.int64)
+        isw = mform != FORMS.index("factors")
+        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw], jcol[~isw]
+        # GPU items
+        gi = np.flatnonzero(on_gpu)
+        wsz = self.sizes[lay[gi], ex[gi], g_form[gi]]
+        oe = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"]) * np.ones(len(gi))
+        oc = np.zeros(len(gi))
+        comp = (c_tok[gi] > 0) & (rank[gi] > 0)
+        for rk in np.unique(rank[gi][comp]):
+            m = comp & (rank[gi] == rk)
+            oc[m] = costs.gpu_time(gpu, *costs.compensation_work(
+                model, c_tok[gi][m], int(rk), sc.sizes.factors[lay[gi][m], ex[gi][m]]))
+        _, (ge, gc, wj, fj) = _padded(grp[gi], G, oe, oc, wcol[gi], fcol[gi])
+        wj[ge == 0], fj[ge == 0] = -1, -1
+        # NDP items
+        ni = np.flatnonzero(n_tok > 0)
+        nd = np.zeros(len(ni))
+        bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[lay[ni], ex[ni]])
+        for b in np.unique(bits):
+            m = bits == b
+            nd[m] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
+                model, n_tok[ni][m], self.sizes[lay[ni][m], ex[ni][m], n_form[ni][m]]), int(b))
+        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, nd,
+                                          costs.activation_bytes(model, 1) * n_tok[ni].astype(float),
+                                          np.ones(len(ni), dtype=bool), fill=0)
+        zeros = np.zeros_like(ge)
+        self.flat = LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
+                                jv, nu, ndur, nrb, nv.astype(bool))
         return per
 
     def cap(self, part: np.ndarray) -> float:
@@ -364,12 +362,6 @@ class _VectorSource:
             keys = keys[np.argsort(-self.last[keys])]
             resident += int((np.cumsum(sizes[keys]) <= C).sum())
         return getattr(self, "inserts", 0) - resident
-
-    def __call__(self, moe: int, P: int) -> LayerArrays:
-        return self.layers[moe]
-
-    def scheduled(self, moe: int, ends: np.ndarray) -> None:
-        pass
 
 
 class AnalyticEngine:
@@ -458,9 +450,11 @@ class AnalyticEngine:
 
     # ---- timing of one chunk ----
     def timing(self, steps: list[np.ndarray], source) -> dict[str, np.ndarray]:
-        """Per-step seconds per category, latency and link bytes of a chunk; `source(moe, P)` gives each
-        MoE layer's LayerArrays (in layer order) and `source.scheduled(moe, ends)` receives its copies'
-        arrival times [P, J]."""
+        """Per-step seconds per category, latency and link bytes of a chunk. `source` is either a replay
+        (`source(moe, P)` gives each MoE layer's LayerArrays in layer order, `source.scheduled(moe, ends)`
+        receives its copies' arrival times [P, J]), or one LayerArrays of all P x L (step, layer) rows
+        when every copy and NDP op of a layer ends within it (no prefetch): each row is then timed from
+        0 at once and the step's layers add up."""
         sc, model, gpu = self.sc, self.model, self.gpu
         P = len(steps)
         n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
@@ -478,97 +472,122 @@ class AnalyticEngine:
         acc["attention"] += att * model.layers
         acc["router"] += router * model.moe_layers
         acc["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
-        T = np.zeros(P)
-        efree, ewire = np.zeros((P, self.elink.dma_engines)), np.zeros(P)  # engine / wire free times
-        cfree = np.zeros((P, self.cxl.dma_engines)) if self.cxl is not None else None
-        cwire = np.zeros(P)
+        T = (att + dense) * model.first_dense_layers
         link_bytes = {col: np.zeros(P) for col, _, _ in self.link_cols}
-        ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
-        rows = np.arange(P)
-        T += (att + dense) * model.first_dense_layers
-        shared_link = self.cxl is not None and self.cxl.name == self.elink.name
-        for moe in range(model.moe_layers):
-            T += att + router
-            t0 = T.copy()
-            la = source(moe, P)
-            res_valid, M_n = la.n_valid, la.n_valid.shape[1]
-            op_s = np.zeros((P, M_n))
-            op_e = np.full((P, M_n), -1.0)
-            res_arr = np.zeros((P, M_n))
-            res_dur = np.zeros((P, M_n))
-            if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
-                has = res_valid.any(axis=1)
-                act_b = costs.activation_bytes(model, 1) * n
-                act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
-                link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
-                self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
-                    np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
-                unit = la.n_unit
-                ufree = np.zeros((P, sc.system.ndp.units))
-                for j in range(M_n):
-                    v = res_valid[:, j]
-                    st = np.maximum(act_end, ufree[rows, unit[:, j]])
-                    e = st + la.n_dur[:, j]
-                    op_s[:, j] = np.where(v, st, 0.0)
-                    op_e[:, j] = np.where(v, e, -1.0)
-                    ufree[rows[v], unit[v, j]] = e[v]
-                for u in range(sc.system.ndp.units):
-                    self.ndp_busy[u] += float(np.where(res_valid & (unit == u), la.n_dur, 0.0).sum())
-                res_arr = np.where(res_valid, op_e, 0.0)
-                res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
-                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, la.n_rbytes, 0.0).sum(1)
-                self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
-            # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
-            j_valid, M_j = la.j_valid, la.j_valid.shape[1]
-            j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
-            link_bytes[ecol] += np.where(j_valid, la.j_bytes, 0.0).sum(1)
-            self.link_busy[self.elink.name][costs.TO_GPU] += float(np.where(j_valid, j_dur, 0.0).sum())
-            t0s = np.broadcast_to(t0[:, None], (P, M_j))
-            if shared_link and M_n:  # NDP results queue with the fetches on the same direction
-                ends = _schedule(efree, ewire, np.concatenate([t0s, res_arr], axis=1),
-                                 np.concatenate([la.j_prio, np.full((P, M_n), DEMAND)], axis=1),
-                                 self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
-                                 np.concatenate([j_valid, res_valid], axis=1))
-                j_end, r_end = ends[:, :M_j], ends[:, M_j:]
-            else:
-                j_end = _schedule(efree, ewire, t0s, la.j_prio, self.elink.latency, j_dur, j_valid)
-                r_end = res_arr
-                if M_n:
-                    r_end = _schedule(cfree, cwire, res_arr, np.full((P, M_n), DEMAND), self.cxl.latency,
-                                      res_dur, res_valid)
-            source.scheduled(moe, j_end)
-            # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
-            T += shared
-            padded = np.concatenate([j_end, np.zeros((P, 1))], axis=1)  # column -1: no copy in this layer
-            w_w = np.maximum(la.w_ext, np.take_along_axis(padded, la.wj, axis=1))  # weights' copy arrival
-            w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
-            g_e, g_c = la.g_e, la.g_c
-            pending = np.maximum(w_w, w_f) > T[:, None]
-            order = np.argsort(pending, axis=1, kind="stable")
-            g_e, g_c, w_w, w_f = (np.take_along_axis(x, order, axis=1) for x in (g_e, g_c, w_w, w_f))
-            stall = np.zeros(P)
-            for j in range(g_e.shape[1]):
-                wait = np.clip(w_w[:, j] - T, 0.0, None)
-                stall += wait
-                T += wait + g_e[:, j]
-                wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T, 0.0, None), 0.0)
-                stall += wait
-                T += wait + g_c[:, j]
-            acc["expert_gpu"] += g_e.sum(1)
-            acc["compensation"] += g_c.sum(1)
-            if M_n:
-                done = np.where(res_valid, r_end, -np.inf).max(1)
-                gap = np.clip(done - T, 0.0, None)
-                busy = np.where(gap > 0, _union_overlap(T, np.maximum(done, T), op_s, op_e), 0.0)
-                acc["expert_ndp"] += busy
-                stall += gap - busy
-                T = np.maximum(T, done)
-            acc["transfer_stall"] += stall
+        if isinstance(source, LayerArrays):  # every (step, layer) independent: one pass over all of them
+            L = model.moe_layers
+            sub = {cat: np.zeros(P * L) for cat in ("expert_gpu", "compensation", "expert_ndp", "transfer_stall")}
+            sub_bytes = {col: np.zeros(P * L) for col in link_bytes}
+            dur = self._moe_layer(source, np.zeros(P * L), np.repeat(n, L), np.repeat(shared, L),
+                                  self._link_state(P * L), sub, sub_bytes)[0]
+            T += (att + router) * L + dur.reshape(P, L).sum(axis=1)
+            for cat, v in sub.items():
+                acc[cat] += v.reshape(P, L).sum(axis=1)
+            for col, v in sub_bytes.items():
+                link_bytes[col] += v.reshape(P, L).sum(axis=1)
+        else:
+            state = self._link_state(P)
+            for moe in range(model.moe_layers):
+                T += att + router
+                T, j_end = self._moe_layer(source(moe, P), T, n, shared, state, acc, link_bytes)
+                source.scheduled(moe, j_end)
         T += head
         out = {cat: acc[cat] for cat in CATEGORIES}
         out["latency"] = T
         out.update(link_bytes)
         return out
+
+    def _link_state(self, R: int) -> dict[str, np.ndarray]:
+        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows."""
+        return {"efree": np.zeros((R, self.elink.dma_engines)), "ewire": np.zeros(R),
+                "cfree": np.zeros((R, self.cxl.dma_engines)) if self.cxl is not None else None,
+                "cwire": np.zeros(R)}
+
+    def _moe_layer(self, la: LayerArrays, T: np.ndarray, n: np.ndarray, shared: np.ndarray, state: dict,
+                   acc: dict, link_bytes: dict) -> tuple[np.ndarray, np.ndarray]:
+        """One MoE layer of R rows starting at T [R] (after the router): NDP work, copies, GPU stream.
+        Updates the link state, `acc` and `link_bytes` (per-row arrays) in place; returns the end times
+        [R] and the copies' arrival times [R, J]."""
+        sc, model = self.sc, self.model
+        P = len(T)
+        rows = np.arange(P)
+        efree, ewire, cfree, cwire = state["efree"], state["ewire"], state["cfree"], state["cwire"]
+        ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
+        shared_link = self.cxl is not None and self.cxl.name == self.elink.name
+        t0 = T.copy()
+        res_valid, M_n = la.n_valid, la.n_valid.shape[1]
+        op_s = np.zeros((P, M_n))
+        op_e = np.full((P, M_n), -1.0)
+        res_arr = np.zeros((P, M_n))
+        res_dur = np.zeros((P, M_n))
+        if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
+            has = res_valid.any(axis=1)
+            act_b = costs.activation_bytes(model, 1) * n
+            act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
+            link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
+            self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
+                np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
+            unit = la.n_unit
+            ufree = np.zeros((P, sc.system.ndp.units))
+            for j in range(M_n):
+                v = res_valid[:, j]
+                st = np.maximum(act_end, ufree[rows, unit[:, j]])
+                e = st + la.n_dur[:, j]
+                op_s[:, j] = np.where(v, st, 0.0)
+                op_e[:, j] = np.where(v, e, -1.0)
+                ufree[rows[v], unit[v, j]] = e[v]
+            for u in range(sc.system.ndp.units):
+                self.ndp_busy[u] += float(np.where(res_valid & (unit == u), la.n_dur, 0.0).sum())
+            res_arr = np.where(res_valid, op_e, 0.0)
+            res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
+            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, la.n_rbytes, 0.0).sum(1)
+            self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
+        # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
+        j_valid, M_j = la.j_valid, la.j_valid.shape[1]
+        j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
+        link_bytes[ecol] += np.where(j_valid, la.j_bytes, 0.0).sum(1)
+        self.link_busy[self.elink.name][costs.TO_GPU] += float(np.where(j_valid, j_dur, 0.0).sum())
+        t0s = np.broadcast_to(t0[:, None], (P, M_j))
+        if shared_link and M_n:  # NDP results queue with the fetches on the same direction
+            ends = _schedule(efree, ewire, np.concatenate([t0s, res_arr], axis=1),
+                             np.concatenate([la.j_prio, np.full((P, M_n), DEMAND)], axis=1),
+                             self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
+                             np.concatenate([j_valid, res_valid], axis=1))
+            j_end, r_end = ends[:, :M_j], ends[:, M_j:]
+        else:
+            j_end = _schedule(efree, ewire, t0s, la.j_prio, self.elink.latency, j_dur, j_valid)
+            r_end = res_arr
+            if M_n:
+                r_end = _schedule(cfree, cwire, res_arr, np.full((P, M_n), DEMAND), self.cxl.latency,
+                                  res_dur, res_valid)
+        # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
+        T += shared
+        padded = np.concatenate([j_end, np.zeros((P, 1))], axis=1)  # column -1: no copy in this layer
+        w_w = np.maximum(la.w_ext, np.take_along_axis(padded, la.wj, axis=1))  # weights' copy arrival
+        w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
+        g_e, g_c = la.g_e, la.g_c
+        pending = np.maximum(w_w, w_f) > T[:, None]
+        order = np.argsort(pending, axis=1, kind="stable")
+        g_e, g_c, w_w, w_f = (np.take_along_axis(x, order, axis=1) for x in (g_e, g_c, w_w, w_f))
+        stall = np.zeros(P)
+        for j in range(g_e.shape[1]):
+            wait = np.clip(w_w[:, j] - T, 0.0, None)
+            stall += wait
+            T += wait + g_e[:, j]
+            wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T, 0.0, None), 0.0)
+            stall += wait
+            T += wait + g_c[:, j]
+        acc["expert_gpu"] += g_e.sum(1)
+        acc["compensation"] += g_c.sum(1)
+        if M_n:
+            done = np.where(res_valid, r_end, -np.inf).max(1)
+            gap = np.clip(done - T, 0.0, None)
+            busy = np.where(gap > 0, _union_overlap(T, np.maximum(done, T), op_s, op_e), 0.0)
+            acc["expert_ndp"] += busy
+            stall += gap - busy
+            T = np.maximum(T, done)
+        acc["transfer_stall"] += stall
+        return T, j_end
 
     # ---- driver ----
     def run(self) -> RunResult:
@@ -597,7 +616,7 @@ class AnalyticEngine:
                 break
             if vec is not None:
                 per_step = vec.chunk(steps)
-                t = self.timing(steps, vec)
+                t = self.timing(steps, vec.flat)
             else:
                 layers, per_step = self.logical(steps, done)
                 t = self.timing(steps, _ReplaySource(layers, done))
