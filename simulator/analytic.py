@@ -69,9 +69,11 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
     order), pays `lat`, then holds the wire (free time `wire` [P]) for `wtime`; both are updated in
     place. Wire order = engine order (exact for FIFO traffic). Returns the arrival times [P, J]."""
     P, J = arr.shape
+    rows = np.arange(P)
+    if J and _fifo(engines, wire, arr, prio, valid):
+        return _schedule_fifo(engines, wire, arr[:, 0], lat, wtime, valid)
     end = np.zeros((P, J))
     done = ~valid
-    rows = np.arange(P)
     rank = np.argsort(np.argsort(arr, axis=1, kind="stable"), axis=1)  # arrival order, ties by column
     key0 = prio * J + rank
     for _ in range(J):
@@ -90,6 +92,35 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
         engines[r, srv[live]] = e[live]
         wire[r] = e[live]
         done[r, p] = True
+    return end
+
+
+def _fifo(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, valid: np.ndarray) -> bool:
+    """True when, in every row, the copies occupy the leading columns, arrive together with one priority,
+    and the engines and the wire are free by then: the link then serves them in column order."""
+    a = arr[:, :1]
+    return bool(((arr == a) | ~valid).all() and ((prio == prio[:, :1]) | ~valid).all()
+                and (valid[:, 1:] <= valid[:, :-1]).all() and (engines <= a).all() and (wire <= a[:, 0]).all())
+
+
+def _schedule_fifo(engines: np.ndarray, wire: np.ndarray, a: np.ndarray, lat: float, wtime: np.ndarray,
+                   valid: np.ndarray) -> np.ndarray:
+    """_schedule when _fifo holds: copy j takes the engine copy j - c released (or a free one), so one
+    pass over the columns with the same arithmetic."""
+    P, J = wtime.shape
+    c = engines.shape[1]
+    rows = np.arange(P)
+    end = np.zeros((P, J))
+    for j in range(J):
+        v = valid[:, j]
+        if not v.any():
+            break
+        srv = engines.argmin(axis=1)
+        tf = engines[rows, srv] if j < c else end[:, j - c]
+        e = np.maximum(np.maximum(tf, a) + lat, wire) + wtime[:, j]
+        end[:, j] = np.where(v, e, 0.0)
+        engines[rows[v], srv[v]] = e[v]
+        wire[v] = e[v]
     return end
 
 
@@ -206,7 +237,9 @@ class _VectorSource:
         self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1)          # [L, E, 3] bytes
         self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
         self.stamp = 0
-        self.place_memo: dict[int, tuple] = {}
+        self.K = sc.batch * model.top_k + 1                 # > tokens per (step, layer, expert)
+        self.known = np.zeros(0, dtype=np.int64)             # sorted placement codes seen so far
+        self.known_rows = np.zeros((0, 6), dtype=np.int64)   # their placements
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
@@ -231,9 +264,7 @@ class _VectorSource:
         r, lay, ex = flat // (L * E), (flat // E) % L, flat % E
         tokens, rest = counts[flat], restored[flat]
         # placements: the policy answers once per distinct (layer, expert, tokens, restored) of the run
-        K = sc.batch * model.top_k + 1  # > tokens per (step, layer, expert)
-        code, inv = np.unique(((lay * E + ex) * K + tokens) * K + rest, return_inverse=True)
-        pl = np.array([self.place(c, K) for c in code.tolist()], dtype=np.int64).reshape(len(code), 6)[inv]
+        pl = self.placements(((lay * E + ex) * self.K + tokens) * self.K + rest)
         g_tok, g_form, c_tok, n_tok, n_form, pinned = pl.T
         self.row_l_e = (r, lay, ex)
         # GPU accesses: weights form, then factors when compensating
@@ -303,17 +334,24 @@ class _VectorSource:
     def cap(self, part: np.ndarray) -> float:
         return self.eng.sc.cache_capacity
 
-    def place(self, code: int, K: int) -> tuple:
-        """The placement of ((layer E + expert) K + tokens) K + restored as a row of ints."""
-        out = self.place_memo.get(code)
-        if out is None:
-            rest_, restored = divmod(code, K)
-            layer_expert, tokens = divmod(rest_, K)
-            layer, expert = divmod(layer_expert, self.E)
-            p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
-            out = self.place_memo[code] = (p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
-                                        FORMS.index(p.ndp_form), int(p.pinned))
-        return out
+    def placements(self, codes: np.ndarray) -> np.ndarray:
+        """Placements [n, 6] (gpu tokens, gpu form, comp tokens, ndp tokens, ndp form, pinned) of items
+        coded ((layer E + expert) K + tokens) K + restored; the policy answers each code once per run."""
+        new = np.unique(codes[~np.isin(codes, self.known)])
+        if len(new):
+            rows = []
+            for code in new.tolist():
+                rest, restored = divmod(code, self.K)
+                layer_expert, tokens = divmod(rest, self.K)
+                layer, expert = divmod(layer_expert, self.E)
+                p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
+                rows.append((p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
+                             FORMS.index(p.ndp_form), int(p.pinned)))
+            known = np.concatenate([self.known, new])
+            order = np.argsort(known, kind="stable")
+            self.known = known[order]
+            self.known_rows = np.concatenate([self.known_rows, np.array(rows, dtype=np.int64)])[order]
+        return self.known_rows[np.searchsorted(self.known, codes)]
 
     def lru(self, key: np.ndarray, part: np.ndarray, size: np.ndarray) -> np.ndarray:
         """Hit flags of accesses `key` [A] (in order) in partitions `part` [A]; updates the stamps."""
@@ -458,8 +496,10 @@ class AnalyticEngine:
         sc, model, gpu = self.sc, self.model, self.gpu
         P = len(steps)
         n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
-        ctx = np.array([len(i) * sc.context + int(np.asarray(sc.trace.position[i], dtype=np.int64).sum())
-                        for i in steps], dtype=np.float64)
+        tok = np.concatenate(steps)
+        pos = np.asarray(sc.trace.position[tok], dtype=np.int64)                     # [n] positions
+        ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
+               ).astype(np.float64)                                                 # [P] context sums
         k = sc.kernels
         att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group), k["attention"])
         att = np.broadcast_to(att, (P,)).astype(float)
