@@ -43,7 +43,9 @@ def _breakdown(args) -> list:
     from simulator.plots.breakdown import breakdown_figure
 
     if args.table:
-        return [breakdown_figure(_read_table(args.table))]
+        table = _read_table(args.table)
+        where = ", ".join(dict.fromkeys(table["hwconfig"])) if "hwconfig" in table else ""
+        return [breakdown_figure(table, f"{where}: decode time per token".lstrip(": "))]
     from simulator.simulate import simulate
     from simulator.sweep.store import flatten
 

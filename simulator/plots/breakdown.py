@@ -12,6 +12,7 @@ import pandas as pd
 
 from simulator.errors import UserError
 from simulator.plots.style import CATEGORIES, figure
+from simulator.sweep.accuracy import weight_parameters
 
 PREFIX = "breakdown_ms_per_token."
 LABEL_COLUMNS = ("hwconfig", "policy", "bits", "top_n", "rank", "batch", "cache_experts_per_layer",
@@ -20,15 +21,19 @@ SHORT = {"bits": "b", "top_n": "n", "rank": "r", "batch": "B", "cache_experts_pe
 
 
 def bar_labels(df: pd.DataFrame) -> list[str]:
-    """One label per row from the label columns whose values differ between rows."""
+    """One label per row from the label columns whose values differ between rows (bits, top_n and rank
+    only where the row's policy uses them)."""
     cols = [c for c in LABEL_COLUMNS if c in df and df[c].astype(str).nunique() > 1] or ["policy"]
+    unused = {"bits", "top_n", "rank"}
 
-    def part(c, v) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
+    def part(row, c) -> str:
+        v = row[c]
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (
+                c in unused and c not in weight_parameters(row.get("policy", ""))):
             return ""
         v = int(v) if isinstance(v, float) and v.is_integer() else v
         return f"{SHORT[c]}{v}" if c in SHORT else str(v)
-    return ["\n".join(p for c in cols if (p := part(c, row[c]))) for _, row in df.iterrows()]
+    return ["\n".join(p for c in cols if (p := part(row, c))) for _, row in df.iterrows()]
 
 
 def breakdown_figure(df: pd.DataFrame, title: str = "decode time per token"):

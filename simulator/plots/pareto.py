@@ -16,6 +16,7 @@ import pandas as pd
 
 from simulator.errors import UserError
 from simulator.plots.style import METHODS, figure, policy_style
+from simulator.sweep.accuracy import weight_parameters
 
 ERROR = "accuracy.rel_output_error"
 REFERENCES = ("gpu-resident",)  # every expert in HBM: a reference point, outside the offloading fronts
@@ -35,14 +36,10 @@ def pareto_mask(x: np.ndarray, y: np.ndarray, maximize_x: bool = False) -> np.nd
 
 
 def point_label(row: pd.Series) -> str:
-    if row["policy"] in ("offload-fp16", "gpu-resident", "ndp-hot"):
-        return row["policy"]
-    parts = [f"{int(row['bits'])}b"]
-    if row["policy"] in METHODS or row["policy"] == "offload-mixed":
-        parts.append(f"n{int(row['top_n'])}")
-    if row["policy"] in METHODS and pd.notna(row.get("rank")):
-        parts.append(f"r{int(row['rank'])}")
-    return " ".join(parts)
+    """'3b n2 r64' from the parameters that matter to the row's policy; the policy name if none do."""
+    short = {"bits": "{}b", "top_n": "n{}", "rank": "r{}"}
+    parts = [short[p].format(int(row[p])) for p in weight_parameters(row["policy"]) if pd.notna(row.get(p))]
+    return " ".join(parts) or row["policy"]
 
 
 def _front(df: pd.DataFrame, x: str, error: str, maximize_x: bool) -> pd.DataFrame:

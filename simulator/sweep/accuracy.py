@@ -39,6 +39,17 @@ MIXED = frozenset({"offload-mixed"})
 FULL_RANK = -1  # rank marker: restore with every singular value (the weights at full precision)
 
 
+def weight_parameters(policy: str) -> tuple[str, ...]:
+    """The run parameters that change what a policy does to the weights (for labels and keys)."""
+    if policy in FULL_PRECISION:
+        return ()
+    if policy in LOW_BIT:
+        return ("bits",)
+    if policy in MIXED:
+        return ("bits", "top_n")
+    return ("bits", "top_n", "rank")
+
+
 class AccuracySection(BaseModel):
     """The `accuracy:` section of a sweep file."""
 
