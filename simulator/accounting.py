@@ -3,7 +3,9 @@
 A d_in x d_out matrix quantized to b bits with group size g (groups run along d_in) costs
     d_in * d_out * b / 8                              packed codes
   + (d_in * d_out / g) * (scale_bytes + zero_bytes)   one scale and one zero point per group
-and its rank-r compensator U (d_out x r), V (d_in x r) costs r * (d_in + d_out) * factor_bytes.
+and its rank-r compensator U (d_out x r), V (d_in x r) costs r * (d_in + d_out) * bytes_per_value, plus
+2 * r * scale_bytes when the factors are integers with one scale per column of U and of V
+(FACTOR_FORMATS: fp16 = 2 bytes per value, no scales; int8 = 1 byte per value + an fp16 scale per column).
 At b >= 16 the matrix is stored in full precision (b / 8 bytes per weight) with no scales.
 A gated (SwiGLU) expert is three matrices: gate and up (hidden -> ffn) and down (ffn -> hidden); an
 ungated (GELU MLP) expert, e.g. a MoEfied BERT FFN slice, is two: up (hidden -> ffn) and down.
@@ -14,6 +16,10 @@ from __future__ import annotations
 import math
 
 FULL_PRECISION_BITS = 16
+FACTOR_FORMATS = {  # factor storage -> keyword arguments of factor_bytes / expert_factor_bytes
+    "fp16": {"bytes_per_value": 2, "scale_bytes": 0},
+    "int8": {"bytes_per_value": 1, "scale_bytes": 2},
+}
 
 
 def matrix_bytes(d_in: int, d_out: int, bits: int | float, group: int = 128,
@@ -30,11 +36,11 @@ def matrix_bytes(d_in: int, d_out: int, bits: int | float, group: int = 128,
     return codes + groups * (scale_bytes + zero_bytes)
 
 
-def factor_bytes(d_in: int, d_out: int, rank: int, bytes_per_value: int = 2) -> float:
-    """Bytes of the rank-r factors U [d_out, r] and V [d_in, r] of one matrix."""
+def factor_bytes(d_in: int, d_out: int, rank: int, bytes_per_value: int = 2, scale_bytes: int = 0) -> float:
+    """Bytes of the rank-r factors U [d_out, r] and V [d_in, r] of one matrix (+ per-column scales)."""
     if rank < 0:
         raise ValueError(f"rank must be >= 0, got {rank}")
-    return rank * (d_in + d_out) * bytes_per_value
+    return rank * (d_in + d_out) * bytes_per_value + 2 * rank * scale_bytes
 
 
 def expert_shapes(hidden: int, ffn: int, gated: bool = True) -> list[tuple[int, int]]:
@@ -50,6 +56,7 @@ def expert_lowbit_bytes(hidden: int, ffn: int, bits: int | float, group: int = 1
                for i, o in expert_shapes(hidden, ffn, gated))
 
 
-def expert_factor_bytes(hidden: int, ffn: int, rank: int, bytes_per_value: int = 2, gated: bool = True) -> float:
+def expert_factor_bytes(hidden: int, ffn: int, rank: int, bytes_per_value: int = 2, gated: bool = True,
+                        scale_bytes: int = 0) -> float:
     """Bytes of one expert's compensator: rank-r factors for each of its matrices."""
-    return sum(factor_bytes(i, o, rank, bytes_per_value) for i, o in expert_shapes(hidden, ffn, gated))
+    return sum(factor_bytes(i, o, rank, bytes_per_value, scale_bytes) for i, o in expert_shapes(hidden, ffn, gated))

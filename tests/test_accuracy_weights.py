@@ -90,3 +90,22 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
                            "--bits", "3", "--out", str(tmp_path / "p.csv")], check=False,
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unsupported model_type" in done.stderr
+
+
+def test_int8_factor_plan_bytes_and_error(tmp_path):
+    from simulator.accounting import FACTOR_FORMATS, expert_factor_bytes
+    from simulator.cli import main
+
+    write_checkpoint(tmp_path / "ckpt", "olmoe", layers=2)
+    plans = {}
+    for dtype in ("fp16", "int8"):
+        out = tmp_path / f"{dtype}.csv"
+        assert main(["compensate", "--weights", str(tmp_path / "ckpt"), "--bits", "2", "--group", "8",
+                     "--rank-budget", "4", "--alloc", "uniform", "--factor-dtype", dtype, "--out", str(out)]) == 0
+        plans[dtype], meta = load_plan(out)
+        assert meta["factor_dtype"] == dtype
+        assert (plans[dtype]["bytes_factors"] == expert_factor_bytes(HIDDEN, FFN, 4, **FACTOR_FORMATS[dtype])).all()
+    fp16, int8 = plans["fp16"], plans["int8"]
+    assert (int8["bytes_factors"] == 4 * 3 * (HIDDEN + FFN) + 3 * 2 * 4 * 2).all()   # 1 B/value + fp16 scales
+    assert (fp16["err_after"] <= int8["err_after"] + 1e-7).all()
+    assert (int8["err_after"] - fp16["err_after"]).max() < 0.01 * (fp16["err_before"] - fp16["err_after"]).min()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from simulator.accounting import factor_bytes, matrix_bytes
+from simulator.accounting import FACTOR_FORMATS, factor_bytes, matrix_bytes
 from simulator.accuracy.lowrank import FactorBasis, Method, factor_basis
 from simulator.accuracy.quantize import hqq_refine, quantize
 from simulator.accuracy.ranks import kurtosis
@@ -49,8 +49,9 @@ class QuantizedExpert:
     def bytes_lowbit(self) -> float:
         return sum(matrix_bytes(w.shape[1], w.shape[0], self.bits, self.group) for w in self.weights.values())
 
-    def bytes_factors(self, rank: int) -> float:
-        return sum(factor_bytes(w.shape[1], w.shape[0], min(rank, *w.shape)) for w in self.weights.values())
+    def bytes_factors(self, rank: int, dtype: str = "fp16") -> float:
+        return sum(factor_bytes(w.shape[1], w.shape[0], min(rank, *w.shape), **FACTOR_FORMATS[dtype])
+                   for w in self.weights.values())
 
 
 def quantize_expert(weights: dict[str, torch.Tensor], bits: int, group: int, hqq: bool = False) -> QuantizedExpert:

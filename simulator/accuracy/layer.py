@@ -7,11 +7,14 @@ Two expert kinds:
   and out [hidden, n] (columns of W_out); the FFN's output bias is added once per token.
 Routing: logits = x R^T (+ router bias), probabilities p = softmax(logits), top-k experts by p. Combine
 weights: "ones" (MoEfication: the selected experts' neurons simply fire), "softmax" (p of the selected,
-times a scaling factor) or "softmax_renorm" (p renormalized over the top-k).
+times a scaling factor) or "softmax_renorm" (p renormalized over the top-k). A layer taken from a loaded
+transformers model instead routes with that model's own router module (`route_fn`), so group-limited or
+otherwise family-specific routing is reproduced exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +34,7 @@ class MoELayer:
     router_bias: torch.Tensor | None = None             # [E]
     expert_bias: list[torch.Tensor] = field(default_factory=list)  # gelu: b_in [n] per expert
     out_bias: torch.Tensor | None = None                # gelu: [hidden]
+    route_fn: Callable | None = None    # x -> (ids, probs, weights) as route() returns; overrides the rule
 
     @property
     def num_experts(self) -> int:
@@ -38,6 +42,8 @@ class MoELayer:
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [T, hidden] -> (ids [T, k] by descending probability, probs [T, k], combine weights [T, k])."""
+        if self.route_fn is not None:
+            return self.route_fn(x)
         logits = x @ self.router.T
         if self.router_bias is not None:
             logits = logits + self.router_bias

@@ -5,7 +5,9 @@ or randomized (torch.svd_lowrank, Halko et al. 2011, seeded). The Eckart-Young t
 possible rank-r residual, sqrt(sum of the tail singular values squared), which tests and the benchmark
 compare against. The activation-aware variant (LQER / EoRA style) minimizes ||(E - U V^T) diag(a)||_F,
 where a [d_in] is the RMS of each input channel over real activations: SVD of E diag(a), then V /= a.
-Factors are stored in fp16 (returned already rounded through fp16, as float32).
+Factors are stored in fp16, or in int8 with one fp16 scale per column of U and of V (symmetric absmax:
+scale_j = max_i |M_ij| / 127, codes round(M / scale) in [-127, 127]); either way they are returned already
+rounded through their storage format, as float32. Bytes: simulator.accounting.FACTOR_FORMATS.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ from typing import Literal
 import torch
 
 Method = Literal["exact", "randomized"]
+FactorDtype = Literal["fp16", "int8"]
+
+
+def store_factor(m: torch.Tensor, dtype: FactorDtype = "fp16") -> torch.Tensor:
+    """m [d, r] rounded through its storage format (fp16, or int8 with an fp16 scale per column)."""
+    if dtype == "fp16":
+        return m.half().float()
+    if dtype != "int8":
+        raise ValueError(f"unknown factor dtype {dtype!r}")
+    scale = (m.abs().amax(dim=0) / 127).half().float().clamp_min(2.0 ** -24)  # [r]
+    return torch.clamp(torch.round(m / scale), -127, 127) * scale
 
 
 def truncated_svd(e: torch.Tensor, rank: int, method: Method = "exact", seed: int = 0,
@@ -44,14 +57,14 @@ class FactorBasis:
     v: torch.Tensor                    # [d_in, q]
     act_scale: torch.Tensor | None     # [d_in] activation RMS the residual was scaled by, or None
 
-    def factors(self, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(U [d_out, r], V [d_in, r]) with U V^T ~ E, rounded through fp16 storage."""
+    def factors(self, rank: int, dtype: FactorDtype = "fp16") -> tuple[torch.Tensor, torch.Tensor]:
+        """(U [d_out, r], V [d_in, r]) with U V^T ~ E, rounded through their storage format."""
         rank = min(rank, self.s.numel())
         root = self.s[:rank].sqrt()
         u, v = self.u[:, :rank] * root, self.v[:, :rank] * root
         if self.act_scale is not None:
             v = v / self.act_scale[:, None]
-        return u.half().float(), v.half().float()
+        return store_factor(u, dtype), store_factor(v, dtype)
 
 
 def factor_basis(e: torch.Tensor, keep: int, method: Method = "exact", seed: int = 0,
@@ -65,9 +78,9 @@ def factor_basis(e: torch.Tensor, keep: int, method: Method = "exact", seed: int
 
 
 def lowrank_factors(e: torch.Tensor, rank: int, method: Method = "exact", seed: int = 0,
-                    act_rms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Factors (U [d_out, r], V [d_in, r]) with U V^T ~ e, rounded through fp16 storage."""
-    return factor_basis(e, rank, method, seed, act_rms).factors(rank)
+                    act_rms: torch.Tensor | None = None, dtype: FactorDtype = "fp16") -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors (U [d_out, r], V [d_in, r]) with U V^T ~ e, rounded through their storage format."""
+    return factor_basis(e, rank, method, seed, act_rms).factors(rank, dtype)
 
 
 def eckart_young_residual(singular_values: torch.Tensor, rank: int) -> float:

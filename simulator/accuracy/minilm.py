@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from simulator.accuracy.layer import MoELayer
+from simulator.accuracy.restore import restore_forward
 
 NAME = "minilm-moe"
 NUM_EXPERTS = 16   # 1536 neurons / 16 = 96 neurons per expert
@@ -176,7 +177,6 @@ class MiniLMSource:
         self.layers = len(self.model.layers)
         self.ids = tokenize(sample_lines())
         self.inputs, self.embeddings = encode(self.ids, lambda i, x: self.model.layers[i].forward(x))
-        _, self.dense_embeddings = encode(self.ids, dense_ffn)
 
     def layer(self, i: int) -> MoELayer:
         return self.model.layers[i]
@@ -194,12 +194,13 @@ class MiniLMSource:
 
     def moefication_cosine(self) -> float:
         """Embedding cosine of the full-precision MoEfied model vs the dense original (context only)."""
-        return float((self.embeddings * self.dense_embeddings).sum(dim=-1).mean())
+        _, dense = encode(self.ids, dense_ffn)
+        return float((self.embeddings * dense).sum(dim=-1).mean())
 
-    def end_to_end_cosine(self, ffn) -> float:
-        """Mean sentence-embedding cosine of the model with FFNs `ffn(layer, x)` vs the MoEfied reference."""
-        _, emb = encode(self.ids, ffn)
-        return float((emb * self.embeddings).sum(dim=-1).mean())
+    def end_to_end(self, lowbit: list[list[dict]], restored: list[list[dict]], top_n: int) -> dict:
+        """Mean sentence-embedding cosine of the compressed model (top-n restored) vs the MoEfied reference."""
+        _, emb = encode(self.ids, lambda i, x: restore_forward(self.model.layers[i], x, lowbit[i], restored[i], top_n))
+        return {"cosine": float((emb * self.embeddings).sum(dim=-1).mean())}
 
 
 def routing_trace(source: MiniLMSource):

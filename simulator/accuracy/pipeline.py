@@ -26,8 +26,8 @@ from simulator.accuracy.compress import (
     expert_input_rms,
     quantize_expert,
 )
-from simulator.accuracy.lowrank import Method
-from simulator.accuracy.restore import restore_forward, restored_weights
+from simulator.accuracy.lowrank import FactorDtype, Method
+from simulator.accuracy.restore import restore_forward
 
 Alloc = Literal["kurtosis", "uniform", "energy"]
 
@@ -44,6 +44,7 @@ class Settings:
     hqq: bool = False
     act_aware: bool = False
     method: Method = "exact"
+    factor_dtype: FactorDtype = "fp16"
     seed: int = 0
 
 
@@ -110,7 +111,7 @@ def compensated_layer(source, i: int, s: Settings, layer_ranks: list[int]):
     qes = quantized_layer(source, i, s)
     keep = max_rank(source, s) if getattr(source, "cacheable", False) else max(layer_ranks, default=0)
     bases = _bases(source, i, s, keep)
-    factors = [{name: b.factors(r) for name, b in bs.items()} for bs, r in zip(bases, layer_ranks)]
+    factors = [{name: b.factors(r, s.factor_dtype) for name, b in bs.items()} for bs, r in zip(bases, layer_ranks)]
     return qes, factors
 
 
@@ -123,7 +124,7 @@ def build_plan(source, s: Settings) -> tuple[pd.DataFrame, dict]:
         for e, (qe, f) in enumerate(zip(qes, factors)):
             rows.append({"layer": i, "expert": e, "bits": s.bits, "group": s.group, "rank": ranks[i][e],
                          "kurtosis": kurt[i][e], "bytes_lowbit": qe.bytes_lowbit(),
-                         "bytes_factors": qe.bytes_factors(ranks[i][e]),
+                         "bytes_factors": qe.bytes_factors(ranks[i][e], s.factor_dtype),
                          "err_before": qe.rel_error(), "err_after": qe.rel_error(f)})
     meta = {**source.describe(), **{k: v for k, v in asdict(s).items()}}
     return pd.DataFrame(rows), meta
@@ -146,23 +147,12 @@ def ranks_from_plan(df: pd.DataFrame, source, bits: int, group: int, src: str) -
     return [[int(r) for r in row] for row in grid.to_numpy()]
 
 
-def layer_errors(source, s: Settings, ranks: list[list[int]], top_n: int) -> list[dict]:
-    """Per MoE layer, on its reference activations: ||y - y_ref|| / ||y_ref|| and mean token cosine."""
-    out = []
-    for i in range(source.layers):
-        x = source.activations(i)
-        if x is None:
-            return []
-        layer = source.layer(i)
-        qes, factors = compensated_layer(source, i, s, ranks[i])
-        lowbit = [qe.lowbit for qe in qes]
-        restored = [restored_weights(qe.lowbit, f) for qe, f in zip(qes, factors)]
-        y_ref = layer.forward(x)
-        y = restore_forward(layer, x, lowbit, restored, top_n)
-        cos = torch.nn.functional.cosine_similarity(y, y_ref, dim=-1).mean()
-        out.append({"layer": i, "rel_output_error": float((y - y_ref).norm() / y_ref.norm()),
-                    "cosine": float(cos)})
-    return out
+def layer_error(layer, x: torch.Tensor, lowbit: list[dict], restored: list[dict], top_n: int) -> dict:
+    """One MoE layer on its reference input x [T, hidden]: ||y - y_ref|| / ||y_ref|| and mean token cosine."""
+    y_ref = layer.forward(x)
+    y = restore_forward(layer, x, lowbit, restored, top_n)
+    cos = torch.nn.functional.cosine_similarity(y, y_ref, dim=-1).mean()
+    return {"layer": layer.index, "rel_output_error": float((y - y_ref).norm() / y_ref.norm()), "cosine": float(cos)}
 
 
 def mean(values) -> float:

@@ -22,9 +22,17 @@ def restored_weights(lowbit: dict[str, torch.Tensor],
 def restore_forward(layer: MoELayer, x: torch.Tensor, lowbit: list[dict[str, torch.Tensor]],
                     restored: list[dict[str, torch.Tensor]], top_n: int) -> torch.Tensor:
     """Routed-expert output y [T, hidden] for x [T, hidden]; lowbit/restored: per-expert matrices."""
+    ids, _, weights = layer.route(x)
+    return restore_routed(layer, x, ids, weights, lowbit, restored, top_n)
+
+
+def restore_routed(layer: MoELayer, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor,
+                   lowbit: list[dict[str, torch.Tensor]], restored: list[dict[str, torch.Tensor]],
+                   top_n: int) -> torch.Tensor:
+    """As restore_forward, for a routing already made: ids [T, k] ordered by descending router score,
+    combine weights [T, k]."""
     if not 0 <= top_n <= layer.top_k:
         raise ValueError(f"top_n must be in [0, {layer.top_k}], got {top_n}")
-    ids, _, weights = layer.route(x)
 
     def mats_for(e: int, hit: torch.Tensor):
         return [(hit[:, top_n:].any(dim=-1), lowbit[e]), (hit[:, :top_n].any(dim=-1), restored[e])]

@@ -127,7 +127,7 @@ class HFCheckpoint:
                         scale=float(self.config.get("routed_scaling_factor", 1.0)))
 
     def activations(self, i: int) -> torch.Tensor | None:
-        """Reference activations need the whole model run (see hf_eval); none from the weights alone."""
+        """Reference activations need the whole model run (see hf_model); none from the weights alone."""
         return None
 
     def describe(self) -> dict:

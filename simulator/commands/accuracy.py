@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from simulator.commands.compensate import add_weight_args, settings_from
+from simulator.commands.compensate import add_weight_args, settings_from, text_options
 
 
 def run(args) -> int:
@@ -20,7 +20,7 @@ def run(args) -> int:
     options = {k: v for k, v in asdict(s).items()
                if k not in ("bits", "group", "rank_budget", "alloc", "seed")}
     result = evaluate(args.weights, s.bits, s.group, s.rank_budget, s.alloc, args.top_n, s.seed,
-                      plan=plan, plan_source=args.plan or "plan", **options)
+                      plan=plan, plan_source=args.plan or "plan", per_layer=True, **text_options(args), **options)
     if args.figures:
         from simulator.plots.accuracy import write_figures
 
@@ -38,7 +38,12 @@ def run(args) -> int:
         print(json.dumps(result, sort_keys=True))
     else:
         for key, value in result.items():
-            print(f"{key:>22}: {value:.6g}" if isinstance(value, float) else f"{key:>22}: {value}")
+            if key == "layers":
+                for row in value:
+                    print(f"{'layer ' + str(row['layer']):>22}: rel_output_error {row['rel_output_error']:.6g}"
+                          f"  cosine {row['cosine']:.6g}")
+            else:
+                print(f"{key:>22}: {value:.6g}" if isinstance(value, float) else f"{key:>22}: {value}")
     return 0
 
 

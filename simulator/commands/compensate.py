@@ -21,7 +21,15 @@ def add_weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--act-aware", action="store_true",
                    help="activation-aware factors (LQER/EoRA-style input scaling; needs activations)")
     p.add_argument("--svd", choices=["exact", "randomized"], default="exact")
+    p.add_argument("--factor-dtype", choices=["fp16", "int8"], default="fp16",
+                   help="factor storage: fp16, or int8 with an fp16 scale per factor column")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text", default=None, metavar="FILE",
+                   help="checkpoints: text run through the model, one sequence per non-empty line "
+                        "(default: the shipped sample simulator/data/sample.txt)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="checkpoints: tokenizer directory when --weights DIR has none")
+    p.add_argument("--max-tokens", type=int, default=1024, help="checkpoints: tokens of text to use")
 
 
 def settings_from(args):
@@ -34,14 +42,18 @@ def settings_from(args):
         raise UserError("must be >= 0", field="--rank-budget")
     return Settings(bits=args.bits, group=args.group, rank_budget=args.rank_budget, alloc=args.alloc,
                     alpha=args.alpha, max_rank=args.max_rank, hqq=args.hqq, act_aware=args.act_aware,
-                    method=args.svd, seed=args.seed)
+                    method=args.svd, factor_dtype=args.factor_dtype, seed=args.seed)
+
+
+def text_options(args) -> dict:
+    return {"text": args.text, "tokenizer": args.tokenizer, "max_tokens": args.max_tokens}
 
 
 def run(args) -> int:
     from simulator.accuracy.api import compensate
     from simulator.accuracy.plan import save_plan
 
-    df, meta = compensate(args.weights, settings_from(args))
+    df, meta = compensate(args.weights, settings_from(args), **text_options(args))
     path = save_plan(df, meta, args.out)
     print(f"wrote {path}: {len(df)} experts, mean rank {df['rank'].mean():.2f}, "
           f"rel. weight error {df['err_before'].mean():.4f} -> {df['err_after'].mean():.4f}, "
