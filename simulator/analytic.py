@@ -226,8 +226,9 @@ class _VectorSource:
     LRU is a stack algorithm: every access makes its key the most recent, and the resident set is the
     longest most-recent prefix that fits, so an access hits iff its key was accessed before and the bytes
     of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions use a
-    forward-filled [accesses, keys] matrix of last-access stamps; a shared partition is supported when
-    every key fits at once (nothing is ever evicted); anything else is replayed.
+    forward-filled [accesses, keys] matrix of last-access stamps; a shared partition is supported while
+    every key accessed so far fits at once (nothing is ever evicted): the first chunk that would evict
+    hands the cache state over to the replay (chunk returns None), which runs the rest.
     """
 
     def __init__(self, eng: AnalyticEngine):
@@ -244,11 +245,7 @@ class _VectorSource:
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
         sc = eng.sc
-        if sc.cache_policy != "lru" or sc.prefetch or sc.policy.name not in STATELESS_PLACEMENT:
-            return False
-        if sc.cache_per_layer:
-            return True
-        return float(sum(sc.sizes.of(f).sum() for f in FORMS)) <= sc.cache_capacity
+        return sc.cache_policy == "lru" and not sc.prefetch and sc.policy.name in STATELESS_PLACEMENT
 
     def chunk(self, steps: list[np.ndarray]) -> dict:
         eng, sc, model = self.eng, self.eng.sc, self.eng.model
@@ -278,6 +275,8 @@ class _VectorSource:
         item, form = item[order], form[order]                                    # access order
         key = (lay[item] * E + ex[item]) * 3 + form
         size = self.sizes[lay[item], ex[item], form]
+        if not sc.cache_per_layer and not self.fits_all(key, size):
+            return None
         hit = self.lru(key, lay[item] if sc.cache_per_layer else np.zeros(len(item), dtype=np.int64), size)
         miss = ~hit
         c = eng.logic.c
@@ -330,6 +329,20 @@ class _VectorSource:
         self.flat = LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
                                 jv, nu, ndur, nrb, nv.astype(bool))
         return per
+
+    def fits_all(self, key: np.ndarray, size: np.ndarray) -> bool:
+        """Whether the keys accessed so far and `key` [A] (those that fit at all) fit the cache together."""
+        new = np.zeros(len(self.last), dtype=bool)
+        new[key[size <= self.eng.sc.cache_capacity]] = True
+        return float(self.sizes.reshape(-1)[new | (self.last >= 0)].sum()) <= self.eng.sc.cache_capacity
+
+    def hand_over(self) -> None:
+        """Put the cache state into the replay's cache: every key accessed so far, in access order."""
+        part = self.eng.logic.cache.part(0)
+        keys = np.flatnonzero(self.last >= 0)
+        for k in keys[np.argsort(self.last[keys])].tolist():
+            layer, rest = divmod(k, self.E * 3)
+            part.insert((layer, rest // 3, FORMS[rest % 3]), float(self.sizes.reshape(-1)[k]))
 
     def cap(self, part: np.ndarray) -> float:
         return self.eng.sc.cache_capacity
@@ -654,10 +667,13 @@ class AnalyticEngine:
                 steps.append(idx)
             if not steps:
                 break
-            if vec is not None:
-                per_step = vec.chunk(steps)
+            per_step = vec.chunk(steps) if vec is not None else None
+            if per_step is not None:
                 t = self.timing(steps, vec.flat)
             else:
+                if vec is not None:  # the shared cache would evict from now on: replay the rest
+                    vec.hand_over()
+                    vec = None
                 layers, per_step = self.logical(steps, done)
                 t = self.timing(steps, _ReplaySource(layers, done))
             self._append(done, steps, t, per_step)
