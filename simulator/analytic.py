@@ -8,8 +8,11 @@ Two passes over the trace, in chunks of decode steps:
    simulator.costs (the same formulas the DES calls); per layer the copies are list-scheduled on the
    link's `dma_engines` servers (non-preemptive: demand before prefetch, then arrival, then issue order),
    NDP ops queue FIFO per unit, and the GPU stream runs ready experts first, then waits for each copy.
-   Without prefetch every copy and NDP op of a layer ends within the layer, so this is the DES's
-   arithmetic exactly (tests hold it within 1%).
+   Without prefetch every copy and NDP op of a layer ends within the layer, so every (step, layer) starts
+   with idle links and units: all P x L of a chunk are timed at once from 0 and summed per step (the DES's
+   arithmetic up to the order of the additions: ~1e-13 relative; tests hold it within 1%). With LRU and a
+   cache-independent policy the logical pass is vectorised too (_VectorSource: LRU stack distances);
+   prefetch, LFU and offload-mixed are replayed by the DES's code, one Python call per lookup.
 
 Queueing approximations (contended cases only):
 - prefetch: a layer's prefetch copies are scheduled right after its demand copies; copies still queued
