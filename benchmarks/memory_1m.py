@@ -1,4 +1,6 @@
-"""Peak memory simulating a 1M-token synthetic trace (target < 1 GB): the trace is synthesised once to
+"""Peak memory simulating a 1M-token synthetic trace of the default model (DeepSeek-V2-Lite: its MLA KV cache
+of a 1M-token context still fits an H100; Mixtral's would not) with offload-lrc on h100-pcie5
+(target < 1 GB): the trace is synthesised once to
 disk (a memory-mapped trace directory), then the DES and the analytic path each run in a fresh process
 whose peak RSS (ru_maxrss) is reported next to the RSS of an interpreter that only imports moesim; the
 split at exit shows how much of it is the trace's memory-mapped file pages (shared, reclaimable; trace
@@ -25,7 +27,7 @@ from simulator.config.run import RunSpec
 from simulator.simulate import simulate
 t = time.perf_counter()
 if sys.argv[2] != "none":
-    s = simulate(RunSpec(hwconfig="h100-pcie5", model="mixtral-8x7b", trace=sys.argv[1], policy="offload-lrc",
+    s = simulate(RunSpec(hwconfig="h100-pcie5", trace=sys.argv[1], policy="offload-lrc",
                          tokens=None if sys.argv[3] == "all" else int(sys.argv[3]), engine=sys.argv[2]))
     print(f"tokens {s['tokens']} sim {s['tokens_per_s']:.2f} tok/s", end=" ")
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
@@ -36,9 +38,10 @@ print(f"wall {time.perf_counter() - t:.1f} s peak RSS {resource.getrusage(resour
 SYNTH = r"""
 import sys
 from simulator.config.model import load_model
+from simulator.config.run import DEFAULT_MODEL
 from simulator.routing.synthetic import synthesize
 from simulator.routing.trace import save_trace
-save_trace(synthesize(load_model("mixtral-8x7b"), int(sys.argv[2]), seed=0, sequences=64), sys.argv[1])
+save_trace(synthesize(load_model(DEFAULT_MODEL), int(sys.argv[2]), seed=0, sequences=64), sys.argv[1])
 """
 
 
