@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import transformers  # the optional extra; part of .[dev], so CI has it
+from accuracy_threads import one_thread  # noqa: F401
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from simulator.accuracy.api import evaluate, open_model_source
@@ -52,15 +53,6 @@ def tiny_checkpoint(root, family: str, tokenizer: bool = True):
         transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]",
                                              pad_token="[PAD]").save_pretrained(path)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one intra-op thread avoids thread hand-off costs on a shared 2-core runner (10x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

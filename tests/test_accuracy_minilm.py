@@ -1,7 +1,9 @@
 """The one test on the real shipped weights (MoEfied all-MiniLM-L6-v2): invariants, not timings."""
 
 import pytest
+from accuracy_threads import one_thread  # noqa: F401
 
+from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes
 from simulator.accuracy.api import evaluate, open_source
 from simulator.accuracy.minilm import routing_trace
 from simulator.config.model import load_model
@@ -25,6 +27,11 @@ def test_minilm_compensation_restoration_and_trace(source):
     # bytes are charged for the stored factors whatever n is: rank 96 vs 8 = 88 more per matrix (fp16)
     assert none["bytes_per_expert_mean"] == some["bytes_per_expert_mean"] == full["bytes_per_expert_mean"] - \
         88 * 2 * (384 + 96) * 2
+    # the plan's bytes are the simulator's for the minilm-moe preset (ungated experts, ffn 96)
+    m = load_model("minilm-moe")
+    assert none["bytes_per_expert_mean"] == expert_lowbit_bytes(m.hidden, m.expert_ffn, 3, 128, gated=False) + \
+        expert_factor_bytes(m.hidden, m.expert_ffn, 8, gated=False) == m.expert_bytes(3, 128) + \
+        m.expert_factor_bytes(8)
     trace = routing_trace(source)
     validate_arrays(trace.meta, trace.expert_ids, trace.scores, trace.seq_id, trace.position, "minilm")
     check_trace_matches_model(trace, load_model("minilm-moe"))

@@ -123,12 +123,14 @@ def balanced_kmeans(rows: np.ndarray, k: int, iters: int = 30, seed: int = 0) ->
     labels = np.full(n, -1)
     for _ in range(iters):
         sim = x @ cent.T  # [N, k]
-        order = np.argsort(-sim, axis=None, kind="stable")
-        new, fill = np.full(n, -1), np.zeros(k, dtype=int)
-        for flat in order:
-            i, c = divmod(int(flat), k)
+        rows_, cols = np.divmod(np.argsort(-sim, axis=None, kind="stable"), k)
+        new, fill, left = [-1] * n, [0] * k, n
+        for i, c in zip(rows_.tolist(), cols.tolist()):
             if new[i] < 0 and fill[c] < cap:
-                new[i], fill[c] = c, fill[c] + 1
+                new[i], fill[c], left = c, fill[c] + 1, left - 1
+                if not left:  # every row placed; the rest of the order changes nothing
+                    break
+        new = np.array(new)
         if np.array_equal(new, labels):
             break
         labels = new
