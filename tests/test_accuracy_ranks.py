@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from simulator.accuracy.ranks import allocate_energy, allocate_kurtosis, allocate_uniform, kurtosis
@@ -31,6 +31,7 @@ bounds = st.tuples(st.integers(0, 4), st.integers(0, 12)).map(lambda t: (t[0], t
 @settings(max_examples=200, deadline=None)
 @given(kurt=st.lists(st.floats(1.0, 50.0), min_size=1, max_size=30), b=bounds, frac=st.floats(0, 1),
        alpha=st.sampled_from([0.5, 1.0, 2.0]))
+@example(kurt=[1.0, 1.0000000000000002], b=(0, 1), frac=0.5, alpha=0.5)  # equal after ** 0.5
 def test_kurtosis_rule_properties(kurt, b, frac, alpha):
     lo, hi = b
     n = len(kurt)

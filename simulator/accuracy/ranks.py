@@ -5,7 +5,7 @@ Rules (all return integers with sum == budget and min_rank <= r_e <= max_rank):
 - kurtosis: r_e proportional to kurtosis_e ** alpha (kurtosis = E[(w - mu)^4] / sigma^4 of the expert's
   weights, >= 1, 3 for a Gaussian): heavier-tailed experts get more rank. Integers come from the
   highest-averages (D'Hondt) method: each unit of rank goes to the expert with the largest
-  weight / (r_e + 1) among those below max_rank, ties to the lower index. It is exact, respects the
+  weight / (r_e + 1) among those below max_rank, ties to the higher kurtosis, then the lower index. It is exact, respects the
   bounds and is monotone: a strictly larger weight never gets a smaller rank.
 - energy (oracle): greedy on measured residual energy; each unit goes to the expert whose next
   singular values remove the most relative squared error, gain_e[r] = sum over its matrices of
@@ -59,8 +59,16 @@ def allocate_uniform(n: int, budget: int, min_rank: int = 0, max_rank: int = 1 <
 
 def allocate_kurtosis(kurt: Sequence[float], budget: int, min_rank: int = 0, max_rank: int = 1 << 30,
                       alpha: float = 1.0) -> list[int]:
-    weights = np.maximum(np.asarray(kurt, dtype=np.float64), 0.0) ** alpha
-    return _greedy(len(weights), budget, min_rank, max_rank, lambda i, r: weights[i] / (r + 1))
+    # experts visited by descending kurtosis, so weights that tie after ** alpha (rounding) still favour
+    # the strictly heavier tail; equal kurtosis keeps the lower index first
+    kurt = np.asarray(kurt, dtype=np.float64)
+    order = np.argsort(-kurt, kind="stable")
+    weights = np.maximum(kurt[order], 0.0) ** alpha
+    ranks = _greedy(len(weights), budget, min_rank, max_rank, lambda i, r: weights[i] / (r + 1))
+    out = [0] * len(ranks)
+    for pos, e in enumerate(order):
+        out[e] = ranks[pos]
+    return out
 
 
 def allocate_energy(gains: Sequence[np.ndarray], budget: int, min_rank: int = 0,
