@@ -10,7 +10,8 @@ Rules (all return integers with sum == budget and min_rank <= r_e <= max_rank):
   Measured on the real MiniLM-MoE weights (benchmarks/kurtosis_alloc_variants.py, 2-4 bits x R 8-32):
   it, kurtosis^0.5, ln(kurtosis) and a 2R per-expert cap all lose to uniform at every point (one
   expert with kurtosis ~1955 draws rank where it removes little error); uniform is within ~1% of the
-  energy oracle there (mean output error 0.377 vs 0.376). The rule stays the default because the method under study prescribes it.
+  energy oracle there (mean output error 0.377 vs 0.376). The rule stays the default because the method
+  under study prescribes it; --alloc uniform is the better choice on these weights.
 - energy (oracle): greedy on measured residual energy; each unit goes to the expert whose next
   singular values remove the most relative squared error, gain_e[r] = sum over its matrices of
   sigma_{r+1}^2 / ||W_e||_F^2. Optimal for the sum of squared relative errors, since the gains fall.
