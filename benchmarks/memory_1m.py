@@ -2,9 +2,9 @@
 of a 1M-token context still fits an H100; Mixtral's would not) with offload-lrc on h100-pcie5
 (target < 1 GB): the trace is synthesised once to
 disk (a memory-mapped trace directory), then the DES and the analytic path each run in a fresh process
-whose peak RSS (ru_maxrss) is reported next to the RSS of an interpreter that only imports moesim; the
-split at exit shows how much of it is the trace's memory-mapped file pages (shared, reclaimable; trace
-validation reads every page once) rather than the simulator's own memory.
+whose peak RSS (ru_maxrss) is reported next to the RSS of an interpreter that only imports moesim, with
+the peak anonymous RSS (the simulator's own memory, sampled) apart from the trace's memory-mapped file
+pages (shared and reclaimable; trace validation reads every page once, so they approach the file size).
 The analytic path runs the whole trace; the DES runs its first --des-tokens steps of the same trace
 (about 1 ms of wall time per simulated token on a laptop core, so 1M tokens would take ~20 minutes:
 pass --des-tokens 1000000 for the full run). Both stream: the trace is memory-mapped and per-step rows
@@ -22,18 +22,28 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import resource, sys, time
+import resource, sys, threading, time
 from simulator.config.run import RunSpec
 from simulator.simulate import simulate
+
+def rss():  # GiB: anonymous (the process's own memory), file-backed (mapped trace pages)
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return [int(status[k].split()[0]) / 2**20 for k in ("RssAnon", "RssFile")]
+
+peak_anon = [0.0]
+def sample():
+    while True:
+        peak_anon[0] = max(peak_anon[0], rss()[0])
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
 if sys.argv[2] != "none":
     s = simulate(RunSpec(hwconfig="h100-pcie5", trace=sys.argv[1], policy="offload-lrc",
                          tokens=None if sys.argv[3] == "all" else int(sys.argv[3]), engine=sys.argv[2]))
     print(f"tokens {s['tokens']} sim {s['tokens_per_s']:.2f} tok/s", end=" ")
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-now = {k: int(status[k].split()[0]) / 2**20 for k in ("RssAnon", "RssFile")}
+anon, file = rss()
 print(f"wall {time.perf_counter() - t:.1f} s peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-      f" (at exit: anonymous {now['RssAnon']:.2f} GiB, file-backed {now['RssFile']:.2f} GiB)")
+      f" (peak anonymous {max(peak_anon[0], anon):.2f} GiB sampled every 50 ms; at exit file-backed {file:.2f} GiB)")
 """
 SYNTH = r"""
 import sys

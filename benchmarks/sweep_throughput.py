@@ -10,9 +10,19 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from simulator.errors import UserError
 from simulator.sweep import expand, load_sweep, simulate_point
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def point(run: dict) -> bool:
+    """Simulate one point; False when the spec is invalid (e.g. experts that do not fit)."""
+    try:
+        simulate_point(run)
+    except UserError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -26,9 +36,10 @@ def main() -> None:
         for eng in ("des", "analytic"):
             t = time.perf_counter()
             with ProcessPoolExecutor(args.workers) as pool:
-                list(pool.map(simulate_point, [{**r, "engine": eng} for r in runs]))
+                ok = sum(pool.map(point, [{**r, "engine": eng} for r in runs]))
             dt = time.perf_counter() - t
-            print(f"{path.name:16s} {eng:8s} {len(runs):4d} points  {dt:7.1f} s  {60 * len(runs) / dt:7.1f} points/min")
+            print(f"{path.name:16s} {eng:8s} {len(runs):4d} points ({len(runs) - ok} invalid)  {dt:7.1f} s  "
+                  f"{60 * len(runs) / dt:7.1f} points/min")
 
 
 if __name__ == "__main__":
