@@ -118,3 +118,11 @@ def test_the_installed_command_prints_no_traceback():
     line = ("moesim simulate: error: policy: policy ndp-lrc needs NDP units but h100-pcie5 has none "
             "(try hwconfig h100-cxl-ndp)")
     assert proc.stderr.strip().splitlines() == [line]
+
+
+def test_engine_flag_selects_the_analytic_path(tmp_path):
+    out = tmp_path / "run"
+    assert main(["simulate", "--engine", "analytic", "--tokens", "8", "--out", str(out), "--json"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spec"]["engine"] == "analytic"
+    assert (out / "steps.parquet").exists() and not (out / "timeline.json").exists()

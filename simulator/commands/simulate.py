@@ -1,7 +1,7 @@
 """`moesim simulate`: run one simulation point and print a summary table or JSON; optionally write files.
 
---out DIR writes steps.parquet (one row per decode step), summary.json and timeline.json (Chrome trace /
-Perfetto) atomically: into a temporary directory beside DIR, renamed into place at the end.
+--out DIR writes steps.parquet (one row per decode step), summary.json and, with the DES engine,
+timeline.json (Chrome trace / Perfetto) atomically: into a temporary directory beside DIR, renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", type=int, default=d.prompt, help="prefill length (0 = none)")
     p.add_argument("--context", type=int, default=d.context, help=f"KV context at the first step ({d.context})")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", type=Path, help="directory for steps.parquet, summary.json, timeline.json")
+    p.add_argument("--engine", choices=["des", "analytic"], default=d.engine,
+                   help="des: SimPy discrete-event model; analytic: the vectorised fast path of the same "
+                        f"cost model ({d.engine})")
+    p.add_argument("--out", type=Path, help="directory for steps.parquet, summary.json, timeline.json (DES only)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=main)
 
@@ -56,7 +59,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         cache_policy=args.cache_policy, cache_bytes=args.cache_bytes,
         cache_experts_per_layer=args.cache_experts_per_layer, prefetch=args.prefetch,
         prefetch_hit_rate=args.prefetch_hit_rate, attention_bits=args.attention_bits, batch=args.batch,
-        tokens=args.tokens or None, prompt=args.prompt, context=args.context, seed=args.seed)
+        tokens=args.tokens or None, prompt=args.prompt, context=args.context, seed=args.seed,
+        engine=args.engine)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -84,7 +88,8 @@ def write_outputs(out: Path, result, summary: dict) -> None:
     try:
         step_table(result).to_parquet(tmp / "steps.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        write_chrome_trace(result.log, tmp / "timeline.json")
+        if result.log is not None:  # the analytic engine has no event timeline
+            write_chrome_trace(result.log, tmp / "timeline.json")
         tmp.chmod(0o755)  # mkdtemp creates 0700
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
