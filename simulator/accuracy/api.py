@@ -46,6 +46,9 @@ def open_model_source(weights: str, text: str | None = None, tokenizer: str | No
     """A source with real activations and an end-to-end metric: 'minilm', or a checkpoint directory run
     with transformers on `text` (default: the shipped sample) with its tokenizer (or `tokenizer`)."""
     if weights == "minilm":
+        if text or tokenizer:
+            raise UserError("applies to checkpoints only (minilm runs the shipped sample)",
+                            field="--text" if text else "--tokenizer")
         return open_source("minilm")
     from simulator.accuracy.hf_model import HFModelSource
     from simulator.accuracy.minilm import SAMPLE
