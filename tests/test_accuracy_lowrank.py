@@ -1,6 +1,7 @@
 """Compensators: exact SVD reaches the Eckart-Young optimum, randomized SVD is close and seeded."""
 
 import torch
+from accuracy_threads import one_thread  # noqa: F401
 
 from simulator.accounting import FACTOR_FORMATS, expert_factor_bytes, factor_bytes
 from simulator.accuracy.lowrank import eckart_young_residual, factor_basis, lowrank_factors, store_factor

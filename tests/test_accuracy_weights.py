@@ -64,13 +64,14 @@ def test_each_layout_round_trips(tmp_path, model_type):
     assert ckpt.describe()["ffn"] == FFN
 
 
-def test_compensate_cli_writes_plan_from_checkpoint(tmp_path):
+def test_compensate_cli_writes_plan_from_checkpoint(tmp_path, capsys):
+    from simulator.cli import main
+
     write_checkpoint(tmp_path / "ckpt", "mixtral", layers=2)
     out = tmp_path / "plan.csv"
-    cmd = [sys.executable, "-m", "simulator.cli", "compensate", "--weights", str(tmp_path / "ckpt"), "--bits", "2",
-           "--group", "8", "--rank-budget", "2", "--alloc", "energy", "--svd", "randomized", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    assert "8 experts" in done.stdout
+    assert main(["compensate", "--weights", str(tmp_path / "ckpt"), "--bits", "2", "--group", "8", "--rank-budget",
+                 "2", "--alloc", "energy", "--svd", "randomized", "--out", str(out)]) == 0
+    assert "8 experts" in capsys.readouterr().out
     df, meta = load_plan(out)
     assert meta["num_experts"] == EXPERTS and meta["layers"] == 2 and meta["alloc"] == "energy"
     assert df["rank"].sum() == 16 and (df["err_after"] <= df["err_before"] + 1e-6).all()
