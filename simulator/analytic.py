@@ -680,6 +680,7 @@ class AnalyticEngine:
                 layers, per_step = self.logical(steps, done)
                 t = self.timing(steps, _ReplaySource(layers, done))
             self._append(done, steps, t, per_step)
+            sc.trace.release()  # stream: keep only this chunk's trace pages resident
             done += len(steps)
             if len(steps) < want:
                 break

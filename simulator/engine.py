@@ -60,6 +60,8 @@ from simulator.policies.base import Placement, Policy
 from simulator.routing.trace import Trace
 from simulator.schedule import BatchSchedule
 
+RELEASE_EVERY = 4096  # decode steps between drops of the memory-mapped trace pages read so far
+
 KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
 
 
@@ -213,6 +215,8 @@ class _Engine:
             for name, b, a in zip(self._snapshot_names, before, self._snapshot()):
                 rows[name].append(a - b)
             step += 1
+            if step % RELEASE_EVERY == 0:
+                sc.trace.release()  # stream: keep only recently read trace pages resident
             if bar is not None:
                 bar.update()
         if bar is not None:

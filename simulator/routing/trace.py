@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -80,6 +81,21 @@ class Trace:
         edges = np.concatenate(([0], cuts, [self.tokens]))
         return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
+    def release(self) -> None:
+        """Drop the pages read so far from this process's resident set (see release_pages)."""
+        release_pages(self.expert_ids, self.scores, self.seq_id, self.position)
+
+
+def release_pages(*arrays: np.ndarray) -> None:
+    """Unmap the resident pages of memory-mapped arrays from this process (MADV_DONTNEED: they stay in
+    the page cache and fault back in when read again), so reading a trace larger than RAM streams instead
+    of accumulating every page read. In-memory arrays are left alone."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    for arr in arrays:
+        mapping = getattr(arr, "_mmap", None)  # np.memmap's mmap.mmap; None for in-memory arrays
+        if advice is not None and mapping is not None and not mapping.closed:
+            mapping.madvise(advice)
+
 
 def validate_arrays(meta: TraceMeta, expert_ids, scores, seq_id, position, source: str | Path) -> None:
     """Raise a one-line UserError for the first inconsistency found."""
@@ -119,6 +135,7 @@ def validate_arrays(meta: TraceMeta, expert_ids, scores, seq_id, position, sourc
         if (np.diff(sc, axis=-1) > 0).any():
             tok = int(np.argwhere(np.diff(sc, axis=-1) > 0)[0][0]) + start
             raise bad("scores", f"scores must be sorted descending within a token (token {tok})")
+        release_pages(expert_ids, scores)
     if np.unique(seq_id).size != len(sequence_runs(seq_id)):
         raise bad("seq_id", "tokens of a sequence must be contiguous")
 
