@@ -280,7 +280,7 @@ class _VectorSource:
         size = self.sizes[lay[item], ex[item], form]
         if not sc.cache_per_layer and not self.fits_all(key, size):
             return None
-        hit = self.lru(key, lay[item] if sc.cache_per_layer else np.zeros(len(item), dtype=np.int64), size)
+        hit = self.lru(key, size)
         miss = ~hit
         c = eng.logic.c
         c["cache_hits"] += int(hit.sum())
@@ -369,8 +369,8 @@ class _VectorSource:
             self.known_rows = np.concatenate([self.known_rows, np.array(rows, dtype=np.int64)])[order]
         return self.known_rows[np.searchsorted(self.known, codes)]
 
-    def lru(self, key: np.ndarray, part: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """Hit flags of accesses `key` [A] (in order) in partitions `part` [A]; updates the stamps."""
+    def lru(self, key: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """Hit flags of accesses `key` [A] (in order) in their partitions; updates the stamps."""
         C = self.eng.sc.cache_capacity
         stamps = self.stamp + np.arange(len(key))
         self.stamp += len(key)
@@ -385,24 +385,68 @@ class _VectorSource:
             seen[order] = ~first
             hit = (seen | (self.last[key] >= 0)) & fits
         else:
-            sizes_flat = self.sizes.reshape(-1)
-            for p in np.unique(part):
-                sel = np.flatnonzero(part == p)
-                base = p * self.E * 3
-                keys_p = np.union1d(key[sel], base + np.flatnonzero(self.last[base:base + self.E * 3] >= 0))
-                local = np.searchsorted(keys_p, key[sel])  # only keys this partition ever used: [A_p, K_p]
-                never = np.iinfo(np.int32).min
-                origin = int(stamps[0])  # stamps relative to the chunk fit int32 (halves the memory traffic)
-                la = np.full((len(sel) + 1, len(keys_p)), never, dtype=np.int32)
-                was = self.last[keys_p]
-                la[0] = np.where(was >= 0, was - origin, never)
-                la[np.arange(1, len(sel) + 1), local] = np.where(fits[sel], stamps[sel] - origin, never)
-                la = np.maximum.accumulate(la, axis=0)
-                prev = la[np.arange(len(sel)), local]                         # stamp before each access
-                since = (la[:-1] > prev[:, None]) @ sizes_flat[keys_p]        # bytes of keys used since
-                hit[sel] = (prev > never) & fits[sel] & (since + size[sel] <= C)
+            hit[fits] = self._stack_hits(key[fits], size[fits], C)
         upd = fits
         self.last[key[upd]] = stamps[upd]
+        return hit
+
+    def _stack_hits(self, key: np.ndarray, size: np.ndarray, C: float) -> np.ndarray:
+        """Hit flags of per-layer accesses `key` [A] (in order, all fitting) by stack distance: access i of
+        a key last used at p hits iff its size plus the bytes of the distinct keys used in (p, i) fit. The
+        keys used in earlier chunks open each layer's sequence, oldest first; the window (p, i) is walked
+        back one access d at a time for all open accesses at once, counting an access m only if it is its
+        key's last use before i (next(m) >= i), and an access closes once it overflows (miss) or reaches p
+        (hit). Work ~ accesses x their reuse distance in accesses, bounded by the capacity for misses.
+        Byte counts are whole numbers, so the sums are exact in any order."""
+        sizes = self.sizes.reshape(-1)
+        old = np.flatnonzero(self.last >= 0)
+        old = old[np.argsort(self.last[old])]                   # keys of earlier chunks, oldest first
+        seq = np.concatenate([old, key])                        # [V + A]
+        order = np.argsort(seq // (self.E * 3), kind="stable")  # per layer, in time order
+        seq = seq[order]
+        N = len(seq)
+        where = np.empty(N, dtype=np.int64)
+        where[order] = np.arange(N)                             # position of each input in seq
+        by_key = np.lexsort((np.arange(N), seq))
+        same = seq[by_key[1:]] == seq[by_key[:-1]]
+        prev = np.full(N, -1, dtype=np.int64)
+        nxt = np.full(N, N, dtype=np.int64)
+        prev[by_key[1:][same]] = by_key[:-1][same]
+        nxt[by_key[:-1][same]] = by_key[1:][same]
+        sz = sizes[seq]
+        i = where[len(old):]                                    # [A] positions of this chunk's accesses
+        hit = np.zeros(len(key), dtype=bool)
+        # a layer whose distinct keys all fit together never evicts: every reuse hits
+        uniq = np.unique(seq)
+        total = np.bincount(uniq // (self.E * 3), sizes[uniq], minlength=self.L)[key // (self.E * 3)]
+        reuse = prev[i] >= 0
+        easy = reuse & (total <= C)
+        hit[easy] = True
+        q = np.flatnonzero(reuse & ~easy)                       # open accesses (indices into key)
+        qi, qp, qs = i[q], prev[i[q]], size[q]
+        acc = np.zeros(len(q))
+        d = 1
+        while len(q) > 4096:  # one lag at a time; m = p closes the access (next(p) = i, never > i)
+            m = qi - d
+            acc += sz[m] * (nxt[m] > qi)
+            fit = acc + qs <= C
+            reached = m == qp
+            hit[q[reached & fit]] = True
+            keep = fit & ~reached
+            q, qi, qp, qs, acc = q[keep], qi[keep], qp[keep], qs[keep], acc[keep]
+            d += 1
+        width = 8
+        while len(q):  # the few long windows: lags d .. d + width - 1 at once, widths doubling
+            m = qi[:, None] - (d + np.arange(width))                            # [Q, width]
+            inside = m > qp[:, None]
+            m = np.where(inside, m, 0)
+            acc += np.where(inside & (nxt[m] > qi[:, None]), sz[m], 0.0).sum(1)
+            fit = acc + qs <= C
+            reached = ~inside[:, -1]
+            hit[q[reached & fit]] = True
+            keep = ~reached & fit
+            q, qi, qp, qs, acc = q[keep], qi[keep], qp[keep], qs[keep], acc[keep]
+            d, width = d + width, width * 2
         return hit
 
     def evictions(self) -> int:
