@@ -22,7 +22,7 @@ FACTOR_FORMATS = {  # factor storage -> keyword arguments of factor_bytes / expe
 }
 
 
-def matrix_bytes(d_in: int, d_out: int, bits: int | float, group: int = 128,
+def matrix_bytes(d_in: int, d_out: int, bits: float, group: int = 128,
                  scale_bytes: int = 2, zero_bytes: int = 2) -> float:
     """Bytes of one quantized matrix [d_out, d_in] (codes + per-group scales and zeros)."""
     if bits <= 0:
@@ -49,7 +49,7 @@ def expert_shapes(hidden: int, ffn: int, gated: bool = True) -> list[tuple[int, 
     return [up, up, down] if gated else [up, down]
 
 
-def expert_lowbit_bytes(hidden: int, ffn: int, bits: int | float, group: int = 128,
+def expert_lowbit_bytes(hidden: int, ffn: int, bits: float, group: int = 128,
                         scale_bytes: int = 2, zero_bytes: int = 2, gated: bool = True) -> float:
     """Bytes of one expert's matrices at `bits` (full precision when bits >= 16)."""
     return sum(matrix_bytes(i, o, bits, group, scale_bytes, zero_bytes)

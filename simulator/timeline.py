@@ -10,10 +10,9 @@ so events on one thread never overlap.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from simulator.fileio import atomic_write
 from simulator.hardware.log import EventLog
 
 
@@ -49,13 +48,6 @@ def chrome_trace(log: EventLog) -> dict:
 def write_chrome_trace(log: EventLog, path: str | Path) -> Path:
     """Write the trace JSON atomically (temp file beside `path`, then rename)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(chrome_trace(log), f, separators=(",", ":"))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    trace = chrome_trace(log)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(trace, separators=(",", ":")), encoding="utf-8"))
     return path

@@ -24,7 +24,8 @@ _QTY = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>[A-Za-zµ/]+)\s*$")
 
 def _split(text: object, kind: str, example: str) -> tuple[Decimal, str]:
     if isinstance(text, bool) or not isinstance(text, str):
-        raise ValueError(f"expected a {kind} as a string with a unit, like '{example}', got {text!r}")
+        # ValueError, not TypeError: pydantic turns only the former into a field error
+        raise ValueError(f"expected a {kind} as a string with a unit, like '{example}', got {text!r}")  # noqa: TRY004
     m = _QTY.match(text)
     if not m:
         raise ValueError(f"expected a {kind} like '{example}', got {text!r}")

@@ -76,6 +76,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 def test_bad_field_is_named(tmp_path):
     import yaml
+
     from simulator.config.system import HWCONFIG_DIR
     data = yaml.safe_load((HWCONFIG_DIR / "h100-pcie5.yaml").read_text())
     data["links"][0]["bandwidth_to_gpu"] = 50

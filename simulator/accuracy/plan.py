@@ -9,14 +9,13 @@ rank budget) travels in the Parquet schema metadata, or for CSV in a sidecar `<f
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from simulator.errors import UserError
+from simulator.fileio import atomic_write
 
 COLUMNS = {  # name -> numpy dtype kind ("i" integer, "f" float)
     "layer": "i", "expert": "i", "bits": "i", "group": "i", "rank": "i",
@@ -37,18 +36,6 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["layer", "expert"], kind="stable").reset_index(drop=True)
 
 
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_plan(df: pd.DataFrame, meta: dict, path: str | Path) -> Path:
     """Validate and write the plan atomically; the format follows the suffix (.parquet or .csv)."""
     path = Path(path)
@@ -66,10 +53,10 @@ def save_plan(df: pd.DataFrame, meta: dict, path: str | Path) -> Path:
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: meta_text.encode()})
-        _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     else:
-        _write_atomic(_sidecar(path), lambda tmp: Path(tmp).write_text(meta_text + "\n", encoding="utf-8"))
-        _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.9g"))
+        atomic_write(_sidecar(path), lambda tmp: Path(tmp).write_text(meta_text + "\n", encoding="utf-8"))
+        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.9g"))
     return path
 
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from simulator.config.run import DEFAULT_TOKENS, RunSpec
+from simulator.fileio import atomic_directory
 from simulator.units import parse_bytes
 
 
@@ -82,25 +80,11 @@ def write_outputs(out: Path, result, summary: dict) -> None:
     from simulator.metrics import step_table
     from simulator.timeline import write_chrome_trace
 
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         step_table(result).to_parquet(tmp / "steps.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if result.log is not None:  # the analytic engine has no event timeline
             write_chrome_trace(result.log, tmp / "timeline.json")
-        tmp.chmod(0o755)  # mkdtemp creates 0700
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def print_table(s: dict) -> None:

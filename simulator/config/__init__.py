@@ -2,7 +2,15 @@
 
 from simulator.config.loading import load_yaml_file
 from simulator.config.model import ModelSpec, list_presets, load_model
-from simulator.config.system import GPUSpec, HostSpec, LinkSpec, NDPSpec, SystemSpec, list_hwconfigs, load_system
+from simulator.config.system import (
+    GPUSpec,
+    HostSpec,
+    LinkSpec,
+    NDPSpec,
+    SystemSpec,
+    list_hwconfigs,
+    load_system,
+)
 
 __all__ = [
     "GPUSpec", "HostSpec", "LinkSpec", "ModelSpec", "NDPSpec", "SystemSpec",

@@ -34,6 +34,17 @@ def read_yaml_mapping(path: str | Path) -> dict:
     return data
 
 
+def load_named_yaml(name_or_path: str | Path, directory: Path, what: str, model: type[M]) -> M:
+    """Load `name_or_path` as `model`: a YAML path, or the stem of a shipped file in `directory`."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = directory / f"{name_or_path}.yaml"
+        if not path.exists():
+            shipped = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+            raise UserError(f"unknown {what} {str(name_or_path)!r}; shipped: {shipped}")
+    return load_yaml_file(path, model)
+
+
 def load_yaml_file(path: str | Path, model: type[M]) -> M:
     """Load and validate `path` as `model`; any problem becomes a one-line UserError."""
     data = read_yaml_mapping(path)

@@ -14,7 +14,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes, expert_shapes, matrix_bytes
-from simulator.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -33,7 +32,7 @@ class AttentionSpec(BaseModel):
     v_head_dim: int | None = Field(default=None, ge=1, description="mla only")
 
     @model_validator(mode="after")
-    def _fields_for_kind(self) -> "AttentionSpec":
+    def _fields_for_kind(self) -> AttentionSpec:
         need = ("kv_heads", "head_dim") if self.kind == "gqa" else (
             "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         missing = [n for n in need if getattr(self, n) is None]
@@ -93,7 +92,7 @@ class ModelSpec(BaseModel):
     attention: AttentionSpec
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelSpec":
+    def _consistent(self) -> ModelSpec:
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
         if self.first_dense_layers >= self.layers:
@@ -199,11 +198,6 @@ def list_presets() -> list[str]:
 
 def load_model(name_or_path: str | Path) -> ModelSpec:
     """Load a model from a preset name (e.g. 'mixtral-8x7b') or a YAML file."""
-    from simulator.config.loading import load_yaml_file
+    from simulator.config.loading import load_named_yaml
 
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise UserError(f"unknown model {str(name_or_path)!r}; presets: {', '.join(list_presets())}")
-    return load_yaml_file(path, ModelSpec)
+    return load_named_yaml(name_or_path, PRESET_DIR, "model", ModelSpec)

@@ -86,7 +86,7 @@ class SystemSpec(_Strict):
     ndp: NDPSpec | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SystemSpec":
+    def _consistent(self) -> SystemSpec:
         names = [link.name for link in self.links]
         if len(set(names)) != len(names):
             raise ValueError(f"link names must be unique, got {names}")
@@ -114,11 +114,6 @@ def list_hwconfigs() -> list[str]:
 
 def load_system(name_or_path: str | Path) -> SystemSpec:
     """Load a system from a YAML path or the name of a shipped config."""
-    from simulator.config.loading import load_yaml_file
+    from simulator.config.loading import load_named_yaml
 
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = HWCONFIG_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise UserError(f"unknown hardware config {str(name_or_path)!r}; shipped: {', '.join(list_hwconfigs())}")
-    return load_yaml_file(path, SystemSpec)
+    return load_named_yaml(name_or_path, HWCONFIG_DIR, "hardware config", SystemSpec)

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from simulator.sweep.store import atomic_write
+from simulator.fileio import atomic_write
 
 # policy -> (colour, marker); the methods are filled circles in strong colours, baselines other shapes
 POLICY_STYLE = {

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from simulator.config.run import RunSpec
+from simulator.fileio import atomic_write
 
 TABLE = "results.parquet"
 
@@ -32,18 +32,6 @@ def canonical_json(obj: Any) -> str:
 def stable_id(obj: Any) -> str:
     """16 hex digits identifying `obj` (a JSON-able mapping) independently of key order."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
-
-
-def atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, obj: Any) -> None:
