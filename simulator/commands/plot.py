@@ -16,6 +16,7 @@ import pandas as pd
 
 from simulator.config.run import DEFAULT_HWCONFIG, DEFAULT_MODEL, DEFAULT_TRACE, RunSpec
 from simulator.errors import UserError
+from simulator.units import parse_bytes
 
 
 def _read_table(path: str) -> pd.DataFrame:
@@ -109,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--trace", default=DEFAULT_TRACE)
     k.add_argument("--top-n", type=int, default=2)
     k.add_argument("--steps", type=int, default=64, help="decode steps per simulated policy")
-    k.add_argument("--cache-bytes", type=float, default=4e9, help="GPU expert cache (bytes)")
+    k.add_argument("--cache-bytes", type=parse_bytes, default=4e9, help="GPU expert cache, e.g. '4 GB' (4 GB)")
 
     k = kinds.add_parser("routing", parents=[common], help="expert heat map + router score distribution")
     k.add_argument("--trace", default=DEFAULT_TRACE)
