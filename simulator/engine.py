@@ -144,7 +144,7 @@ class _Engine:
         system, model = sc.system, sc.model
         self.model = model
         self.gpu = GPU(env, system.gpu, log)
-        self.links = {spec.name: Link(env, spec, log) for spec in system.links}
+        self.links = {spec.name: Link(env, spec, log, fifo=not sc.prefetch) for spec in system.links}
         self.expert_link = self.links[system.link_to(system.expert_memory).name].to_gpu
         self.ndp = NDPUnits(env, system.ndp, log) if system.ndp is not None else None
         self.cxl = self.links[system.link_to("cxl").name] if system.ndp is not None else None

@@ -7,6 +7,9 @@ a transfer takes costs.link_time = latency + bytes / bandwidth. Engines and wire
 SimPy PriorityResources: on-demand transfers (priority 0) are served before prefetches (priority 1), then
 by request time; service is not preempted. A transfer is two timeouts (latency, wire) chained by
 callbacks plus its completion event, not a process holding two resources (a third of the SimPy events).
+A direction built with fifo=True carries no prefetches: every transfer then reaches the wire in the order
+it took its engine, so its end is known when it takes one (the wire is a clock, `_wire_tail`) and it costs
+one timeout at that end instead of three events (same times, same float arithmetic).
 Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the measurement window
 (open_window / close_window), so utilization = busy / wall <= 1.
 """
@@ -14,6 +17,8 @@ Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside t
 from __future__ import annotations
 
 import heapq
+import math
+from collections import deque
 
 import simpy
 
@@ -29,8 +34,13 @@ class LinkDirection:
     (priority, request time, issue order) like a SimPy PriorityResource; served without a process per
     transfer (two timeouts and the completion event per transfer)."""
 
-    def __init__(self, env: simpy.Environment, spec: LinkSpec, direction: str, log: EventLog | None = None):
+    def __init__(self, env: simpy.Environment, spec: LinkSpec, direction: str, log: EventLog | None = None,
+                 fifo: bool = False):
         self.env, self.spec, self.direction, self.log = env, spec, direction, log
+        self.fifo = fifo
+        self._wire_tail = -math.inf                  # fifo: end of the last transfer given the wire
+        self._on_wire: deque = deque()               # fifo: (start, end, seconds) given the wire, not ended
+        self._open_head: tuple | None = None         # fifo: the transfer on the wire when the window opened
         self._free = list(range(spec.dma_engines))  # idle engine ids, a heap (a timeline thread per engine)
         self._engine_queue: list[tuple] = []        # heap of (priority, request time, seq, job)
         self._wire_queue: list[tuple] = []          # same, for the wire
@@ -47,8 +57,12 @@ class LinkDirection:
     def transfer(self, nbytes: float, priority: int = DEMAND, name: str = "copy", layer: int = -1,
                  expert: int = -1) -> simpy.Event:
         """Issue a transfer; the returned event fires when the bytes have arrived."""
+        if self.fifo and priority != DEMAND:
+            raise ValueError("a fifo link direction carries on-demand transfers only")
         self.bytes += nbytes
         self.transfers += 1
+        if self.fifo and self._free and not self._engine_queue:  # the end timeout is the completion
+            return self._take_engine([nbytes, priority, name, layer, expert, None, 0, 0.0])
         done = simpy.Event(self.env)
         job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
         if self._free and not self._engine_queue:
@@ -58,10 +72,39 @@ class LinkDirection:
             heapq.heappush(self._engine_queue, (priority, self.env.now, self._seq, job))
         return done
 
-    def _take_engine(self, job: list) -> None:
+    def _take_engine(self, job: list) -> simpy.Timeout:
         job[6] = heapq.heappop(self._free)
-        job[7] = self.env.now
-        self.env.timeout(self.spec.latency, job).callbacks.append(self._latency_done)
+        now = job[7] = self.env.now
+        if not self.fifo:
+            ev = self.env.timeout(self.spec.latency, job)
+            ev.callbacks.append(self._latency_done)
+            return ev
+        # wire from arrival (now + latency, as SimPy adds it) or when the transfer ahead ends
+        seconds = costs.wire_time(self.spec, self.direction, job[0])
+        start = max(now + self.spec.latency, self._wire_tail)
+        end = self._wire_tail = start + seconds
+        self._on_wire.append((start, end, seconds))
+        delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
+        while now + delay < end:
+            delay = math.nextafter(delay, math.inf)
+        while now + delay > end:
+            delay = math.nextafter(delay, -math.inf)
+        ev = self.env.timeout(delay, job)
+        ev.callbacks.append(self._fifo_done)
+        return ev
+
+    def _fifo_done(self, event: simpy.Timeout) -> None:
+        nbytes, _prio, name, layer, expert, done, engine, start = event.value
+        wire = self._on_wire.popleft()
+        if self._measuring and wire is not self._open_head:
+            self.busy += wire[2]  # (the one in progress when the window opened counted its remainder)
+        heapq.heappush(self._free, engine)
+        if self.log is not None:
+            self.log.add(self._tracks[engine], name, layer, expert, start, self.env.now, nbytes)
+        if self._engine_queue:
+            self._take_engine(heapq.heappop(self._engine_queue)[3])
+        if done is not None:
+            done.succeed()
 
     def _latency_done(self, event: simpy.Timeout) -> None:
         job = event.value
@@ -94,20 +137,35 @@ class LinkDirection:
 
     def open_window(self) -> None:
         """Start measuring now: only the remaining part of a wire transfer in progress counts."""
-        self.busy = max(0.0, self._wire_end - self.env.now) if self._wire_end is not None else 0.0
+        now = self.env.now
+        if self.fifo:
+            self._open_head = self._on_wire[0] if self._on_wire and self._on_wire[0][0] <= now else None
+            wire_end = self._open_head[1] if self._open_head is not None else None
+        else:
+            wire_end = self._wire_end
+        self.busy = max(0.0, wire_end - now) if wire_end is not None else 0.0
 
     def close_window(self) -> None:
         """Stop measuring now: drop the part of a wire transfer in progress that lies beyond now."""
-        if self._wire_end is not None:
-            self.busy -= max(0.0, self._wire_end - self.env.now)
+        now = self.env.now
+        wire_end = self._wire_end
+        if self.fifo:
+            wire_end = None
+            if self._on_wire and self._on_wire[0][0] <= now:  # in progress: counted as if from its start
+                wire = self._on_wire[0]
+                wire_end = wire[1]
+                if wire is not self._open_head:
+                    self.busy += wire[2]
+        if wire_end is not None:
+            self.busy -= max(0.0, wire_end - now)
         self._measuring = False
 
 
 class Link:
     """Both directions of one link."""
 
-    def __init__(self, env: simpy.Environment, spec: LinkSpec, log: EventLog | None = None):
+    def __init__(self, env: simpy.Environment, spec: LinkSpec, log: EventLog | None = None, fifo: bool = False):
         self.spec = spec
-        self.to_gpu = LinkDirection(env, spec, costs.TO_GPU, log)
-        self.from_gpu = LinkDirection(env, spec, costs.FROM_GPU, log)
+        self.to_gpu = LinkDirection(env, spec, costs.TO_GPU, log, fifo)
+        self.from_gpu = LinkDirection(env, spec, costs.FROM_GPU, log, fifo)
         self.directions = {costs.TO_GPU: self.to_gpu, costs.FROM_GPU: self.from_gpu}
