@@ -53,7 +53,7 @@ from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
 from simulator.hardware.cache import FORMS, PartitionedCache
 from simulator.hardware.gpu import ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, GPU, OTHER, ROUTER
-from simulator.hardware.link import DEMAND, PREFETCH, Link
+from simulator.hardware.link import DEMAND, PREFETCH, Arrival, Link
 from simulator.hardware.log import EventLog
 from simulator.hardware.ndp import NDPUnits
 from simulator.policies.base import Placement, Policy
@@ -133,6 +133,12 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
 
 def _pending(ev: simpy.Event | None) -> bool:
     return ev is not None and not ev.processed
+
+
+def _arrives_after(ev: simpy.Event | None, t: float) -> bool:
+    """Whether copy `ev` (None or an Arrival) is still pending at the later time `t`, as seen by a sync
+    timeout to `t` issued now (scheduled after the arrival, so an arrival at `t` is processed first)."""
+    return ev is not None and not ev.processed and ev.end > t
 
 
 class _Engine:
@@ -290,11 +296,17 @@ class _Engine:
             gpu.launch(OTHER, *costs.shared_work(model, n), "shared experts", layer, launches=sc.kernels["other"])
         ready = self.ready
         gpu_items = [(expert, p, [ready.get(key) for key in keys]) for expert, p, keys in gpu_items]
-        if any(_pending(ev) for _, _, waits in gpu_items for ev in waits):  # still pending at the stream's time?
-            ev = gpu.sync()
-            if ev is not None:
-                yield ev
-            gpu_items.sort(key=lambda item: any(_pending(ev) for ev in item[2]))  # stable: ready first
+        pending = [ev for _, _, waits in gpu_items for ev in waits if _pending(ev)]
+        if pending:  # still pending at the stream's time? Known arrivals need no event to tell
+            late = _pending
+            if all(isinstance(ev, Arrival) for ev in pending):
+                if gpu.t > env.now:
+                    late = partial(_arrives_after, t=gpu.t)
+            else:
+                ev = gpu.sync()
+                if ev is not None:
+                    yield ev
+            gpu_items.sort(key=lambda item: any(late(ev) for ev in item[2]))  # stable: ready first
         for expert, p, waits in gpu_items:
             if waits and _pending(waits[0]):  # the weights' copy
                 yield from self.await_copy(waits[0], layer)
@@ -324,6 +336,9 @@ class _Engine:
 
     def await_copy(self, ev: simpy.Event, layer: int):
         """Run the stream up to its clock; if the copy `ev` has still not arrived, idle until it has."""
+        if isinstance(ev, Arrival):  # its arrival time is known: the stream clock idles until then
+            self.gpu.wait_until(ev.end, "wait copy", layer)
+            return
         sync = self.gpu.sync()
         if sync is not None:
             yield sync

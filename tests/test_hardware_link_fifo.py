@@ -50,3 +50,17 @@ def test_fifo_direction_refuses_prefetches():
     link = Link(simpy.Environment(), tiny_system().links[0], fifo=True).to_gpu
     with pytest.raises(ValueError, match="on-demand"):
         link.transfer(10, PREFETCH)
+
+
+def test_fifo_transfer_says_when_it_arrives_and_the_stream_can_idle_until_then():
+    from simulator.hardware.gpu import GPU, TRANSFER_STALL
+
+    env, seen = simpy.Environment(), []
+    link = Link(env, tiny_system().links[0], fifo=True).to_gpu
+    gpu = GPU(env, tiny_system().gpu)
+    arrival = link.transfer(30)  # 1 s latency + 3 s wire
+    arrival.callbacks.append(lambda ev: seen.append((ev.end, env.now)))
+    gpu.t = 1.5
+    gpu.wait_until(arrival.end, "wait copy")  # no event: the stream clock jumps to the arrival
+    env.run()
+    assert seen == [(4, 4)] and gpu.t == 4 and gpu.take()[TRANSFER_STALL] == 2.5

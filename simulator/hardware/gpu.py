@@ -80,6 +80,16 @@ class GPU:
             if self.log is not None:
                 self.log.add(self._track, name, layer, -1, since, self.env.now)
 
+    def wait_until(self, end: float, name: str, layer: int = -1) -> None:
+        """Idle the stream until `end` (a copy whose arrival time is known) without a SimPy event; the
+        same attribution as idled() to transfer_stall."""
+        since = max(self.env.now, self.t)
+        if end > since:
+            self.acc[TRANSFER_STALL] += end - since
+            self.t = end
+            if self.log is not None:
+                self.log.add(self._track, name, layer, -1, since, end)
+
     def take(self) -> list[float]:
         """Seconds per category since the last call (one step), and reset."""
         out, self.acc = self.acc, [0.0] * len(CATEGORIES)

@@ -9,7 +9,8 @@ by request time; service is not preempted. A transfer is two timeouts (latency, 
 callbacks plus its completion event, not a process holding two resources (a third of the SimPy events).
 A direction built with fifo=True carries no prefetches: every transfer then reaches the wire in the order
 it took its engine, so its end is known when it takes one (the wire is a clock, `_wire_tail`) and it costs
-one timeout at that end instead of three events (same times, same float arithmetic).
+one timeout at that end (an Arrival, which carries it) instead of three events (same times, same float
+arithmetic).
 Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the measurement window
 (open_window / close_window), so utilization = busy / wall <= 1.
 """
@@ -27,6 +28,14 @@ from simulator.config.system import LinkSpec
 from simulator.hardware.log import EventLog
 
 DEMAND, PREFETCH = 0, 1
+
+
+class Arrival(simpy.Timeout):
+    """A fifo transfer's completion: a timeout that also says when it fires (`end`, bit for bit)."""
+
+    def __init__(self, env: simpy.Environment, delay: float, value, end: float):
+        super().__init__(env, delay, value)
+        self.end = end
 
 
 class LinkDirection:
@@ -89,7 +98,7 @@ class LinkDirection:
             delay = math.nextafter(delay, math.inf)
         while now + delay > end:
             delay = math.nextafter(delay, -math.inf)
-        ev = self.env.timeout(delay, job)
+        ev = Arrival(self.env, delay, job, end)
         ev.callbacks.append(self._fifo_done)
         return ev
 
