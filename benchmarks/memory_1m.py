@@ -4,7 +4,7 @@ of a 1M-token context still fits an H100; Mixtral's would not) with offload-lrc 
 disk (a memory-mapped trace directory), then the DES and the analytic path each run in a fresh process
 whose peak RSS (ru_maxrss) is reported next to the RSS of an interpreter that only imports moesim, with
 the peak anonymous RSS (the simulator's own memory, sampled) apart from the trace's memory-mapped file
-pages (shared and reclaimable; trace validation reads every page once, so they approach the file size).
+pages (validation and both engines drop the pages they have read as they go: Trace.release).
 The analytic path runs the whole trace; the DES runs its first --des-tokens steps of the same trace
 (about 1 ms of wall time per simulated token on a laptop core, so 1M tokens would take ~20 minutes:
 pass --des-tokens 1000000 for the full run). Both stream: the trace is memory-mapped and per-step rows
