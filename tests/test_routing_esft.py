@@ -96,3 +96,10 @@ def test_real_esft_trace_invariants(task, tokens, sequences):
     # softmax probabilities over 64 experts, not renormalised over the top-6
     assert 0.3 < float(trace.scores.sum(axis=-1).mean()) < 0.45
     assert all(h < s["max_entropy"] for h in s["entropy"])
+
+
+def test_shipped_trace_loads_from_any_working_directory(tmp_path, monkeypatch):
+    from simulator.routing.trace import load_trace
+
+    monkeypatch.chdir(tmp_path)
+    assert load_trace("traces/esft-intent").meta.layers == 26

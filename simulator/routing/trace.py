@@ -163,8 +163,20 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
     return path
 
 
-def load_meta(path: str | Path) -> TraceMeta:
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_trace_path(path: str | Path) -> Path:
+    """`path` as given, or, when a relative path does not exist here, the shipped trace of that name
+    under the repository (so `traces/esft-intent` works from any working directory)."""
     path = Path(path)
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return path
+
+
+def load_meta(path: str | Path) -> TraceMeta:
+    path = resolve_trace_path(path)
     meta_path = path / "meta.json"
     if not path.is_dir():
         raise UserError("not a trace directory (expected meta.json and .npy arrays)", source=path)
@@ -186,7 +198,7 @@ def load_meta(path: str | Path) -> TraceMeta:
 
 def load_trace(path: str | Path, *, mmap: bool = True, validate: bool = True) -> Trace:
     """Load and validate a trace directory; arrays are memory-mapped unless mmap=False."""
-    path = Path(path)
+    path = resolve_trace_path(path)
     meta = load_meta(path)
     arrays = {}
     for name, (dtype, ndim) in ARRAYS.items():
