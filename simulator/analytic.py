@@ -37,7 +37,7 @@ from simulator.hardware.gpu import CATEGORIES
 from simulator.hardware.link import DEMAND
 from simulator.schedule import BatchSchedule
 
-CHUNK = 512  # decode steps evaluated together
+CHUNK = 256  # decode steps evaluated together
 
 
 class _Job:
@@ -242,8 +242,12 @@ class _VectorSource:
         self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
         self.stamp = 0
         self.K = sc.batch * model.top_k + 1                 # > tokens per (step, layer, expert)
-        self.known = np.zeros(0, dtype=np.int64)             # sorted placement codes seen so far
-        self.known_rows = np.zeros((0, 6), dtype=np.int64)   # their placements
+        self.known_rows = np.zeros((0, 6), dtype=np.int64)   # placements answered so far
+        n_codes = self.L * self.E * self.K * self.K
+        # code -> row of known_rows (-1: not asked yet): a dense table when small, else sorted codes
+        self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
+        self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
+        self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
@@ -353,7 +357,8 @@ class _VectorSource:
     def placements(self, codes: np.ndarray) -> np.ndarray:
         """Placements [n, 6] (gpu tokens, gpu form, comp tokens, ndp tokens, ndp form, pinned) of items
         coded ((layer E + expert) K + tokens) K + restored; the policy answers each code once per run."""
-        new = np.unique(codes[~np.isin(codes, self.known)])
+        at = self._rows_of(codes)
+        new = np.unique(codes[at < 0])
         if len(new):
             rows = []
             for code in new.tolist():
@@ -363,11 +368,24 @@ class _VectorSource:
                 p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
                 rows.append((p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
                              FORMS.index(p.ndp_form), int(p.pinned)))
-            known = np.concatenate([self.known, new])
-            order = np.argsort(known, kind="stable")
-            self.known = known[order]
-            self.known_rows = np.concatenate([self.known_rows, np.array(rows, dtype=np.int64)])[order]
-        return self.known_rows[np.searchsorted(self.known, codes)]
+            ids = len(self.known_rows) + np.arange(len(new))
+            self.known_rows = np.concatenate([self.known_rows, np.array(rows, dtype=np.int64)])
+            if self.slot is not None:
+                self.slot[new] = ids
+            else:
+                known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
+                order = np.argsort(known, kind="stable")
+                self.known, self.known_at = known[order], known_at[order]
+            at = self._rows_of(codes)
+        return self.known_rows[at]
+
+    def _rows_of(self, codes: np.ndarray) -> np.ndarray:
+        """Rows of known_rows answering `codes` [n] (-1: not asked yet)."""
+        if self.slot is not None:
+            return self.slot[codes]
+        i = np.minimum(np.searchsorted(self.known, codes), max(len(self.known) - 1, 0))
+        found = (self.known[i] == codes) if len(self.known) else np.zeros(len(codes), dtype=bool)
+        return np.where(found, self.known_at[i] if len(self.known) else 0, -1)
 
     def lru(self, key: np.ndarray, size: np.ndarray) -> np.ndarray:
         """Hit flags of accesses `key` [A] (in order) in their partitions; updates the stamps."""
@@ -377,12 +395,9 @@ class _VectorSource:
         fits = size <= C
         hit = np.zeros(len(key), dtype=bool)
         if not self.eng.sc.cache_per_layer:  # nothing is ever evicted: hit iff seen before
-            order = np.lexsort((stamps, key))
-            k_sorted = key[order]
-            first = np.ones(len(key), dtype=bool)
-            first[1:] = k_sorted[1:] != k_sorted[:-1]
-            seen = np.empty(len(key), dtype=bool)
-            seen[order] = ~first
+            first = np.empty(len(self.last), dtype=np.int64)
+            first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # repeated keys: the earliest access wins
+            seen = first[key] != np.arange(len(key))
             hit = (seen | (self.last[key] >= 0)) & fits
         else:
             hit[fits] = self._stack_hits(key[fits], size[fits], C)
@@ -423,18 +438,23 @@ class _VectorSource:
         easy = reuse & (total <= C)
         hit[easy] = True
         q = np.flatnonzero(reuse & ~easy)                       # open accesses (indices into key)
-        qi, qp, qs = i[q], prev[i[q]], size[q]
+        gap = i[q] - prev[i[q]]
+        q, gap = q[np.argsort(gap, kind="stable")], np.sort(gap, kind="stable")  # closing order
+        qi, qs = i[q], size[q]
         acc = np.zeros(len(q))
         d = 1
-        while len(q) > 4096:  # one lag at a time; m = p closes the access (next(p) = i, never > i)
+        while len(q) > 4096:  # one lag at a time; m = p adds 0 (next(p) = i) and closes the access
             m = qi - d
             acc += sz[m] * (nxt[m] > qi)
-            fit = acc + qs <= C
-            reached = m == qp
-            hit[q[reached & fit]] = True
-            keep = fit & ~reached
-            q, qi, qp, qs, acc = q[keep], qi[keep], qp[keep], qs[keep], acc[keep]
+            k = int(np.searchsorted(gap, d, side="right"))      # the accesses reaching p now: a prefix
+            hit[q[:k]] = acc[:k] + qs[:k] <= C
+            q, qi, gap, qs, acc = q[k:], qi[k:], gap[k:], qs[k:], acc[k:]
             d += 1
+            fit = acc + qs <= C                                 # drop overflowed ones (misses) when many
+            n_fit = int(fit.sum())
+            if n_fit < 0.75 * len(q):
+                q, qi, gap, qs, acc = q[fit], qi[fit], gap[fit], qs[fit], acc[fit]
+        qp = qi - gap
         width = 8
         while len(q):  # the few long windows: lags d .. d + width - 1 at once, widths doubling
             m = qi[:, None] - (d + np.arange(width))                            # [Q, width]
