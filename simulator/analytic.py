@@ -243,6 +243,7 @@ class _VectorSource:
         self.stamp = 0
         self.K = sc.batch * model.top_k + 1                 # > tokens per (step, layer, expert)
         self.known_rows = np.zeros((0, 6), dtype=np.int64)   # placements answered so far
+        self.known_ops = np.zeros((0, 3))                     # their expert, compensation, NDP op seconds
         n_codes = self.L * self.E * self.K * self.K
         # code -> row of known_rows (-1: not asked yet): a dense table when small, else sorted codes
         self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
@@ -268,8 +269,8 @@ class _VectorSource:
         r, lay, ex = flat // (L * E), (flat // E) % L, flat % E
         tokens, rest = counts[flat], restored[flat]
         # placements: the policy answers once per distinct (layer, expert, tokens, restored) of the run
-        pl = self.placements(((lay * E + ex) * self.K + tokens) * self.K + rest)
-        g_tok, g_form, c_tok, n_tok, n_form, pinned = pl.T
+        pl, ops = self.placements(((lay * E + ex) * self.K + tokens) * self.K + rest)
+        g_tok, g_form, c_tok, n_tok, _, pinned = pl.T
         self.row_l_e = (r, lay, ex)
         # GPU accesses: weights form, then factors when compensating
         on_gpu = g_tok > 0
@@ -301,7 +302,7 @@ class _VectorSource:
         c["experts_ndp"] += float((n_tok > 0).sum())
         G = P * L
         grp = r * L + lay                                          # (row, layer) group of each item
-        gpu, U = eng.gpu, sc.system.ndp.units if sc.system.ndp is not None else 1
+        U = sc.system.ndp.units if sc.system.ndp is not None else 1
         # copies (misses) in access order, columns per (row, layer)
         mi, mform = item[miss], form[miss]
         jcol, (jb, jv) = _padded(grp[mi], G, self.sizes[lay[mi], ex[mi], mform], np.ones(len(mi), dtype=bool))
@@ -311,25 +312,11 @@ class _VectorSource:
         wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw], jcol[~isw]
         # GPU items
         gi = np.flatnonzero(on_gpu)
-        wsz = self.sizes[lay[gi], ex[gi], g_form[gi]]
-        oe = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"]) * np.ones(len(gi))
-        oc = np.zeros(len(gi))
-        comp = (c_tok[gi] > 0) & (rank[gi] > 0)
-        for rk in np.unique(rank[gi][comp]):
-            m = comp & (rank[gi] == rk)
-            oc[m] = costs.gpu_time(gpu, *costs.compensation_work(
-                model, c_tok[gi][m], int(rk), sc.sizes.factors[lay[gi][m], ex[gi][m]]))
-        _, (ge, gc, wj, fj) = _padded(grp[gi], G, oe, oc, wcol[gi], fcol[gi])
+        _, (ge, gc, wj, fj) = _padded(grp[gi], G, ops[gi, 0], ops[gi, 1], wcol[gi], fcol[gi])
         wj[ge == 0], fj[ge == 0] = -1, -1
         # NDP items
         ni = np.flatnonzero(n_tok > 0)
-        nd = np.zeros(len(ni))
-        bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[lay[ni], ex[ni]])
-        for b in np.unique(bits):
-            m = bits == b
-            nd[m] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
-                model, n_tok[ni][m], self.sizes[lay[ni][m], ex[ni][m], n_form[ni][m]]), int(b))
-        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, nd,
+        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, ops[ni, 2],
                                           costs.activation_bytes(model, 1) * n_tok[ni].astype(float),
                                           np.ones(len(ni), dtype=bool), fill=0)
         zeros = np.zeros_like(ge)
@@ -369,7 +356,9 @@ class _VectorSource:
                 rows.append((p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
                              FORMS.index(p.ndp_form), int(p.pinned)))
             ids = len(self.known_rows) + np.arange(len(new))
-            self.known_rows = np.concatenate([self.known_rows, np.array(rows, dtype=np.int64)])
+            rows = np.array(rows, dtype=np.int64)
+            self.known_rows = np.concatenate([self.known_rows, rows])
+            self.known_ops = np.concatenate([self.known_ops, self._op_seconds(new // (self.K * self.K), rows)])
             if self.slot is not None:
                 self.slot[new] = ids
             else:
@@ -377,7 +366,31 @@ class _VectorSource:
                 order = np.argsort(known, kind="stable")
                 self.known, self.known_at = known[order], known_at[order]
             at = self._rows_of(codes)
-        return self.known_rows[at]
+        return self.known_rows[at], self.known_ops[at]
+
+    def _op_seconds(self, layer_expert: np.ndarray, pl: np.ndarray) -> np.ndarray:
+        """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements `pl`
+        [n, 6] of (layer E + expert) `layer_expert` [n]: pure functions of the placement code."""
+        sc, model, gpu = self.eng.sc, self.eng.model, self.eng.gpu
+        lay, ex = layer_expert // self.E, layer_expert % self.E
+        g_tok, g_form, c_tok, n_tok, n_form, _ = pl.T
+        out = np.zeros((len(pl), 3))
+        gi = np.flatnonzero(g_tok > 0)
+        wsz = self.sizes[lay[gi], ex[gi], g_form[gi]]
+        out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
+        rank = sc.sizes.rank[lay, ex]
+        comp = (g_tok > 0) & (c_tok > 0) & (rank > 0)
+        for rk in np.unique(rank[comp]):
+            m = comp & (rank == rk)
+            out[m, 1] = costs.gpu_time(gpu, *costs.compensation_work(
+                model, c_tok[m], int(rk), sc.sizes.factors[lay[m], ex[m]]))
+        ni = np.flatnonzero(n_tok > 0)
+        bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[lay[ni], ex[ni]])
+        for b in np.unique(bits):
+            m = ni[bits == b]
+            out[m, 2] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
+                model, n_tok[m], self.sizes[lay[m], ex[m], n_form[m]]), int(b))
+        return out
 
     def _rows_of(self, codes: np.ndarray) -> np.ndarray:
         """Rows of known_rows answering `codes` [n] (-1: not asked yet)."""
