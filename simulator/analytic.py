@@ -430,12 +430,13 @@ class _VectorSource:
         old = np.flatnonzero(self.last >= 0)
         old = old[np.argsort(self.last[old])]                   # keys of earlier chunks, oldest first
         seq = np.concatenate([old, key])                        # [V + A]
-        order = np.argsort(seq // (self.E * 3), kind="stable")  # per layer, in time order
+        narrow = np.uint16 if len(self.last) <= 1 << 16 else np.int64  # keys fit 16 bits: radix sorts
+        order = np.argsort((seq // (self.E * 3)).astype(narrow), kind="stable")  # per layer, in time order
         seq = seq[order]
         N = len(seq)
         where = np.empty(N, dtype=np.int64)
         where[order] = np.arange(N)                             # position of each input in seq
-        by_key = np.lexsort((np.arange(N), seq))
+        by_key = np.argsort(seq.astype(narrow), kind="stable")
         same = seq[by_key[1:]] == seq[by_key[:-1]]
         prev = np.full(N, -1, dtype=np.int64)
         nxt = np.full(N, N, dtype=np.int64)
@@ -445,14 +446,17 @@ class _VectorSource:
         i = where[len(old):]                                    # [A] positions of this chunk's accesses
         hit = np.zeros(len(key), dtype=bool)
         # a layer whose distinct keys all fit together never evicts: every reuse hits
-        uniq = np.unique(seq)
+        present = np.zeros(len(self.last), dtype=bool)
+        present[seq] = True
+        uniq = np.flatnonzero(present)
         total = np.bincount(uniq // (self.E * 3), sizes[uniq], minlength=self.L)[key // (self.E * 3)]
         reuse = prev[i] >= 0
         easy = reuse & (total <= C)
         hit[easy] = True
         q = np.flatnonzero(reuse & ~easy)                       # open accesses (indices into key)
         gap = i[q] - prev[i[q]]
-        q, gap = q[np.argsort(gap, kind="stable")], np.sort(gap, kind="stable")  # closing order
+        by_gap = np.argsort(gap, kind="stable")
+        q, gap = q[by_gap], gap[by_gap]                         # closing order
         qi, qs = i[q], size[q]
         acc = np.zeros(len(q))
         d = 1
