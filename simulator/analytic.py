@@ -215,10 +215,11 @@ def _padded(group: np.ndarray, P: int, *values: np.ndarray, fill=0):
     counts = np.bincount(group, minlength=P)
     M = int(counts.max()) if len(group) else 0
     col = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+    at = group * M + col                                   # flat positions in [P, M]
     out = []
     for v in values:
         a = np.full((P, M), fill, dtype=v.dtype)
-        a[group, col] = v
+        np.put(a, at, v)
         out.append(a)
     return col, out
 
@@ -282,7 +283,7 @@ class _VectorSource:
         order = np.lexsort((np.concatenate([np.zeros(look.sum()), np.ones(fac.sum())]), item))
         item, form = item[order], form[order]                                    # access order
         key = (lay[item] * E + ex[item]) * 3 + form
-        size = self.sizes[lay[item], ex[item], form]
+        size = np.take(self.sizes.reshape(-1), key)
         if not sc.cache_per_layer and not self.fits_all(key, size):
             return None
         hit = self.lru(key, size)
@@ -305,7 +306,7 @@ class _VectorSource:
         U = sc.system.ndp.units if sc.system.ndp is not None else 1
         # copies (misses) in access order, columns per (row, layer)
         mi, mform = item[miss], form[miss]
-        jcol, (jb, jv) = _padded(grp[mi], G, self.sizes[lay[mi], ex[mi], mform], np.ones(len(mi), dtype=bool))
+        jcol, (jb, jv) = _padded(grp[mi], G, size[miss], np.ones(len(mi), dtype=bool))
         wcol = np.full(len(flat), -1, dtype=np.int64)
         fcol = np.full(len(flat), -1, dtype=np.int64)
         isw = mform != FORMS.index("factors")
@@ -366,7 +367,7 @@ class _VectorSource:
                 order = np.argsort(known, kind="stable")
                 self.known, self.known_at = known[order], known_at[order]
             at = self._rows_of(codes)
-        return self.known_rows[at], self.known_ops[at]
+        return np.take(self.known_rows, at, axis=0), np.take(self.known_ops, at, axis=0)
 
     def _op_seconds(self, layer_expert: np.ndarray, pl: np.ndarray) -> np.ndarray:
         """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements `pl`
