@@ -79,22 +79,31 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
     done = ~valid
     rank = np.argsort(np.argsort(arr, axis=1, kind="stable"), axis=1)  # arrival order, ties by column
     key0 = prio * J + rank
+    # rows are independent: work on the rows still scheduling (`idx`), dropping finished ones when many
+    idx, eng, wir = rows, engines, wire
     for _ in range(J):
         live = ~done.all(axis=1)
-        if not live.any():
+        n_live = int(live.sum())
+        if not n_live:
             break
-        srv = engines.argmin(axis=1)
-        tf = engines[rows, srv]
+        if n_live < 0.5 * len(idx):
+            engines[idx], wire[idx] = eng, wir
+            idx, eng, wir, arr, key0, wtime, done = (x[live] for x in (idx, eng, wir, arr, key0, wtime, done))
+            live = np.ones(n_live, dtype=bool)
+        rows = np.arange(len(idx))
+        srv = eng.argmin(axis=1)
+        tf = eng[rows, srv]
         tstar = np.maximum(tf, np.where(done, np.inf, arr).min(axis=1))
         key = np.where(~done & (arr <= tstar[:, None]), key0, np.iinfo(np.int64).max)
         pick = key.argmin(axis=1)
-        wire_start = np.maximum(np.maximum(tf, arr[rows, pick]) + lat, wire)
+        wire_start = np.maximum(np.maximum(tf, arr[rows, pick]) + lat, wir)
         e = wire_start + wtime[rows, pick]
         r, p = rows[live], pick[live]
-        end[r, p] = e[live]
-        engines[r, srv[live]] = e[live]
-        wire[r] = e[live]
+        end[idx[r], p] = e[live]
+        eng[r, srv[live]] = e[live]
+        wir[r] = e[live]
         done[r, p] = True
+    engines[idx], wire[idx] = eng, wir
     return end
 
 
