@@ -528,6 +528,7 @@ class AnalyticEngine:
         self.ndp_busy = [0.0] * (system.ndp.units if system.ndp is not None else 0)
         self.gpu_busy = 0.0
         self.time = 0.0
+        self.gpu_ops_memo: dict[tuple, tuple[float, float]] = {}  # _gpu_ops is pure: memoised by its inputs
 
     # ---- logical pass for one chunk of steps ----
     def logical(self, steps: list[np.ndarray], first: int) -> tuple[list[_Layer], dict]:
@@ -577,6 +578,13 @@ class AnalyticEngine:
         return self.sc.model
 
     def _gpu_ops(self, moe: int, expert: int, p) -> tuple[float, float]:
+        key = (moe, expert, p.gpu_tokens, p.gpu_form, p.comp_tokens)
+        ops = self.gpu_ops_memo.get(key)
+        if ops is None:
+            ops = self.gpu_ops_memo[key] = self._gpu_ops_of(moe, expert, p)
+        return ops
+
+    def _gpu_ops_of(self, moe: int, expert: int, p) -> tuple[float, float]:
         lg, model = self.logic, self.model
         op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, lg.size[p.gpu_form][moe][expert]),
                               self.sc.kernels["expert"])
