@@ -48,3 +48,16 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_text(path: str | Path, field: str | None = None) -> str:
+    """A UTF-8 text file's content; a missing or unreadable file is a one-line UserError."""
+    from simulator.errors import UserError
+
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("file not found", source=path, field=field) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read file ({exc.__class__.__name__})", source=path, field=field) from None

@@ -34,6 +34,7 @@ import torch
 from simulator.accuracy.layer import MoELayer
 from simulator.accuracy.restore import restore_routed
 from simulator.errors import UserError
+from simulator.fileio import read_text
 
 LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
@@ -42,12 +43,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 def text_lines(path: str | Path) -> list[str]:
     """Non-empty lines of a UTF-8 text file (one sequence each)."""
     path = Path(path)
-    try:
-        lines = [s for s in (ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()) if s]
-    except FileNotFoundError:
-        raise UserError("file not found", source=path, field="--text") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read text ({exc.__class__.__name__})", source=path, field="--text") from None
+    lines = [s for s in (ln.strip() for ln in read_text(path, field="--text").splitlines()) if s]
     if not lines:
         raise UserError("no text", source=path, field="--text")
     return lines

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from simulator.errors import UserError, format_validation_error
+from simulator.fileio import read_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -16,12 +17,7 @@ M = TypeVar("M", bound=BaseModel)
 def read_yaml_mapping(path: str | Path) -> dict:
     """Parse a YAML file that must hold a mapping; errors name the file and the line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("file not found", source=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read file ({exc.__class__.__name__})", source=path) from None
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

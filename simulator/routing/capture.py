@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.errors import UserError
+from simulator.fileio import read_text
 from simulator.routing.trace import Trace, TraceMeta
 
 GATE_NAME = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:mlp|block_sparse_moe)\.gate$")
@@ -36,12 +37,7 @@ def _transformers():
 def read_sequences(path: str | Path) -> list[str]:
     """Sequences of a text file: blocks separated by blank lines."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("file not found", source=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read text ({exc.__class__.__name__})", source=path) from None
+    text = read_text(path)
     seqs = [block.strip() for block in re.split(r"\n\s*\n", text) if block.strip()]
     if not seqs:
         raise UserError("no text", source=path)
