@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers  # the optional extra; part of .[dev], so CI has it
 from accuracy_threads import one_thread  # noqa: F401
-from tokenizers import Tokenizer, models, pre_tokenizers
+from hf_tiny import save_word_tokenizer
 
 from simulator.accuracy.api import evaluate, open_model_source
 from simulator.cli import main
@@ -47,11 +47,7 @@ def tiny_checkpoint(root, family: str, tokenizer: bool = True):
     path = root / family
     model.save_pretrained(path)
     if tokenizer:
-        vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-        tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]",
-                                             pad_token="[PAD]").save_pretrained(path)
+        save_word_tokenizer(path, WORDS)
     return path
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import transformers  # the optional extra; part of .[dev], so CI has it
-from tokenizers import Tokenizer, models, pre_tokenizers
+from hf_tiny import save_word_tokenizer
 
 from simulator.cli import main
 from simulator.routing.capture import capture, find_routers
@@ -31,11 +31,7 @@ def tiny_model(tmp_path, family: str):
     model = transformers.AutoModelForCausalLM.from_config(config)
     path = tmp_path / family
     model.save_pretrained(path)
-    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]",
-                                         pad_token="[PAD]").save_pretrained(path)
+    save_word_tokenizer(path, WORDS)
     return path
 
 
