@@ -1,4 +1,6 @@
-"""`moesim sweep SWEEP.yaml --out DIR`: run a parameter sweep resumably into one Parquet table."""
+"""`moesim sweep SWEEP.yaml --out DIR [--confirm]`: run a parameter sweep resumably into one Parquet table;
+with --confirm, every point on the analytic engine first, then the points that could be on a Pareto
+front again on the DES (simulator.sweep.front)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 from simulator.errors import UserError
 from simulator.sweep import expand, load_sweep, run_sweep
 from simulator.sweep.executors import open_executor
+from simulator.sweep.front import confirmation_pairs, confirmation_points
 from simulator.sweep.store import TABLE
 
 
@@ -19,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", help="address of a Dask scheduler, tcp://HOST:PORT (default: local pool)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     p.add_argument("--engine", choices=["des", "analytic"], help="override the engine of every point")
+    p.add_argument("--confirm", action="store_true",
+                   help="two passes: every point on the analytic engine, then the Pareto points on the DES")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="with --confirm: also confirm points within this relative throughput/bytes of a "
+                        "front (default 0.01, the analytic engine's error bound with contention)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -27,13 +35,28 @@ def run(args: argparse.Namespace) -> int:
     spec = load_sweep(args.sweep)
     if args.workers is not None and args.workers < 1:
         raise UserError("expected a positive number of workers", field="--workers")
-    points = expand(spec, source=args.sweep, overrides={"engine": args.engine} if args.engine else None)
+    if args.confirm and args.engine == "des":
+        raise UserError("--confirm runs the first pass on the analytic engine; leave out --engine des",
+                        field="--confirm")
+    if not args.tolerance >= 0:
+        raise UserError(f"expected a relative tolerance >= 0, got {args.tolerance}", field="--tolerance")
+    engine = "analytic" if args.confirm else args.engine
+    points = expand(spec, source=args.sweep, overrides={"engine": engine} if engine else None)
     with open_executor(args.scheduler, args.workers) as executor:
         result = run_sweep(points, args.out, executor, progress=not args.no_progress)
+        ran, confirmed = result.ran, []
+        if args.confirm and not result.failed:
+            confirmed = confirmation_points(points, result.table, args.tolerance)
+            result = run_sweep(points + confirmed, args.out, executor, progress=not args.no_progress)
+            ran += result.ran
     table = result.table
     invalid = int((table["status"] == "invalid").sum()) if len(table) else 0
-    print(f"{spec.name}: {len(table)}/{len(points)} points ({result.ran} tasks run now, {invalid} invalid) "
-          f"-> {args.out}/{TABLE}")
+    print(f"{spec.name}: {len(table)}/{len(points) + len(confirmed)} points ({ran} tasks run now, {invalid} "
+          f"invalid) -> {args.out}/{TABLE}")
+    if confirmed:
+        diff = confirmation_pairs(table)["tokens_per_s_rel_diff"].abs()
+        print(f"confirmed {len(confirmed)} points that could be on a Pareto front with the DES: analytic "
+              f"tokens/s off by {diff.median():.2e} median, {diff.max():.2e} worst")
     for line in result.failed:
         print(f"failed: {line}", file=sys.stderr)
     if result.failed:

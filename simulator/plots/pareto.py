@@ -11,28 +11,14 @@ moves no bytes, is a labelled reference outside it, and is left out of the bytes
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from simulator.errors import UserError
 from simulator.plots.style import METHODS, figure, policy_style
 from simulator.sweep.accuracy import weight_parameters
+from simulator.sweep.front import ERROR, pareto_mask, prefer_des
 
-ERROR = "accuracy.rel_output_error"
 REFERENCES = ("gpu-resident",)  # every expert in HBM: a reference point, outside the offloading fronts
-
-
-def pareto_mask(x: np.ndarray, y: np.ndarray, maximize_x: bool = False) -> np.ndarray:
-    """True where no other point is at least as good in both (x low or high, y low) and better in one."""
-    x = -np.asarray(x, float) if maximize_x else np.asarray(x, float)
-    y = np.asarray(y, float)
-    order = np.lexsort((y, x))             # by x, then y
-    mask = np.zeros(len(x), bool)
-    best = np.inf
-    for i in order:
-        if y[i] < best:
-            mask[i], best = True, y[i]
-    return mask
 
 
 def point_label(row: pd.Series) -> str:
@@ -75,6 +61,7 @@ def pareto_figure(df: pd.DataFrame, error: str = ERROR):
     if need:
         raise UserError(f"the table lacks column(s) {', '.join(need)}; run a sweep with an accuracy: section",
                         field="table")
+    df = prefer_des(df)  # a point the DES confirmed is drawn once, with the DES figures
     df = df[(df.get("status", "ok") == "ok") & df[error].notna()]
     if df.empty:
         raise UserError("no rows with both simulation and accuracy results", field="table")
