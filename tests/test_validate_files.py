@@ -50,3 +50,15 @@ def test_duplicate_names_and_bad_unit_are_rejected(tmp_path):
 def test_error_summary_is_median_and_worst_of_absolute_errors():
     rows = [{"rel_error": e} for e in (0.1, -0.3, 0.05)]
     assert error_summary(rows) == {"points": 3, "median_abs_rel_error": 0.1, "worst_abs_rel_error": 0.3}
+
+
+def test_expert_bytes_match_the_hqq_storage_the_implementation_copies():
+    """validation/eliseev2023.yaml: HQQ 2-bit g16 with 8-bit scale and zero (fp16 scale+zero per 128
+    scales, one per tensor for the zeros) is within 1% of our (bits 2, group 32, fp16 scale+zero)."""
+    from simulator.config.model import load_model
+
+    model = load_model("mixtral-8x7b")
+    weights = [i * o for i, o in model.expert_shapes]  # gate, up, down
+    hqq = sum(n / 4 + n / 16 + n / 16 + (n / 16 / 128) * 4 + 2 * 2 for n in weights)  # W_q, scale_q, zero_q, metas
+    assert hqq == pytest.approx(model.expert_bytes(2, 32), rel=0.01)
+    assert hqq > model.expert_bytes(2, 32)
