@@ -6,7 +6,8 @@ active sequence, simulator.schedule) and decoder layer:
     attention (weights + KV of the current contexts)          GPU kernel
     dense layer:  dense FFN                                    GPU kernel ("other")
     MoE layer:    router                                       GPU kernel
-                  policy.place(...) for each expert of the batch's union S (sorted by expert id)
+                  policy.place(...) for each expert of the batch's union S (sorted by expert id), resolved
+                    into cache entries and op seconds (_Work) and memoised unless the policy reads the cache
                   NDP part: activations GPU->CXL (one copy of the step's hidden states), then per
                     expert an op on unit (expert mod units), then its output CXL->GPU
                   GPU part: cache lookups; each missing (layer, expert, form) is copied over the
@@ -44,6 +45,8 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from functools import cache, partial
+from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -62,6 +65,8 @@ from simulator.schedule import BatchSchedule
 
 RELEASE_EVERY = 4096  # decode steps between drops of the memory-mapped trace pages read so far
 
+FETCHED = {form: f"fetched_{form}_bytes" for form in FORMS}  # counter of the bytes copied per form
+FETCH_NAME = {form: f"fetch {form}" for form in FORMS}  # event name of an on-demand copy per form
 KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
 
 
@@ -135,10 +140,31 @@ def _pending(ev: simpy.Event | None) -> bool:
     return ev is not None and not ev.processed
 
 
-def _arrives_after(ev: simpy.Event | None, t: float) -> bool:
-    """Whether copy `ev` (None or an Arrival) is still pending at the later time `t`, as seen by a sync
-    timeout to `t` issued now (scheduled after the arrival, so an arrival at `t` is processed first)."""
-    return ev is not None and not ev.processed and ev.end > t
+class _Work(NamedTuple):
+    """What placing one expert of one layer asks of the engine, resolved once: the placement, the cache
+    entries its GPU part needs and its ops. Memoised per (layer, expert, tokens, restored) when the policy's
+    place() ignores the cache (the same routing then always gives the same work)."""
+
+    p: Placement
+    entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter) per form of
+                                                                   # forms(); () when pinned or no GPU part
+    gpu: tuple[float, float] | None         # expert GEMM (seconds, bytes read); None without GPU tokens
+    comp: tuple[float, float] | None        # compensation GEMMs (seconds, bytes); None when not compensated
+    ndp: tuple[float, float, int, float] | None  # NDP op (FLOPs, bytes, bits, output bytes); None without NDP tokens
+
+
+class _Copies:
+    """Cache key (layer, expert, form) -> the copy that brings the entry, one dict per MoE layer (the engine
+    drops arrived copies of a layer when it runs it: absent = nothing to wait for)."""
+
+    def __init__(self, layers: int):
+        self.layers: list[dict[tuple[int, int, str], simpy.Event]] = [{} for _ in range(layers)]
+
+    def __setitem__(self, key: tuple[int, int, str], copy: simpy.Event) -> None:
+        self.layers[key[0]][key] = copy
+
+    def get(self, key: tuple[int, int, str]) -> simpy.Event | None:
+        return self.layers[key[0]].get(key)
 
 
 class _Engine:
@@ -156,16 +182,17 @@ class _Engine:
         self.cxl = self.links[system.link_to("cxl").name] if system.ndp is not None else None
         self.cache = PartitionedCache(sc.cache_capacity, sc.cache_policy,
                                       model.moe_layers if sc.cache_per_layer else None)
-        self.ready: dict[tuple[int, int, str], simpy.Event] = {}  # cache key -> copy that brings it
+        self.ready = _Copies(model.moe_layers)  # cache key -> copy that brings it
         self.fetches: list[tuple[tuple[int, int, str], float]] = []  # (key, bytes) misses not yet copied
         self.rng = np.random.default_rng(sc.seed)
         self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
         self.bits = sc.sizes.bits.tolist()
+        self.rank = sc.sizes.rank.tolist()
         self.expert_work = cache(partial(costs.expert_work, model))  # (tokens, bytes) -> (FLOPs, bytes)
         self.compensation_work = cache(partial(costs.compensation_work, model))
-        self.rank = sc.sizes.rank.tolist()
+        self.works: list[dict[tuple[int, int, int], _Work]] = [{} for _ in range(model.moe_layers)]
         self.c = dict.fromkeys(("cache_hits", "cache_misses", "prefetch_bytes", "prefetch_wasted_bytes",
-                                "experts_gpu", "experts_ndp", *(f"fetched_{f}_bytes" for f in FORMS)), 0.0)
+                                "experts_gpu", "experts_ndp", *FETCHED.values()), 0.0)
         self.rows = {name: array("d") for name in self.STEP_COLUMNS}
         self.dirs = [(f"bytes_{name}_{d}", link.directions[d])
                      for name, link in self.links.items() for d in (costs.TO_GPU, costs.FROM_GPU)]
@@ -238,17 +265,25 @@ class _Engine:
         n = len(idx)
         routing = self.route(idx)
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
-        att = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
         k = sc.kernels
+        # the same ops in every layer of the step: (seconds, bytes)
+        flops, att_bytes = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
+        att = gpu.seconds(flops, att_bytes, k["attention"]), att_bytes
+        flops, router_bytes = costs.router_work(model, n)
+        router = gpu.seconds(flops, router_bytes, k["router"]), router_bytes
+        shared = None
+        if model.shared_experts:
+            flops, shared_bytes = costs.shared_work(model, n)
+            shared = gpu.seconds(flops, shared_bytes, k["other"]), shared_bytes
         for layer in range(model.layers):
-            gpu.launch(ATTENTION, *att, "attention", layer, launches=k["attention"])
+            gpu.kernel(ATTENTION, *att, "attention", layer)
             if not model.is_moe_layer(layer):
                 gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
                 continue
             moe = layer - model.first_dense_layers
-            gpu.launch(ROUTER, *costs.router_work(model, n), "router", layer, launches=k["router"])
+            gpu.kernel(ROUTER, *router, "router", layer)
             nxt = routing[moe + 1] if moe + 1 < model.moe_layers else None
-            yield from self.moe_layer(moe, routing[moe], nxt, n)
+            yield from self.moe_layer(moe, routing[moe], nxt, n, shared)
         gpu.launch(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
         ev = gpu.sync()
         if ev is not None:
@@ -262,25 +297,27 @@ class _Engine:
         counts = np.bincount(ids.ravel(), minlength=layers * experts)      # [L * E]
         restored = np.bincount(ids[:, :, :top_n].ravel(), minlength=layers * experts)
         flat = np.flatnonzero(counts)                                     # ascending (layer, expert)
-        cuts = np.searchsorted(flat, np.arange(1, layers) * experts)
-        out = []
-        for part in np.split(flat, cuts):
-            out.append(((part % experts).tolist(), counts[part].tolist(), restored[part].tolist()))
-        return out
+        cuts = [0, *np.searchsorted(flat, np.arange(1, layers) * experts).tolist(), len(flat)]
+        union, tokens, top = (flat % experts).tolist(), counts[flat].tolist(), restored[flat].tolist()
+        return [(union[a:b], tokens[a:b], top[a:b]) for a, b in pairwise(cuts)]
 
     # ---- one MoE layer ----
-    def moe_layer(self, moe: int, routing, next_routing, n: int):
+    def moe_layer(self, moe: int, routing, next_routing, n: int, shared: tuple[float, float] | None):
+        """Layer `moe` for `n` tokens routed as `routing` (route()'s tuple); `shared`: the shared experts' op
+        (seconds, bytes), None without."""
         env, gpu, sc, model = self.env, self.gpu, self.sc, self.model
         layer = moe + model.first_dense_layers
         part = self.cache.part(moe)
-        place = sc.policy.place
+        works, lookup = self.works[moe], self.lookup
         gpu_items, ndp_items = [], []
         for expert, tokens, restored in zip(*routing):
-            p = place(moe, expert, tokens, restored, part)
-            if p.ndp_tokens:
-                ndp_items.append((expert, p))
-            if p.gpu_tokens:
-                gpu_items.append((expert, p, () if p.pinned else self.demand(moe, expert, p, part)))
+            w = works.get((expert, tokens, restored)) or self.work(moe, expert, tokens, restored, part)
+            if w.ndp is not None:
+                ndp_items.append((expert, w))
+            if w.gpu is not None:
+                if w.entries:
+                    lookup(w.entries, part)
+                gpu_items.append((expert, w, ()))
         self.c["experts_gpu"] += len(gpu_items)
         self.c["experts_ndp"] += len(ndp_items)
         prefetch = sc.prefetch and next_routing is not None
@@ -292,33 +329,36 @@ class _Engine:
         ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
-        if model.shared_experts:
-            gpu.launch(OTHER, *costs.shared_work(model, n), "shared experts", layer, launches=sc.kernels["other"])
-        ready = self.ready
-        gpu_items = [(expert, p, [ready.get(key) for key in keys]) for expert, p, keys in gpu_items]
-        pending = [ev for _, _, waits in gpu_items for ev in waits if _pending(ev)]
+        if shared is not None:
+            gpu.kernel(OTHER, *shared, "shared experts", layer)
+        copies = self.ready.layers[moe]
+        for key in [key for key, ev in copies.items() if ev.processed]:
+            del copies[key]  # arrived: nothing to wait for
+        pending = None
+        if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
+            gpu_items = [(expert, w, [copies.get(key) for key, _, _ in w.entries]) for expert, w, _ in gpu_items]
+            pending = [ev for _, _, waits in gpu_items for ev in waits if ev is not None]
         if pending:  # still pending at the stream's time? Known arrivals need no event to tell
-            late = _pending
             if all(isinstance(ev, Arrival) for ev in pending):
-                if gpu.t > env.now:
-                    late = partial(_arrives_after, t=gpu.t)
+                # as a sync timeout to the stream clock issued now would see them (an arrival at that
+                # time is scheduled before it, so processed first)
+                late = {ev for ev in pending if ev.end > gpu.t} if gpu.t > env.now else set(pending)
             else:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-            gpu_items.sort(key=lambda item: any(late(ev) for ev in item[2]))  # stable: ready first
-        for expert, p, waits in gpu_items:
+                late = {ev for ev in pending if not ev.processed}
+            gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
+                         + [item for item in gpu_items if not late.isdisjoint(item[2])])
+        kernel = gpu.kernel
+        for expert, w, waits in gpu_items:
             if waits and _pending(waits[0]):  # the weights' copy
                 yield from self.await_copy(waits[0], layer)
-            weights = self.size[p.gpu_form][moe][expert]
-            gpu.launch(EXPERT_GPU, *self.expert_work(p.gpu_tokens, weights), "expert", layer, expert,
-                       sc.kernels["expert"])
-            rank = self.rank[moe][expert]
-            if p.comp_tokens and rank:
+            kernel(EXPERT_GPU, *w.gpu, "expert", layer, expert)
+            if w.comp is not None:
                 if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
                     yield from self.await_copy(waits[1], layer)
-                work = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
-                gpu.launch(COMPENSATION, *work, "compensation", layer, expert)
+                kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
         if ndp_done is not None:
             ev = gpu.sync()
             if ev is not None:
@@ -327,6 +367,30 @@ class _Engine:
             yield ndp_done
             gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
             self.ndp.intervals.clear()
+
+    def work(self, moe: int, expert: int, tokens: int, restored: int, part) -> _Work:
+        """Place expert `expert` of layer `moe` for `tokens` routed tokens (`restored` of them in their
+        top-n) and resolve what that asks of the engine (memoised unless the policy reads the cache)."""
+        model, policy, kernels = self.model, self.sc.policy, self.sc.kernels
+        p = policy.place(moe, expert, tokens, restored, part)
+        entries, gpu_op, comp_op, ndp_op = (), None, None, None
+        if p.gpu_tokens:
+            flops, nbytes = self.expert_work(p.gpu_tokens, self.size[p.gpu_form][moe][expert])
+            gpu_op = (self.gpu.seconds(flops, nbytes, kernels["expert"]), nbytes)
+            rank = self.rank[moe][expert]
+            if p.comp_tokens and rank:
+                flops, nbytes = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
+                comp_op = (self.gpu.seconds(flops, nbytes), nbytes)
+            if not p.pinned:
+                entries = self.entries(moe, expert, p)
+        if p.ndp_tokens:
+            bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
+            flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
+            ndp_op = (flops, nbytes, bits, costs.activation_bytes(model, p.ndp_tokens))
+        w = _Work(p, entries, gpu_op, comp_op, ndp_op)
+        if not policy.reads_cache:
+            self.works[moe][expert, tokens, restored] = w
+        return w
 
     def forms(self, moe: int, expert: int, p: Placement) -> tuple[str, ...]:
         """Cache forms the GPU part of placement `p` needs."""
@@ -347,28 +411,37 @@ class _Engine:
             yield ev
             self.gpu.idled(t0, "wait copy", layer)
 
+    def entries(self, moe: int, expert: int, p: Placement) -> tuple[tuple[tuple[int, int, str], float, str], ...]:
+        """(cache key, bytes, byte counter) of each form of self.forms(...)."""
+        return tuple(((moe, expert, form), self.size[form][moe][expert], FETCHED[form])
+                     for form in self.forms(moe, expert, p))
+
     def demand(self, moe: int, expert: int, p: Placement, part) -> list[tuple[int, int, str]]:
         """Look up what the GPU needs, inserting misses and queueing their copies for fetch(); returns the
         cache keys, one per form of self.forms(...) (self.ready[key] is the copy that brings it, absent
         when it was resident before this run's copies)."""
-        keys = []
-        for form in self.forms(moe, expert, p):
-            key = (moe, expert, form)
-            keys.append(key)
+        entries = self.entries(moe, expert, p)
+        self.lookup(entries, part)
+        return [key for key, _, _ in entries]
+
+    def lookup(self, entries, part) -> None:
+        """Look up `entries` (from entries()) in cache partition `part`: count hits and misses, insert the
+        misses and queue their copies for fetch()."""
+        c, hits = self.c, 0
+        for key, size, counter in entries:
             if part.lookup(key):
-                self.c["cache_hits"] += 1
+                hits += 1
                 continue
-            self.c["cache_misses"] += 1
-            size = self.size[form][moe][expert]
-            self.c[f"fetched_{form}_bytes"] += size
+            c["cache_misses"] += 1
+            c[counter] += size
             part.insert(key, size)
             self.fetches.append((key, size))
-        return keys
+        c["cache_hits"] += hits  # whole counts: the same float as one by one
 
     def fetch(self, layer: int) -> None:
         """Issue the on-demand copies demand() queued, in lookup order."""
         for key, size in self.fetches:
-            self.ready[key] = self.expert_link.transfer(size, DEMAND, f"fetch {key[2]}", layer, key[1])
+            self.ready[key] = self.expert_link.transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
         self.fetches.clear()
 
     def prefetch(self, moe: int, routing) -> None:
@@ -403,7 +476,7 @@ class _Engine:
                 self.ready[key] = self.expert_link.transfer(size, PREFETCH, f"prefetch {form}",
                                                             moe + self.model.first_dense_layers, target)
                 part.insert(key, size)
-                self.c[f"fetched_{form}_bytes"] += size
+                self.c[FETCHED[form]] += size
                 self.c["prefetch_bytes"] += size
                 if target != expert:
                     self.c["prefetch_wasted_bytes"] += size
@@ -421,15 +494,13 @@ class _Engine:
             if not left[0]:
                 done.succeed()
 
-        def computed(expert: int, p: Placement):
-            cxl.to_gpu.transfer(costs.activation_bytes(model, p.ndp_tokens), DEMAND, "result", layer,
-                                expert).callbacks.append(arrived)
+        def computed(expert: int, out_bytes: float):
+            cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert).callbacks.append(arrived)
 
         def start(_ev):
-            for expert, p in items:
-                bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
-                flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
-                self.ndp.submit(expert, flops, nbytes, bits, "expert", layer, partial(computed, expert, p))
+            for expert, w in items:
+                flops, nbytes, bits, out_bytes = w.ndp
+                self.ndp.submit(expert, flops, nbytes, bits, "expert", layer, partial(computed, expert, out_bytes))
 
         cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer).callbacks.append(start)
         return done

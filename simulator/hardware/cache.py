@@ -28,6 +28,7 @@ class ExpertCache:
             raise ValueError(f"cache policy must be lru or lfu, got {policy!r}")
         self.capacity = float(capacity)
         self.policy = policy
+        self._lfu = policy == "lfu"
         self.used = 0.0
         self.evictions = 0
         self._sizes: OrderedDict[Hashable, float] = OrderedDict()  # resident key -> bytes, LRU order
@@ -51,9 +52,12 @@ class ExpertCache:
 
     def lookup(self, key: Hashable) -> bool:
         """Access `key`: True (and refresh it) when resident; False on a miss."""
-        if key not in self._sizes:
+        sizes = self._sizes
+        if key not in sizes:
             return False
-        self._touch(key)
+        sizes.move_to_end(key)
+        if self._lfu:
+            self._count(key)
         return True
 
     def insert(self, key: Hashable, size: float) -> list[Hashable]:
@@ -62,7 +66,7 @@ class ExpertCache:
             self._touch(key)
             return []
         if size > self.capacity:
-            if self.policy == "lfu":
+            if self._lfu:
                 self._freq[key] = self._freq.get(key, 0) + 1
             return []
         evicted = []
@@ -72,21 +76,26 @@ class ExpertCache:
             self._stamp.pop(victim, None)
             evicted.append(victim)
         self.evictions += len(evicted)
-        self._sizes[key] = size
+        self._sizes[key] = size  # a new key: most recently used
         self.used += size
-        self._touch(key)
+        if self._lfu:
+            self._count(key)
         return evicted
 
     def _touch(self, key: Hashable) -> None:
         self._sizes.move_to_end(key)
-        if self.policy == "lfu":
-            self._tick += 1
-            freq = self._freq[key] = self._freq.get(key, 0) + 1
-            self._stamp[key] = self._tick
-            heapq.heappush(self._heap, (freq, self._tick, key))
-            if len(self._heap) > 4 * len(self._sizes) + 64:
-                self._heap = [(self._freq[k], self._stamp[k], k) for k in self._sizes]
-                heapq.heapify(self._heap)
+        if self._lfu:
+            self._count(key)
+
+    def _count(self, key: Hashable) -> None:
+        """lfu: one more access of resident `key`."""
+        self._tick += 1
+        freq = self._freq[key] = self._freq.get(key, 0) + 1
+        self._stamp[key] = self._tick
+        heapq.heappush(self._heap, (freq, self._tick, key))
+        if len(self._heap) > 4 * len(self._sizes) + 64:
+            self._heap = [(self._freq[k], self._stamp[k], k) for k in self._sizes]
+            heapq.heapify(self._heap)
 
     def _victim(self) -> Hashable:
         if self.policy == "lru":

@@ -34,20 +34,30 @@ class GPU:
         self._track = log.track("GPU", "compute stream") if log is not None else -1
         self._seconds: dict[tuple[float, float, float], float] = {}  # memo of costs.gpu_time
 
-    def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
-               expert: int = -1, launches: float = 1.0) -> None:
-        """Enqueue one kernel: it starts when the stream is free and advances the stream clock `t`. No
-        SimPy event: the caller yields `sync()` before anything that must happen at the stream's time."""
+    def seconds(self, flops: float, nbytes: float, launches: float = 1.0) -> float:
+        """costs.gpu_time of one op issued as `launches` kernels of the stack (memoised: ops repeat)."""
         key = (flops, nbytes, launches)
         seconds = self._seconds.get(key)
-        if seconds is None:  # `launches` kernels of the stack
+        if seconds is None:
             seconds = self._seconds[key] = costs.gpu_time(self.spec, flops, nbytes, launches)
+        return seconds
+
+    def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
+               expert: int = -1, launches: float = 1.0) -> None:
+        """Enqueue one op (`launches` kernels) timed by the roofline; see kernel()."""
+        self.kernel(category, self.seconds(flops, nbytes, launches), nbytes, name, layer, expert)
+
+    def kernel(self, category: int, seconds: float, nbytes: float, name: str, layer: int = -1,
+               expert: int = -1) -> None:
+        """Enqueue one op of `seconds` (from seconds()): it starts when the stream is free and advances the
+        stream clock `t`. No SimPy event: the caller yields `sync()` before anything that must happen at
+        the stream's time."""
         start = max(self.env.now, self.t)
-        self.t = start + seconds
+        end = self.t = start + seconds
         self.busy += seconds
         self.acc[category] += seconds
         if self.log is not None:
-            self.log.add(self._track, name, layer, expert, start, self.t, nbytes)
+            self.log.add(self._track, name, layer, expert, start, end, nbytes)
 
     def op(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
            expert: int = -1, launches: float = 1.0) -> simpy.Timeout | None:
