@@ -7,10 +7,11 @@ a transfer takes costs.link_time = latency + bytes / bandwidth. Engines and wire
 SimPy PriorityResources: on-demand transfers (priority 0) are served before prefetches (priority 1), then
 by request time; service is not preempted. A transfer is two timeouts (latency, wire) chained by
 callbacks plus its completion event, not a process holding two resources (a third of the SimPy events).
-A direction built with fifo=True carries no prefetches: every transfer then reaches the wire in the order
-it took its engine, so its end is known when it takes one (the wire is a clock, `_wire_tail`) and it costs
-one timeout at that end (an Arrival, which carries it) instead of three events (same times, same float
-arithmetic).
+A direction built with fifo=True carries no prefetches: transfers then take engines and the wire in
+request order and end in that order, so a transfer that finds every engine busy takes the engine of the
+transfer `dma_engines` ahead of it when that one ends; its engine, its start and its end (the wire is a
+clock, `_wire_tail`) are all known when it is issued, and it costs one timeout at that end (an Arrival,
+which carries it) instead of three events (same times, same float arithmetic).
 Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the measurement window
 (open_window / close_window), so utilization = busy / wall <= 1.
 """
@@ -38,6 +39,20 @@ class Arrival(simpy.Timeout):
         self.end = end
 
 
+class _FifoCopy:
+    """A transfer on a fifo direction, from its issue until it ends."""
+
+    __slots__ = ("end", "engine", "expert", "grant", "handoff", "layer", "name", "nbytes", "seconds", "start")
+
+    def __init__(self, nbytes: float, name: str, layer: int, expert: int, engine: int, grant: float,
+                 start: float, seconds: float):
+        self.nbytes, self.name, self.layer, self.expert = nbytes, name, layer, expert
+        self.engine, self.grant = engine, grant           # its copy engine and when it takes it
+        self.start, self.seconds = start, seconds         # on the wire from `start` for `seconds`
+        self.end = start + seconds
+        self.handoff = False                              # the transfer `dma_engines` behind takes its engine
+
+
 class LinkDirection:
     """One direction: transfers queue for a copy engine, then for the wire, each queue ordered by
     (priority, request time, issue order) like a SimPy PriorityResource; served without a process per
@@ -47,9 +62,9 @@ class LinkDirection:
                  fifo: bool = False):
         self.env, self.spec, self.direction, self.log = env, spec, direction, log
         self.fifo = fifo
-        self._wire_tail = -math.inf                  # fifo: end of the last transfer given the wire
-        self._on_wire: deque = deque()               # fifo: (start, end, seconds) given the wire, not ended
-        self._open_head: tuple | None = None         # fifo: the transfer on the wire when the window opened
+        self._wire_tail = -math.inf                  # fifo: end of the last transfer issued
+        self._on_wire: deque[_FifoCopy] = deque()    # fifo: transfers issued and not ended, in wire order
+        self._open_head: _FifoCopy | None = None     # fifo: the transfer on the wire when the window opened
         self._free = list(range(spec.dma_engines))  # idle engine ids, a heap (a timeline thread per engine)
         self._engine_queue: list[tuple] = []        # heap of (priority, request time, seq, job)
         self._wire_queue: list[tuple] = []          # same, for the wire
@@ -66,12 +81,12 @@ class LinkDirection:
     def transfer(self, nbytes: float, priority: int = DEMAND, name: str = "copy", layer: int = -1,
                  expert: int = -1) -> simpy.Event:
         """Issue a transfer; the returned event fires when the bytes have arrived."""
-        if self.fifo and priority != DEMAND:
-            raise ValueError("a fifo link direction carries on-demand transfers only")
         self.bytes += nbytes
         self.transfers += 1
-        if self.fifo and self._free and not self._engine_queue:  # the end timeout is the completion
-            return self._take_engine([nbytes, priority, name, layer, expert, None, 0, 0.0])
+        if self.fifo:
+            if priority != DEMAND:
+                raise ValueError("a fifo link direction carries on-demand transfers only")
+            return self._fifo_transfer(nbytes, name, layer, expert)
         done = simpy.Event(self.env)
         job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
         if self._free and not self._engine_queue:
@@ -81,39 +96,44 @@ class LinkDirection:
             heapq.heappush(self._engine_queue, (priority, self.env.now, self._seq, job))
         return done
 
-    def _take_engine(self, job: list) -> simpy.Timeout:
-        job[6] = heapq.heappop(self._free)
-        now = job[7] = self.env.now
-        if not self.fifo:
-            ev = self.env.timeout(self.spec.latency, job)
-            ev.callbacks.append(self._latency_done)
-            return ev
-        # wire from arrival (now + latency, as SimPy adds it) or when the transfer ahead ends
-        seconds = costs.wire_time(self.spec, self.direction, job[0])
-        start = max(now + self.spec.latency, self._wire_tail)
-        end = self._wire_tail = start + seconds
-        self._on_wire.append((start, end, seconds))
+    def _fifo_transfer(self, nbytes: float, name: str, layer: int, expert: int) -> Arrival:
+        """Schedule a fifo transfer whole: its engine, its wire slot and the timeout at its end."""
+        now, on_wire, engines = self.env.now, self._on_wire, self.spec.dma_engines
+        if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
+            engine, grant = heapq.heappop(self._free), now
+        else:  # the engine of the transfer `engines` ahead, when it ends (exactly its Arrival's time)
+            ahead = on_wire[-engines]
+            ahead.handoff = True
+            engine, grant = ahead.engine, ahead.end
+        # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
+        seconds = costs.wire_time(self.spec, self.direction, nbytes)
+        start = max(grant + self.spec.latency, self._wire_tail)
+        copy = _FifoCopy(nbytes, name, layer, expert, engine, grant, start, seconds)
+        end = self._wire_tail = copy.end
+        on_wire.append(copy)
         delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
         while now + delay < end:
             delay = math.nextafter(delay, math.inf)
         while now + delay > end:
             delay = math.nextafter(delay, -math.inf)
-        ev = Arrival(self.env, delay, job, end)
+        ev = Arrival(self.env, delay, copy, end)
         ev.callbacks.append(self._fifo_done)
         return ev
 
-    def _fifo_done(self, event: simpy.Timeout) -> None:
-        nbytes, _prio, name, layer, expert, done, engine, start = event.value
-        wire = self._on_wire.popleft()
-        if self._measuring and wire is not self._open_head:
-            self.busy += wire[2]  # (the one in progress when the window opened counted its remainder)
-        heapq.heappush(self._free, engine)
+    def _fifo_done(self, event: Arrival) -> None:
+        copy = self._on_wire.popleft()
+        if self._measuring and copy is not self._open_head:
+            self.busy += copy.seconds  # (the one in progress when the window opened counted its remainder)
+        if not copy.handoff:
+            heapq.heappush(self._free, copy.engine)
         if self.log is not None:
-            self.log.add(self._tracks[engine], name, layer, expert, start, self.env.now, nbytes)
-        if self._engine_queue:
-            self._take_engine(heapq.heappop(self._engine_queue)[3])
-        if done is not None:
-            done.succeed()
+            self.log.add(self._tracks[copy.engine], copy.name, copy.layer, copy.expert, copy.grant, self.env.now,
+                         copy.nbytes)
+
+    def _take_engine(self, job: list) -> None:
+        job[6] = heapq.heappop(self._free)
+        job[7] = self.env.now
+        self.env.timeout(self.spec.latency, job).callbacks.append(self._latency_done)
 
     def _latency_done(self, event: simpy.Timeout) -> None:
         job = event.value
@@ -148,8 +168,8 @@ class LinkDirection:
         """Start measuring now: only the remaining part of a wire transfer in progress counts."""
         now = self.env.now
         if self.fifo:
-            self._open_head = self._on_wire[0] if self._on_wire and self._on_wire[0][0] <= now else None
-            wire_end = self._open_head[1] if self._open_head is not None else None
+            self._open_head = self._on_wire[0] if self._on_wire and self._on_wire[0].start <= now else None
+            wire_end = self._open_head.end if self._open_head is not None else None
         else:
             wire_end = self._wire_end
         self.busy = max(0.0, wire_end - now) if wire_end is not None else 0.0
@@ -160,11 +180,11 @@ class LinkDirection:
         wire_end = self._wire_end
         if self.fifo:
             wire_end = None
-            if self._on_wire and self._on_wire[0][0] <= now:  # in progress: counted as if from its start
+            if self._on_wire and self._on_wire[0].start <= now:  # in progress: counted as if from its start
                 wire = self._on_wire[0]
-                wire_end = wire[1]
+                wire_end = wire.end
                 if wire is not self._open_head:
-                    self.busy += wire[2]
+                    self.busy += wire.seconds
         if wire_end is not None:
             self.busy -= max(0.0, wire_end - now)
         self._measuring = False
