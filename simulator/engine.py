@@ -150,7 +150,7 @@ class _Work(NamedTuple):
                                                                    # forms(); () when pinned or no GPU part
     gpu: tuple[float, float] | None         # expert GEMM (seconds, bytes read); None without GPU tokens
     comp: tuple[float, float] | None        # compensation GEMMs (seconds, bytes); None when not compensated
-    ndp: tuple[float, float, int, float] | None  # NDP op (FLOPs, bytes, bits, output bytes); None without NDP tokens
+    ndp: tuple[float, float, float] | None  # NDP op (seconds, bytes read, output bytes); None without NDP tokens
 
 
 class _Copies:
@@ -359,13 +359,11 @@ class _Engine:
                 if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
                     yield from self.await_copy(waits[1], layer)
                 kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
-        if ndp_done is not None:
-            ev = gpu.sync()
-            if ev is not None:
-                yield ev
-            t0 = env.now
-            yield ndp_done
-            gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
+        if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
+            t0 = max(env.now, gpu.t)
+            yield ndp_done  # no sync to t0 first: if the outputs arrive before t0 nothing idles
+            if env.now >= t0:
+                gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
             self.ndp.intervals.clear()
 
     def work(self, moe: int, expert: int, tokens: int, restored: int, part) -> _Work:
@@ -386,7 +384,7 @@ class _Engine:
         if p.ndp_tokens:
             bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
             flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
-            ndp_op = (flops, nbytes, bits, costs.activation_bytes(model, p.ndp_tokens))
+            ndp_op = (self.ndp.seconds(flops, nbytes, bits), nbytes, costs.activation_bytes(model, p.ndp_tokens))
         w = _Work(p, entries, gpu_op, comp_op, ndp_op)
         if not policy.reads_cache:
             self.works[moe][expert, tokens, restored] = w
@@ -499,8 +497,8 @@ class _Engine:
 
         def start(_ev):
             for expert, w in items:
-                flops, nbytes, bits, out_bytes = w.ndp
-                self.ndp.submit(expert, flops, nbytes, bits, "expert", layer, partial(computed, expert, out_bytes))
+                seconds, nbytes, out_bytes = w.ndp
+                self.ndp.submit(expert, seconds, nbytes, "expert", layer, partial(computed, expert, out_bytes))
 
         cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer).callbacks.append(start)
         return done

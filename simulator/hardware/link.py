@@ -62,6 +62,8 @@ class LinkDirection:
                  fifo: bool = False):
         self.env, self.spec, self.direction, self.log = env, spec, direction, log
         self.fifo = fifo
+        self._engines, self._latency = spec.dma_engines, spec.latency
+        self._wire_seconds: dict[float, float] = {}  # memo of costs.wire_time by bytes
         self._wire_tail = -math.inf                  # fifo: end of the last transfer issued
         self._on_wire: deque[_FifoCopy] = deque()    # fifo: transfers issued and not ended, in wire order
         self._open_head: _FifoCopy | None = None     # fifo: the transfer on the wire when the window opened
@@ -83,10 +85,29 @@ class LinkDirection:
         """Issue a transfer; the returned event fires when the bytes have arrived."""
         self.bytes += nbytes
         self.transfers += 1
-        if self.fifo:
+        if self.fifo:  # scheduled whole: its engine, its wire slot and the timeout at its end
             if priority != DEMAND:
                 raise ValueError("a fifo link direction carries on-demand transfers only")
-            return self._fifo_transfer(nbytes, name, layer, expert)
+            now, on_wire, engines = self.env.now, self._on_wire, self._engines
+            if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
+                engine, grant = heapq.heappop(self._free), now
+            else:  # the engine of the transfer `engines` ahead, when it ends (exactly its Arrival's time)
+                ahead = on_wire[-engines]
+                ahead.handoff = True
+                engine, grant = ahead.engine, ahead.end
+            # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
+            start = max(grant + self._latency, self._wire_tail)
+            copy = _FifoCopy(nbytes, name, layer, expert, engine, grant, start, self._wire_time(nbytes))
+            end = self._wire_tail = copy.end
+            on_wire.append(copy)
+            delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
+            while now + delay < end:
+                delay = math.nextafter(delay, math.inf)
+            while now + delay > end:
+                delay = math.nextafter(delay, -math.inf)
+            ev = Arrival(self.env, delay, copy, end)
+            ev.callbacks.append(self._fifo_done)
+            return ev
         done = simpy.Event(self.env)
         job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
         if self._free and not self._engine_queue:
@@ -96,29 +117,12 @@ class LinkDirection:
             heapq.heappush(self._engine_queue, (priority, self.env.now, self._seq, job))
         return done
 
-    def _fifo_transfer(self, nbytes: float, name: str, layer: int, expert: int) -> Arrival:
-        """Schedule a fifo transfer whole: its engine, its wire slot and the timeout at its end."""
-        now, on_wire, engines = self.env.now, self._on_wire, self.spec.dma_engines
-        if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
-            engine, grant = heapq.heappop(self._free), now
-        else:  # the engine of the transfer `engines` ahead, when it ends (exactly its Arrival's time)
-            ahead = on_wire[-engines]
-            ahead.handoff = True
-            engine, grant = ahead.engine, ahead.end
-        # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
-        seconds = costs.wire_time(self.spec, self.direction, nbytes)
-        start = max(grant + self.spec.latency, self._wire_tail)
-        copy = _FifoCopy(nbytes, name, layer, expert, engine, grant, start, seconds)
-        end = self._wire_tail = copy.end
-        on_wire.append(copy)
-        delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
-        while now + delay < end:
-            delay = math.nextafter(delay, math.inf)
-        while now + delay > end:
-            delay = math.nextafter(delay, -math.inf)
-        ev = Arrival(self.env, delay, copy, end)
-        ev.callbacks.append(self._fifo_done)
-        return ev
+    def _wire_time(self, nbytes: float) -> float:
+        """costs.wire_time on this direction (memoised: copy sizes repeat)."""
+        seconds = self._wire_seconds.get(nbytes)
+        if seconds is None:
+            seconds = self._wire_seconds[nbytes] = costs.wire_time(self.spec, self.direction, nbytes)
+        return seconds
 
     def _fifo_done(self, event: Arrival) -> None:
         copy = self._on_wire.popleft()
@@ -145,7 +149,7 @@ class LinkDirection:
 
     def _take_wire(self, job: list) -> None:
         self._wire_idle = False
-        seconds = costs.wire_time(self.spec, self.direction, job[0])
+        seconds = self._wire_time(job[0])
         self._wire_end = self.env.now + seconds
         if self._measuring:
             self.busy += seconds

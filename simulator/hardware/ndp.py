@@ -34,11 +34,20 @@ class NDPUnits:
     def unit_of(self, expert: int) -> int:
         return expert % self.count
 
-    def submit(self, expert: int, flops: float, nbytes: float, bits: float, name: str, layer: int,
+    def seconds(self, flops: float, nbytes: float, bits: float) -> float:
+        """costs.ndp_time of one op (memoised: ops repeat)."""
+        key = (flops, nbytes, bits)
+        seconds = self._seconds.get(key)
+        if seconds is None:
+            seconds = self._seconds[key] = costs.ndp_time(self.spec, flops, nbytes, bits)
+        return seconds
+
+    def submit(self, expert: int, seconds: float, nbytes: float, name: str, layer: int,
                on_done: Callable[[], object]) -> None:
-        """Queue an op on the expert's unit (FIFO); `on_done()` is called when it ends. One timeout per op."""
+        """Queue an op of `seconds` (from seconds()) reading `nbytes` on the expert's unit (FIFO); `on_done()`
+        is called when it ends. One timeout per op."""
         unit = self.unit_of(expert)
-        op = (unit, expert, flops, nbytes, bits, name, layer, on_done)
+        op = (unit, expert, seconds, nbytes, name, layer, on_done)
         if self._idle[unit]:
             self._start(op)
         else:
@@ -48,17 +57,13 @@ class NDPUnits:
                 layer: int = -1):
         """Generator: queue on the expert's unit, then compute; use as `yield from units.compute(...)`."""
         done = self.env.event()
-        self.submit(expert, flops, nbytes, bits, name, layer, done.succeed)
+        self.submit(expert, self.seconds(flops, nbytes, bits), nbytes, name, layer, done.succeed)
         yield done
 
     def _start(self, op: tuple) -> None:
-        unit, _, flops, nbytes, bits = op[:5]
+        unit, seconds = op[0], op[2]
         self._idle[unit] = False
         start = self.env.now
-        key = (flops, nbytes, bits)
-        seconds = self._seconds.get(key)
-        if seconds is None:
-            seconds = self._seconds[key] = costs.ndp_time(self.spec, flops, nbytes, bits)
         self.busy[unit] += seconds
         self.ops += 1
         self.intervals.append((start, start + seconds))
@@ -66,7 +71,7 @@ class NDPUnits:
 
     def _end(self, event: simpy.Timeout) -> None:
         op, start, seconds = event.value
-        unit, expert, _flops, nbytes, _bits, name, layer, on_done = op
+        unit, expert, _seconds, nbytes, name, layer, on_done = op
         if self.log is not None:
             self.log.add(self._tracks[unit], name, layer, expert, start, start + seconds, nbytes)
         self._idle[unit] = True
