@@ -56,7 +56,7 @@ from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
 from simulator.hardware.cache import FORMS, PartitionedCache
 from simulator.hardware.gpu import ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, GPU, OTHER, ROUTER
-from simulator.hardware.link import DEMAND, PREFETCH, Arrival, Link
+from simulator.hardware.link import DEMAND, PREFETCH, Copy, Link
 from simulator.hardware.log import EventLog
 from simulator.hardware.ndp import NDPUnits
 from simulator.policies.base import Placement, Policy
@@ -136,8 +136,10 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
     return covered
 
 
-def _pending(ev: simpy.Event | None) -> bool:
-    return ev is not None and not ev.processed
+def _arrived(copy: simpy.Event | Copy, now: float) -> bool:
+    """Whether `copy` (a transfer) has arrived at `now` as the decode process sees it: a Copy it issued
+    before its last wait has if it ends by then (its end precedes that wait's, or is scheduled first)."""
+    return copy.end <= now if isinstance(copy, Copy) else copy.processed
 
 
 class _Work(NamedTuple):
@@ -331,32 +333,30 @@ class _Engine:
             self.prefetch(moe + 1, next_routing)
         if shared is not None:
             gpu.kernel(OTHER, *shared, "shared experts", layer)
-        copies = self.ready.layers[moe]
-        for key in [key for key, ev in copies.items() if ev.processed]:
+        copies, now = self.ready.layers[moe], env.now
+        for key in [key for key, copy in copies.items() if _arrived(copy, now)]:
             del copies[key]  # arrived: nothing to wait for
         pending = None
         if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
             gpu_items = [(expert, w, [copies.get(key) for key, _, _ in w.entries]) for expert, w, _ in gpu_items]
             pending = [ev for _, _, waits in gpu_items for ev in waits if ev is not None]
         if pending:  # still pending at the stream's time? Known arrivals need no event to tell
-            if all(isinstance(ev, Arrival) for ev in pending):
-                # as a sync timeout to the stream clock issued now would see them (an arrival at that
-                # time is scheduled before it, so processed first)
-                late = {ev for ev in pending if ev.end > gpu.t} if gpu.t > env.now else set(pending)
+            if all(isinstance(copy, Copy) for copy in pending):  # one that ends right at the stream's
+                late = {copy for copy in pending if copy.end > gpu.t}  # clock is ready, as a sync would see it
             else:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-                late = {ev for ev in pending if not ev.processed}
+                late = {copy for copy in pending if not _arrived(copy, env.now)}
             gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
                          + [item for item in gpu_items if not late.isdisjoint(item[2])])
         kernel = gpu.kernel
         for expert, w, waits in gpu_items:
-            if waits and _pending(waits[0]):  # the weights' copy
+            if waits and waits[0] is not None:  # the weights' copy
                 yield from self.await_copy(waits[0], layer)
             kernel(EXPERT_GPU, *w.gpu, "expert", layer, expert)
             if w.comp is not None:
-                if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
+                if len(waits) > 1 and waits[1] is not None:  # the factors' copy
                     yield from self.await_copy(waits[1], layer)
                 kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
@@ -396,17 +396,19 @@ class _Engine:
             return (p.gpu_form, "factors")
         return (p.gpu_form,)
 
-    def await_copy(self, ev: simpy.Event, layer: int):
-        """Run the stream up to its clock; if the copy `ev` has still not arrived, idle until it has."""
-        if isinstance(ev, Arrival):  # its arrival time is known: the stream clock idles until then
-            self.gpu.wait_until(ev.end, "wait copy", layer)
+    def await_copy(self, copy: simpy.Event | Copy, layer: int):
+        """Run the stream up to its clock; if `copy` has still not arrived, idle until it has."""
+        if isinstance(copy, Copy):  # its arrival time is known: the stream clock idles until then
+            self.gpu.wait_until(copy.end, "wait copy", layer)
+            return
+        if copy.processed:
             return
         sync = self.gpu.sync()
         if sync is not None:
             yield sync
-        if _pending(ev):
+        if not copy.processed:
             t0 = self.env.now
-            yield ev
+            yield copy
             self.gpu.idled(t0, "wait copy", layer)
 
     def entries(self, moe: int, expert: int, p: Placement) -> tuple[tuple[tuple[int, int, str], float, str], ...]:
@@ -493,14 +495,16 @@ class _Engine:
                 done.succeed()
 
         def computed(expert: int, out_bytes: float):
-            cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert).callbacks.append(arrived)
+            link = cxl.to_gpu
+            link.event(link.transfer(out_bytes, DEMAND, "result", layer, expert)).callbacks.append(arrived)
 
         def start(_ev):
             for expert, w in items:
                 seconds, nbytes, out_bytes = w.ndp
                 self.ndp.submit(expert, seconds, nbytes, "expert", layer, partial(computed, expert, out_bytes))
 
-        cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer).callbacks.append(start)
+        link = cxl.from_gpu
+        link.event(link.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer)).callbacks.append(start)
         return done
 
     def result(self) -> RunResult:

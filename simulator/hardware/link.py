@@ -10,8 +10,10 @@ callbacks plus its completion event, not a process holding two resources (a thir
 A direction built with fifo=True carries no prefetches: transfers then take engines and the wire in
 request order and end in that order, so a transfer that finds every engine busy takes the engine of the
 transfer `dma_engines` ahead of it when that one ends; its engine, its start and its end (the wire is a
-clock, `_wire_tail`) are all known when it is issued, and it costs one timeout at that end (an Arrival,
-which carries it) instead of three events (same times, same float arithmetic).
+clock, `_wire_tail`) are all known when it is issued (same times, same float arithmetic). Such a transfer
+is a Copy, no SimPy event: it is logged when issued, and the direction retires the copies the clock has
+passed (frees their engines, counts their wire time) whenever it is used; whoever must react to its
+arrival asks for an event at its end (event(): one timeout instead of three events).
 Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the measurement window
 (open_window / close_window), so utilization = busy / wall <= 1.
 """
@@ -31,26 +33,24 @@ from simulator.hardware.log import EventLog
 DEMAND, PREFETCH = 0, 1
 
 
-class Arrival(simpy.Timeout):
-    """A fifo transfer's completion: a timeout that also says when it fires (`end`, bit for bit)."""
+class Copy:
+    """A transfer on a fifo direction, known whole when issued: it arrives at `end` (no SimPy event)."""
 
-    def __init__(self, env: simpy.Environment, delay: float, value, end: float):
-        super().__init__(env, delay, value)
-        self.end = end
+    __slots__ = ("end", "engine", "handoff", "seconds", "start")
 
-
-class _FifoCopy:
-    """A transfer on a fifo direction, from its issue until it ends."""
-
-    __slots__ = ("end", "engine", "expert", "grant", "handoff", "layer", "name", "nbytes", "seconds", "start")
-
-    def __init__(self, nbytes: float, name: str, layer: int, expert: int, engine: int, grant: float,
-                 start: float, seconds: float):
-        self.nbytes, self.name, self.layer, self.expert = nbytes, name, layer, expert
-        self.engine, self.grant = engine, grant           # its copy engine and when it takes it
+    def __init__(self, engine: int, start: float, seconds: float):
+        self.engine = engine                              # its copy engine
         self.start, self.seconds = start, seconds         # on the wire from `start` for `seconds`
         self.end = start + seconds
         self.handoff = False                              # the transfer `dma_engines` behind takes its engine
+
+
+class Arrival(simpy.Timeout):
+    """A timeout at the end of a Copy (`end`, bit for bit), for whoever must react to its arrival."""
+
+    def __init__(self, env: simpy.Environment, delay: float, end: float):
+        super().__init__(env, delay)
+        self.end = end
 
 
 class LinkDirection:
@@ -65,8 +65,8 @@ class LinkDirection:
         self._engines, self._latency = spec.dma_engines, spec.latency
         self._wire_seconds: dict[float, float] = {}  # memo of costs.wire_time by bytes
         self._wire_tail = -math.inf                  # fifo: end of the last transfer issued
-        self._on_wire: deque[_FifoCopy] = deque()    # fifo: transfers issued and not ended, in wire order
-        self._open_head: _FifoCopy | None = None     # fifo: the transfer on the wire when the window opened
+        self._on_wire: deque[Copy] = deque()         # fifo: copies issued and not retired, in wire order
+        self._open_head: Copy | None = None          # fifo: the copy on the wire when the window opened
         self._free = list(range(spec.dma_engines))  # idle engine ids, a heap (a timeline thread per engine)
         self._engine_queue: list[tuple] = []        # heap of (priority, request time, seq, job)
         self._wire_queue: list[tuple] = []          # same, for the wire
@@ -81,33 +81,29 @@ class LinkDirection:
         self._measuring = True
 
     def transfer(self, nbytes: float, priority: int = DEMAND, name: str = "copy", layer: int = -1,
-                 expert: int = -1) -> simpy.Event:
-        """Issue a transfer; the returned event fires when the bytes have arrived."""
+                 expert: int = -1) -> simpy.Event | Copy:
+        """Issue a transfer: on a fifo direction the Copy (see event()), else an event that fires when the
+        bytes have arrived."""
         self.bytes += nbytes
         self.transfers += 1
         if self.fifo:  # scheduled whole: its engine, its wire slot and the timeout at its end
             if priority != DEMAND:
                 raise ValueError("a fifo link direction carries on-demand transfers only")
             now, on_wire, engines = self.env.now, self._on_wire, self._engines
+            self._retire(now)
             if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
                 engine, grant = heapq.heappop(self._free), now
-            else:  # the engine of the transfer `engines` ahead, when it ends (exactly its Arrival's time)
+            else:  # the engine of the transfer `engines` ahead, when that one ends
                 ahead = on_wire[-engines]
                 ahead.handoff = True
                 engine, grant = ahead.engine, ahead.end
             # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
-            start = max(grant + self._latency, self._wire_tail)
-            copy = _FifoCopy(nbytes, name, layer, expert, engine, grant, start, self._wire_time(nbytes))
-            end = self._wire_tail = copy.end
+            copy = Copy(engine, max(grant + self._latency, self._wire_tail), self._wire_time(nbytes))
+            self._wire_tail = copy.end
             on_wire.append(copy)
-            delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
-            while now + delay < end:
-                delay = math.nextafter(delay, math.inf)
-            while now + delay > end:
-                delay = math.nextafter(delay, -math.inf)
-            ev = Arrival(self.env, delay, copy, end)
-            ev.callbacks.append(self._fifo_done)
-            return ev
+            if self.log is not None:
+                self.log.add(self._tracks[engine], name, layer, expert, grant, copy.end, nbytes)
+            return copy
         done = simpy.Event(self.env)
         job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
         if self._free and not self._engine_queue:
@@ -124,15 +120,28 @@ class LinkDirection:
             seconds = self._wire_seconds[nbytes] = costs.wire_time(self.spec, self.direction, nbytes)
         return seconds
 
-    def _fifo_done(self, event: Arrival) -> None:
-        copy = self._on_wire.popleft()
-        if self._measuring and copy is not self._open_head:
-            self.busy += copy.seconds  # (the one in progress when the window opened counted its remainder)
-        if not copy.handoff:
-            heapq.heappush(self._free, copy.engine)
-        if self.log is not None:
-            self.log.add(self._tracks[copy.engine], copy.name, copy.layer, copy.expert, copy.grant, self.env.now,
-                         copy.nbytes)
+    def event(self, transfer: simpy.Event | Copy) -> simpy.Event:
+        """An event that fires when `transfer` (from transfer()) has arrived: itself on an event-driven
+        direction, an Arrival at its end for a Copy."""
+        if not isinstance(transfer, Copy):
+            return transfer
+        now, end = self.env.now, transfer.end
+        delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
+        while now + delay < end:
+            delay = math.nextafter(delay, math.inf)
+        while now + delay > end:
+            delay = math.nextafter(delay, -math.inf)
+        return Arrival(self.env, delay, end)
+
+    def _retire(self, now: float) -> None:
+        """fifo: the copies that have ended by `now` give back their engines and count their wire time."""
+        on_wire = self._on_wire
+        while on_wire and on_wire[0].end <= now:
+            copy = on_wire.popleft()
+            if self._measuring and copy is not self._open_head:
+                self.busy += copy.seconds  # (the one in progress when the window opened counted its remainder)
+            if not copy.handoff:
+                heapq.heappush(self._free, copy.engine)
 
     def _take_engine(self, job: list) -> None:
         job[6] = heapq.heappop(self._free)
@@ -172,6 +181,7 @@ class LinkDirection:
         """Start measuring now: only the remaining part of a wire transfer in progress counts."""
         now = self.env.now
         if self.fifo:
+            self._retire(now)
             self._open_head = self._on_wire[0] if self._on_wire and self._on_wire[0].start <= now else None
             wire_end = self._open_head.end if self._open_head is not None else None
         else:
@@ -183,6 +193,7 @@ class LinkDirection:
         now = self.env.now
         wire_end = self._wire_end
         if self.fifo:
+            self._retire(now)
             wire_end = None
             if self._on_wire and self._on_wire[0].start <= now:  # in progress: counted as if from its start
                 wire = self._on_wire[0]
