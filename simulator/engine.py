@@ -361,9 +361,9 @@ class _Engine:
                 kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
             t0 = max(env.now, gpu.t)
-            yield ndp_done  # no sync to t0 first: if the outputs arrive before t0 nothing idles
-            if env.now >= t0:
-                gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
+            end = yield ndp_done  # no sync to t0 first: if the outputs arrive before t0 nothing idles
+            if end >= t0:
+                gpu.idled(t0, "wait ndp", layer, overlap(t0, end, self.ndp.intervals), until=end)
             self.ndp.intervals.clear()
 
     def work(self, moe: int, expert: int, tokens: int, restored: int, part) -> _Work:
@@ -483,7 +483,8 @@ class _Engine:
 
     def issue_ndp(self, moe: int, items, n: int) -> simpy.Event:
         """Activations GPU->CXL; when they arrive, one op per item on its NDP unit; each op's output
-        CXL->GPU. Returns the event that fires when the last output has arrived."""
+        CXL->GPU. Returns an event whose value is the arrival time of the last output: it fires then, or
+        on a fifo link (outputs arrive in the order they are sent) as soon as the last output is sent."""
         env, model, cxl = self.env, self.model, self.cxl
         layer = moe + model.first_dense_layers
         done = env.event()
@@ -492,11 +493,16 @@ class _Engine:
         def arrived(_ev):
             left[0] -= 1
             if not left[0]:
-                done.succeed()
+                done.succeed(env.now)
 
         def computed(expert: int, out_bytes: float):
-            link = cxl.to_gpu
-            link.event(link.transfer(out_bytes, DEMAND, "result", layer, expert)).callbacks.append(arrived)
+            copy = cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert)
+            if isinstance(copy, Copy):  # known arrival, after those sent before it
+                left[0] -= 1
+                if not left[0]:
+                    done.succeed(copy.end)
+            else:
+                copy.callbacks.append(arrived)
 
         def start(_ev):
             for expert, w in items:

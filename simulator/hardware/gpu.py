@@ -79,16 +79,18 @@ class GPU:
             delay = math.nextafter(delay, -math.inf)
         return self.env.timeout(delay)
 
-    def idled(self, since: float, name: str, layer: int = -1, ndp_busy: float = 0.0) -> None:
-        """Attribute the idle gap [since, now]: `ndp_busy` seconds of it (an NDP unit was computing what
-        the stream waits for) to expert_ndp, the rest (copies, queueing) to transfer_stall."""
-        self.t = self.env.now  # the stream resumes now
-        gap = self.env.now - since
+    def idled(self, since: float, name: str, layer: int = -1, ndp_busy: float = 0.0,
+              until: float | None = None) -> None:
+        """Attribute the idle gap [since, until] (until: now by default, else a known arrival time; the
+        stream resumes then): `ndp_busy` seconds of it (an NDP unit was computing what the stream waits
+        for) to expert_ndp, the rest (copies, queueing) to transfer_stall."""
+        end = self.t = self.env.now if until is None else until
+        gap = end - since
         if gap > 0:
             self.acc[EXPERT_NDP] += ndp_busy
             self.acc[TRANSFER_STALL] += gap - ndp_busy
             if self.log is not None:
-                self.log.add(self._track, name, layer, -1, since, self.env.now)
+                self.log.add(self._track, name, layer, -1, since, end)
 
     def wait_until(self, end: float, name: str, layer: int = -1) -> None:
         """Idle the stream until `end` (a copy whose arrival time is known) without a SimPy event; the
