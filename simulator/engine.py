@@ -55,6 +55,7 @@ from simulator import costs
 from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
 from simulator.hardware.cache import FORMS, PartitionedCache
+from simulator.hardware.clock import delay_to
 from simulator.hardware.gpu import ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, GPU, OTHER, ROUTER
 from simulator.hardware.link import DEMAND, PREFETCH, Copy, Link
 from simulator.hardware.log import EventLog
@@ -361,7 +362,8 @@ class _Engine:
                 kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
             t0 = max(env.now, gpu.t)
-            end = yield ndp_done  # no sync to t0 first: if the outputs arrive before t0 nothing idles
+            end = (yield ndp_done) if isinstance(ndp_done, simpy.Event) else ndp_done  # no sync to t0 first:
+            # if the outputs arrive before t0 nothing idles
             if end >= t0:
                 gpu.idled(t0, "wait ndp", layer, overlap(t0, end, self.ndp.intervals), until=end)
             self.ndp.intervals.clear()
@@ -481,12 +483,19 @@ class _Engine:
                 if target != expert:
                     self.c["prefetch_wasted_bytes"] += size
 
-    def issue_ndp(self, moe: int, items, n: int) -> simpy.Event:
+    def issue_ndp(self, moe: int, items, n: int) -> float | simpy.Event:
         """Activations GPU->CXL; when they arrive, one op per item on its NDP unit; each op's output
-        CXL->GPU. Returns an event whose value is the arrival time of the last output: it fires then, or
-        on a fifo link (outputs arrive in the order they are sent) as soon as the last output is sent."""
+        CXL->GPU as the op ends. Returns the arrival time of the last output: on a fifo link everything is
+        known now (outputs arrive in the order they are sent), else an event fires then with it as value."""
         env, model, cxl = self.env, self.model, self.cxl
         layer = moe + model.first_dense_layers
+        ops = [(expert, w.ndp[0], w.ndp[1], "expert", layer) for expert, w in items]
+        activations = cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer)
+        if isinstance(activations, Copy):
+            for end, i in self.ndp.run(activations.end, ops):
+                expert, w = items[i]
+                last = cxl.to_gpu.transfer(w.ndp[2], DEMAND, "result", layer, expert, at=end)
+            return last.end
         done = env.event()
         left = [len(items)]
 
@@ -495,22 +504,15 @@ class _Engine:
             if not left[0]:
                 done.succeed(env.now)
 
-        def computed(expert: int, out_bytes: float):
-            copy = cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert)
-            if isinstance(copy, Copy):  # known arrival, after those sent before it
-                left[0] -= 1
-                if not left[0]:
-                    done.succeed(copy.end)
-            else:
-                copy.callbacks.append(arrived)
+        def send(expert: int, out_bytes: float, _ev):
+            cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert).callbacks.append(arrived)
 
         def start(_ev):
-            for expert, w in items:
-                seconds, nbytes, out_bytes = w.ndp
-                self.ndp.submit(expert, seconds, nbytes, "expert", layer, partial(computed, expert, out_bytes))
+            for end, i in self.ndp.run(env.now, ops):
+                expert, w = items[i]
+                env.timeout(delay_to(env.now, end)).callbacks.append(partial(send, expert, w.ndp[2]))
 
-        link = cxl.from_gpu
-        link.event(link.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer)).callbacks.append(start)
+        activations.callbacks.append(start)
         return done
 
     def result(self) -> RunResult:

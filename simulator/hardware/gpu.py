@@ -13,12 +13,11 @@ category, an idle gap to expert_ndp while an NDP unit computes what the stream w
 
 from __future__ import annotations
 
-import math
-
 import simpy
 
 from simulator import costs
 from simulator.config.system import GPUSpec
+from simulator.hardware.clock import delay_to
 from simulator.hardware.log import EventLog
 
 CATEGORIES = ("attention", "router", "expert_gpu", "compensation", "expert_ndp", "transfer_stall", "other")
@@ -72,12 +71,7 @@ class GPU:
         now, t = self.env.now, self.t
         if t <= now:
             return None
-        delay = t - now
-        while now + delay < t:
-            delay = math.nextafter(delay, math.inf)
-        while now + delay > t:
-            delay = math.nextafter(delay, -math.inf)
-        return self.env.timeout(delay)
+        return self.env.timeout(delay_to(now, t))
 
     def idled(self, since: float, name: str, layer: int = -1, ndp_busy: float = 0.0,
               until: float | None = None) -> None:

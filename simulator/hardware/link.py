@@ -28,6 +28,7 @@ import simpy
 
 from simulator import costs
 from simulator.config.system import LinkSpec
+from simulator.hardware.clock import delay_to
 from simulator.hardware.log import EventLog
 
 DEMAND, PREFETCH = 0, 1
@@ -81,15 +82,16 @@ class LinkDirection:
         self._measuring = True
 
     def transfer(self, nbytes: float, priority: int = DEMAND, name: str = "copy", layer: int = -1,
-                 expert: int = -1) -> simpy.Event | Copy:
+                 expert: int = -1, at: float | None = None) -> simpy.Event | Copy:
         """Issue a transfer: on a fifo direction the Copy (see event()), else an event that fires when the
-        bytes have arrived."""
+        bytes have arrived. `at` (fifo only): issue it as if at that later time (nothing else may be
+        issued on this direction in between)."""
         self.bytes += nbytes
         self.transfers += 1
         if self.fifo:  # scheduled whole: its engine, its wire slot and the timeout at its end
             if priority != DEMAND:
                 raise ValueError("a fifo link direction carries on-demand transfers only")
-            now, on_wire, engines = self.env.now, self._on_wire, self._engines
+            now, on_wire, engines = self.env.now if at is None else at, self._on_wire, self._engines
             self._retire(now)
             if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
                 engine, grant = heapq.heappop(self._free), now
@@ -104,6 +106,8 @@ class LinkDirection:
             if self.log is not None:
                 self.log.add(self._tracks[engine], name, layer, expert, grant, copy.end, nbytes)
             return copy
+        if at is not None:
+            raise ValueError("only a fifo link direction issues transfers ahead of time")
         done = simpy.Event(self.env)
         job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
         if self._free and not self._engine_queue:
@@ -125,13 +129,7 @@ class LinkDirection:
         direction, an Arrival at its end for a Copy."""
         if not isinstance(transfer, Copy):
             return transfer
-        now, end = self.env.now, transfer.end
-        delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
-        while now + delay < end:
-            delay = math.nextafter(delay, math.inf)
-        while now + delay > end:
-            delay = math.nextafter(delay, -math.inf)
-        return Arrival(self.env, delay, end)
+        return Arrival(self.env, delay_to(self.env.now, transfer.end), transfer.end)
 
     def _retire(self, now: float) -> None:
         """fifo: the copies that have ended by `now` give back their engines and count their wire time."""
