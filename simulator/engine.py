@@ -151,6 +151,7 @@ class _Work(NamedTuple):
     p: Placement
     entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter) per form of
                                                                    # forms(); () when pinned or no GPU part
+    keys: tuple[tuple[int, int, str], ...]  # the cache keys of entries
     gpu: tuple[float, float] | None         # expert GEMM (seconds, bytes read); None without GPU tokens
     comp: tuple[float, float] | None        # compensation GEMMs (seconds, bytes); None when not compensated
     ndp: tuple[float, float, float] | None  # NDP op (seconds, bytes read, output bytes); None without NDP tokens
@@ -278,14 +279,13 @@ class _Engine:
         if model.shared_experts:
             flops, shared_bytes = costs.shared_work(model, n)
             shared = gpu.seconds(flops, shared_bytes, k["other"]), shared_bytes
-        for layer in range(model.layers):
+        dense = model.first_dense_layers
+        for layer in range(dense):
             gpu.kernel(ATTENTION, *att, "attention", layer)
-            if not model.is_moe_layer(layer):
-                gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
-                continue
-            moe = layer - model.first_dense_layers
-            gpu.kernel(ROUTER, *router, "router", layer)
-            nxt = routing[moe + 1] if moe + 1 < model.moe_layers else None
+            gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
+        for moe, nxt in enumerate([*routing[1:], None]):
+            gpu.kernel(ATTENTION, *att, "attention", moe + dense)
+            gpu.kernel(ROUTER, *router, "router", moe + dense)
             yield from self.moe_layer(moe, routing[moe], nxt, n, shared)
         gpu.launch(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
         ev = gpu.sync()
@@ -311,16 +311,20 @@ class _Engine:
         env, gpu, sc, model = self.env, self.gpu, self.sc, self.model
         layer = moe + model.first_dense_layers
         part = self.cache.part(moe)
-        works, lookup = self.works[moe], self.lookup
-        gpu_items, ndp_items = [], []
+        works, reads_cache = self.works[moe], sc.policy.reads_cache
+        gpu_items, ndp_items, entries = [], [], []
         for expert, tokens, restored in zip(*routing):
             w = works.get((expert, tokens, restored)) or self.work(moe, expert, tokens, restored, part)
             if w.ndp is not None:
                 ndp_items.append((expert, w))
             if w.gpu is not None:
-                if w.entries:
-                    lookup(w.entries, part)
+                entries += w.entries
+                if reads_cache:  # the next placement may depend on this lookup
+                    self.lookup(entries, part)
+                    entries = []
                 gpu_items.append((expert, w, ()))
+        if entries:
+            self.lookup(entries, part)
         self.c["experts_gpu"] += len(gpu_items)
         self.c["experts_ndp"] += len(ndp_items)
         prefetch = sc.prefetch and next_routing is not None
@@ -339,7 +343,7 @@ class _Engine:
             del copies[key]  # arrived: nothing to wait for
         pending = None
         if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
-            gpu_items = [(expert, w, [copies.get(key) for key, _, _ in w.entries]) for expert, w, _ in gpu_items]
+            gpu_items = [(expert, w, list(map(copies.get, w.keys))) for expert, w, _ in gpu_items]
             pending = [ev for _, _, waits in gpu_items for ev in waits if ev is not None]
         if pending:  # still pending at the stream's time? Known arrivals need no event to tell
             if all(isinstance(copy, Copy) for copy in pending):  # one that ends right at the stream's
@@ -351,14 +355,20 @@ class _Engine:
                 late = {copy for copy in pending if not _arrived(copy, env.now)}
             gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
                          + [item for item in gpu_items if not late.isdisjoint(item[2])])
-        kernel = gpu.kernel
+        kernel, wait_until = gpu.kernel, gpu.wait_until
         for expert, w, waits in gpu_items:
             if waits and waits[0] is not None:  # the weights' copy
-                yield from self.await_copy(waits[0], layer)
+                if isinstance(waits[0], Copy):  # known arrival: the stream clock idles until then
+                    wait_until(waits[0].end, "wait copy", layer)
+                else:
+                    yield from self.await_copy(waits[0], layer)
             kernel(EXPERT_GPU, *w.gpu, "expert", layer, expert)
             if w.comp is not None:
                 if len(waits) > 1 and waits[1] is not None:  # the factors' copy
-                    yield from self.await_copy(waits[1], layer)
+                    if isinstance(waits[1], Copy):
+                        wait_until(waits[1].end, "wait copy", layer)
+                    else:
+                        yield from self.await_copy(waits[1], layer)
                 kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
             t0 = max(env.now, gpu.t)
@@ -387,7 +397,7 @@ class _Engine:
             bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
             flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
             ndp_op = (self.ndp.seconds(flops, nbytes, bits), nbytes, costs.activation_bytes(model, p.ndp_tokens))
-        w = _Work(p, entries, gpu_op, comp_op, ndp_op)
+        w = _Work(p, entries, tuple(key for key, _, _ in entries), gpu_op, comp_op, ndp_op)
         if not policy.reads_cache:
             self.works[moe][expert, tokens, restored] = w
         return w
@@ -398,11 +408,8 @@ class _Engine:
             return (p.gpu_form, "factors")
         return (p.gpu_form,)
 
-    def await_copy(self, copy: simpy.Event | Copy, layer: int):
-        """Run the stream up to its clock; if `copy` has still not arrived, idle until it has."""
-        if isinstance(copy, Copy):  # its arrival time is known: the stream clock idles until then
-            self.gpu.wait_until(copy.end, "wait copy", layer)
-            return
+    def await_copy(self, copy: simpy.Event, layer: int):
+        """Run the stream up to its clock; if event-driven `copy` has still not arrived, idle until it has."""
         if copy.processed:
             return
         sync = self.gpu.sync()
@@ -429,21 +436,19 @@ class _Engine:
     def lookup(self, entries, part) -> None:
         """Look up `entries` (from entries()) in cache partition `part`: count hits and misses, insert the
         misses and queue their copies for fetch()."""
-        c, hits = self.c, 0
-        for key, size, counter in entries:
-            if part.lookup(key):
-                hits += 1
-                continue
+        missed = part.access(entries)
+        c = self.c
+        c["cache_hits"] += len(entries) - len(missed)  # whole counts: the same float as one by one
+        for key, size, counter in missed:
             c["cache_misses"] += 1
             c[counter] += size
-            part.insert(key, size)
             self.fetches.append((key, size))
-        c["cache_hits"] += hits  # whole counts: the same float as one by one
 
     def fetch(self, layer: int) -> None:
         """Issue the on-demand copies demand() queued, in lookup order."""
+        ready, transfer = self.ready, self.expert_link.transfer
         for key, size in self.fetches:
-            self.ready[key] = self.expert_link.transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
+            ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
         self.fetches.clear()
 
     def prefetch(self, moe: int, routing) -> None:

@@ -60,6 +60,21 @@ class ExpertCache:
             self._count(key)
         return True
 
+    def access(self, entries) -> list:
+        """lookup() each (key, size, ...) of `entries` in order and insert() the misses; returns the missed
+        entries, in order."""
+        sizes, lfu, missed = self._sizes, self._lfu, []
+        for entry in entries:
+            key = entry[0]
+            if key in sizes:
+                sizes.move_to_end(key)
+                if lfu:
+                    self._count(key)
+            else:
+                self.insert(key, entry[1])
+                missed.append(entry)
+        return missed
+
     def insert(self, key: Hashable, size: float) -> list[Hashable]:
         """Make `key` resident (counts as an access); returns the evicted keys."""
         if key in self._sizes:
@@ -71,9 +86,13 @@ class ExpertCache:
             return []
         evicted = []
         while self.used + size > self.capacity:
-            victim = self._victim()
-            self.used -= self._sizes.pop(victim)
-            self._stamp.pop(victim, None)
+            if self._lfu:
+                victim = self._victim()
+                self.used -= self._sizes.pop(victim)
+                self._stamp.pop(victim, None)
+            else:  # the least recently used
+                victim, victim_size = self._sizes.popitem(last=False)
+                self.used -= victim_size
             evicted.append(victim)
         self.evictions += len(evicted)
         self._sizes[key] = size  # a new key: most recently used
@@ -98,8 +117,7 @@ class ExpertCache:
             heapq.heapify(self._heap)
 
     def _victim(self) -> Hashable:
-        if self.policy == "lru":
-            return next(iter(self._sizes))
+        """lfu: the resident key with the fewest accesses, least recently used among those."""
         while True:
             _freq, tick, key = heapq.heappop(self._heap)
             if self._stamp.get(key) == tick and key in self._sizes:
