@@ -35,6 +35,12 @@ bytes come off the prefetch budget. Prefetching stops once it would exceed the c
 cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is
 a cache hit (the GPU still waits if its copy has not arrived).
 
+Without prefetch the links are fifo (simulator.hardware.link): a copy is known whole when issued and
+can be issued ahead of SimPy's clock, and NDP ops are timed when submitted, so the stream issues its
+copies at its own clock and waits for known arrivals without SimPy events: a decode step then costs
+one SimPy timeout (its end). With prefetch, copies are SimPy events and the stream syncs to its clock
+before issuing copies and waits on them.
+
 Outputs (no per-event objects): per-step rows in typed arrays, aggregate counters, and when asked an
 EventLog for the timeline.
 """
@@ -180,7 +186,8 @@ class _Engine:
         system, model = sc.system, sc.model
         self.model = model
         self.gpu = GPU(env, system.gpu, log)
-        self.links = {spec.name: Link(env, spec, log, fifo=not sc.prefetch) for spec in system.links}
+        self.fifo = not sc.prefetch  # links carry no prefetches: fifo directions (see the module docstring)
+        self.links = {spec.name: Link(env, spec, log, fifo=self.fifo) for spec in system.links}
         self.expert_link = self.links[system.link_to(system.expert_memory).name].to_gpu
         self.ndp = NDPUnits(env, system.ndp, log) if system.ndp is not None else None
         self.cxl = self.links[system.link_to("cxl").name] if system.ndp is not None else None
@@ -328,12 +335,16 @@ class _Engine:
         self.c["experts_gpu"] += len(gpu_items)
         self.c["experts_ndp"] += len(ndp_items)
         prefetch = sc.prefetch and next_routing is not None
-        if self.fetches or ndp_items or prefetch:  # copies start at the stream's time
-            ev = gpu.sync()
-            if ev is not None:
-                yield ev
-            self.fetch(layer)
-        ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else None
+        at = None  # copies start at the stream's time: issued ahead of SimPy's on fifo links, else synced
+        if self.fetches or ndp_items or prefetch:
+            if self.fifo:
+                at = max(env.now, gpu.t)
+            else:
+                ev = gpu.sync()
+                if ev is not None:
+                    yield ev
+            self.fetch(layer, at)
+        ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
         if shared is not None:
@@ -444,9 +455,11 @@ class _Engine:
             c[counter] += size
             self.fetches.append((key, size))
 
-    def fetch(self, layer: int) -> None:
-        """Issue the on-demand copies demand() queued, in lookup order."""
+    def fetch(self, layer: int, at: float | None = None) -> None:
+        """Issue the on-demand copies demand() queued, in lookup order (on a fifo link as if at `at`)."""
         ready, transfer = self.ready, self.expert_link.transfer
+        if at is not None:
+            transfer = partial(transfer, at=at)
         for key, size in self.fetches:
             ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
         self.fetches.clear()
@@ -488,14 +501,16 @@ class _Engine:
                 if target != expert:
                     self.c["prefetch_wasted_bytes"] += size
 
-    def issue_ndp(self, moe: int, items, n: int) -> float | simpy.Event:
-        """Activations GPU->CXL; when they arrive, one op per item on its NDP unit; each op's output
-        CXL->GPU as the op ends. Returns the arrival time of the last output: on a fifo link everything is
-        known now (outputs arrive in the order they are sent), else an event fires then with it as value."""
+    def issue_ndp(self, moe: int, items, n: int, at: float | None = None) -> float | simpy.Event:
+        """Activations GPU->CXL (on a fifo link as if at `at`); when they arrive, one op per item on its NDP
+        unit; each op's output CXL->GPU as the op ends. Returns the arrival time of the last output: on a
+        fifo link everything is known now (outputs arrive in the order they are sent), else an event fires
+        then with it as value."""
         env, model, cxl = self.env, self.model, self.cxl
         layer = moe + model.first_dense_layers
         ops = [(expert, w.ndp[0], w.ndp[1], "expert", layer) for expert, w in items]
-        activations = cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer)
+        activations = cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer,
+                                            at=at)
         if isinstance(activations, Copy):
             for end, i in self.ndp.run(activations.end, ops):
                 expert, w = items[i]

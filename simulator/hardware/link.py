@@ -92,7 +92,8 @@ class LinkDirection:
             if priority != DEMAND:
                 raise ValueError("a fifo link direction carries on-demand transfers only")
             now, on_wire, engines = self.env.now if at is None else at, self._on_wire, self._engines
-            self._retire(now)
+            if on_wire and on_wire[0].end <= now:
+                self._retire(now)
             if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
                 engine, grant = heapq.heappop(self._free), now
             else:  # the engine of the transfer `engines` ahead, when that one ends
@@ -100,7 +101,8 @@ class LinkDirection:
                 ahead.handoff = True
                 engine, grant = ahead.engine, ahead.end
             # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
-            copy = Copy(engine, max(grant + self._latency, self._wire_tail), self._wire_time(nbytes))
+            seconds = self._wire_seconds.get(nbytes) or self._wire_time(nbytes)
+            copy = Copy(engine, max(grant + self._latency, self._wire_tail), seconds)
             self._wire_tail = copy.end
             on_wire.append(copy)
             if self.log is not None:

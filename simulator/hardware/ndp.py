@@ -49,35 +49,37 @@ class NDPUnits:
         """Submit `ops` [(expert, seconds from seconds(), bytes read, name, layer)] at time `at` (>= now): each
         queues on its expert's unit behind what that unit was given before. Returns (end, index into ops)
         per op in the order the ops end (equal ends: the op started first first)."""
+        count, busy, intervals, log = self.count, self.busy, self.intervals, self.log
         waiting: dict[int, deque[int]] = {}   # unit -> indices of ops queued behind the one it runs
         running: list[tuple[float, int, int, float]] = []  # heap of (end, start order, index, start)
-        order = 0
         for i, (expert, seconds, *_) in enumerate(ops):
-            unit = expert % self.count
+            unit = expert % count
             if unit in waiting:
                 waiting[unit].append(i)
                 continue
             waiting[unit] = deque()
             start = max(at, self._free_at[unit])
-            heapq.heappush(running, (start + seconds, order, i, start))
-            order += 1
+            running.append((start + seconds, len(running), i, start))
+        order = len(running)
+        heapq.heapify(running)
         ended = []
         while running:
             end, _, i, start = heapq.heappop(running)
             expert, seconds, nbytes, name, layer = ops[i]
-            unit = expert % self.count
-            self.busy[unit] += seconds
-            self.ops += 1
-            self.intervals.append((start, end))
-            if self.log is not None:
-                self.log.add(self._tracks[unit], name, layer, expert, start, end, nbytes)
+            unit = expert % count
+            busy[unit] += seconds
+            intervals.append((start, end))
+            if log is not None:
+                log.add(self._tracks[unit], name, layer, expert, start, end, nbytes)
             ended.append((end, i))
-            if waiting[unit]:  # the next op starts as this one ends
-                j = waiting[unit].popleft()
+            queue = waiting[unit]
+            if queue:  # the next op starts as this one ends
+                j = queue.popleft()
                 heapq.heappush(running, (end + ops[j][1], order, j, end))
                 order += 1
             else:
                 self._free_at[unit] = end
+        self.ops += len(ops)
         return ended
 
     def compute(self, expert: int, flops: float, nbytes: float, bits: float, name: str = "expert",
