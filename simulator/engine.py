@@ -143,12 +143,6 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
     return covered
 
 
-def _arrived(copy: simpy.Event | Copy, now: float) -> bool:
-    """Whether `copy` (a transfer) has arrived at `now` as the decode process sees it: a Copy it issued
-    before its last wait has if it ends by then (its end precedes that wait's, or is scheduled first)."""
-    return copy.end <= now if isinstance(copy, Copy) else copy.processed
-
-
 class _Work(NamedTuple):
     """What placing one expert of one layer asks of the engine, resolved once: the placement, the cache
     entries its GPU part needs and its ops. Memoised per (layer, expert, tokens, restored) when the policy's
@@ -349,21 +343,26 @@ class _Engine:
             self.prefetch(moe + 1, next_routing)
         if shared is not None:
             gpu.kernel(OTHER, *shared, "shared experts", layer)
-        copies, now = self.ready.layers[moe], env.now
-        for key in [key for key, copy in copies.items() if _arrived(copy, now)]:
-            del copies[key]  # arrived: nothing to wait for
+        copies = self.ready.layers[moe]
+        if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
+            t = max(env.now, gpu.t)
+            arrived = [key for key, copy in copies.items() if copy.end <= t]
+        else:
+            arrived = [key for key, copy in copies.items() if copy.processed]
+        for key in arrived:
+            del copies[key]
         pending = None
         if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
             gpu_items = [(expert, w, list(map(copies.get, w.keys))) for expert, w, _ in gpu_items]
             pending = [ev for _, _, waits in gpu_items for ev in waits if ev is not None]
         if pending:  # still pending at the stream's time? Known arrivals need no event to tell
-            if all(isinstance(copy, Copy) for copy in pending):  # one that ends right at the stream's
-                late = {copy for copy in pending if copy.end > gpu.t}  # clock is ready, as a sync would see it
+            if self.fifo:  # all end after the stream's clock (one ending right then was dropped above: ready,
+                late = set(pending)  # as a sync to the clock would see it)
             else:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-                late = {copy for copy in pending if not _arrived(copy, env.now)}
+                late = {copy for copy in pending if not copy.processed}
             gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
                          + [item for item in gpu_items if not late.isdisjoint(item[2])])
         kernel, wait_until = gpu.kernel, gpu.wait_until
@@ -449,19 +448,20 @@ class _Engine:
         misses and queue their copies for fetch()."""
         missed = part.access(entries)
         c = self.c
-        c["cache_hits"] += len(entries) - len(missed)  # whole counts: the same float as one by one
+        c["cache_hits"] += len(entries) - len(missed)  # whole counts: the same floats as one by one
+        c["cache_misses"] += len(missed)
         for key, size, counter in missed:
-            c["cache_misses"] += 1
             c[counter] += size
             self.fetches.append((key, size))
 
     def fetch(self, layer: int, at: float | None = None) -> None:
         """Issue the on-demand copies demand() queued, in lookup order (on a fifo link as if at `at`)."""
         ready, transfer = self.ready, self.expert_link.transfer
-        if at is not None:
-            transfer = partial(transfer, at=at)
         for key, size in self.fetches:
-            ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
+            if at is None:
+                ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
+            else:
+                ready.layers[key[0]][key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1], at)
         self.fetches.clear()
 
     def prefetch(self, moe: int, routing) -> None:

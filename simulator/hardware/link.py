@@ -88,7 +88,7 @@ class LinkDirection:
         issued on this direction in between)."""
         self.bytes += nbytes
         self.transfers += 1
-        if self.fifo:  # scheduled whole: its engine, its wire slot and the timeout at its end
+        if self.fifo:  # known whole when issued: its engine, its wire slot, its end
             if priority != DEMAND:
                 raise ValueError("a fifo link direction carries on-demand transfers only")
             now, on_wire, engines = self.env.now if at is None else at, self._on_wire, self._engines
