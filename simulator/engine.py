@@ -144,17 +144,17 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
 
 
 class _Work(NamedTuple):
-    """What placing one expert of one layer asks of the engine, resolved once: the placement, the cache
-    entries its GPU part needs and its ops. Memoised per (layer, expert, tokens, restored) when the policy's
-    place() ignores the cache (the same routing then always gives the same work)."""
+    """What placing one expert of one layer asks of the engine, resolved once: the cache entries its GPU
+    part needs and its ops, as the arguments of the calls that issue them. Memoised per (layer, expert,
+    tokens, restored) when the policy's place() ignores the cache (the same routing, the same work)."""
 
-    p: Placement
     entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter) per form of
                                                                    # forms(); () when pinned or no GPU part
     keys: tuple[tuple[int, int, str], ...]  # the cache keys of entries
-    gpu: tuple[float, float] | None         # expert GEMM (seconds, bytes read); None without GPU tokens
-    comp: tuple[float, float] | None        # compensation GEMMs (seconds, bytes); None when not compensated
-    ndp: tuple[float, float, float] | None  # NDP op (seconds, bytes read, output bytes); None without NDP tokens
+    gpu: tuple | None    # GPU.kernel arguments of the expert GEMM; None without GPU tokens
+    comp: tuple | None   # GPU.kernel arguments of the compensation GEMMs; None when not compensated
+    ndp: tuple | None    # NDPUnits.run op (expert, seconds, bytes read, name, layer); None without NDP tokens
+    out_bytes: float     # bytes of the NDP op's output
 
 
 class _Copies:
@@ -372,14 +372,14 @@ class _Engine:
                     wait_until(waits[0].end, "wait copy", layer)
                 else:
                     yield from self.await_copy(waits[0], layer)
-            kernel(EXPERT_GPU, *w.gpu, "expert", layer, expert)
+            kernel(*w.gpu)
             if w.comp is not None:
                 if len(waits) > 1 and waits[1] is not None:  # the factors' copy
                     if isinstance(waits[1], Copy):
                         wait_until(waits[1].end, "wait copy", layer)
                     else:
                         yield from self.await_copy(waits[1], layer)
-                kernel(COMPENSATION, *w.comp, "compensation", layer, expert)
+                kernel(*w.comp)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
             t0 = max(env.now, gpu.t)
             end = (yield ndp_done) if isinstance(ndp_done, simpy.Event) else ndp_done  # no sync to t0 first:
@@ -393,21 +393,23 @@ class _Engine:
         top-n) and resolve what that asks of the engine (memoised unless the policy reads the cache)."""
         model, policy, kernels = self.model, self.sc.policy, self.sc.kernels
         p = policy.place(moe, expert, tokens, restored, part)
-        entries, gpu_op, comp_op, ndp_op = (), None, None, None
+        layer = moe + model.first_dense_layers
+        entries, gpu_op, comp_op, ndp_op, out_bytes = (), None, None, None, 0.0
         if p.gpu_tokens:
             flops, nbytes = self.expert_work(p.gpu_tokens, self.size[p.gpu_form][moe][expert])
-            gpu_op = (self.gpu.seconds(flops, nbytes, kernels["expert"]), nbytes)
+            gpu_op = (EXPERT_GPU, self.gpu.seconds(flops, nbytes, kernels["expert"]), nbytes, "expert", layer, expert)
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
                 flops, nbytes = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
-                comp_op = (self.gpu.seconds(flops, nbytes), nbytes)
+                comp_op = (COMPENSATION, self.gpu.seconds(flops, nbytes), nbytes, "compensation", layer, expert)
             if not p.pinned:
                 entries = self.entries(moe, expert, p)
         if p.ndp_tokens:
             bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
             flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
-            ndp_op = (self.ndp.seconds(flops, nbytes, bits), nbytes, costs.activation_bytes(model, p.ndp_tokens))
-        w = _Work(p, entries, tuple(key for key, _, _ in entries), gpu_op, comp_op, ndp_op)
+            ndp_op = (expert, self.ndp.seconds(flops, nbytes, bits), nbytes, "expert", layer)
+            out_bytes = costs.activation_bytes(model, p.ndp_tokens)
+        w = _Work(entries, tuple([entry[0] for entry in entries]), gpu_op, comp_op, ndp_op, out_bytes)
         if not policy.reads_cache:
             self.works[moe][expert, tokens, restored] = w
         return w
@@ -432,8 +434,9 @@ class _Engine:
 
     def entries(self, moe: int, expert: int, p: Placement) -> tuple[tuple[tuple[int, int, str], float, str], ...]:
         """(cache key, bytes, byte counter) of each form of self.forms(...)."""
-        return tuple(((moe, expert, form), self.size[form][moe][expert], FETCHED[form])
-                     for form in self.forms(moe, expert, p))
+        size = self.size
+        return tuple([((moe, expert, form), size[form][moe][expert], FETCHED[form])
+                      for form in self.forms(moe, expert, p)])
 
     def demand(self, moe: int, expert: int, p: Placement, part) -> list[tuple[int, int, str]]:
         """Look up what the GPU needs, inserting misses and queueing their copies for fetch(); returns the
@@ -508,13 +511,13 @@ class _Engine:
         then with it as value."""
         env, model, cxl = self.env, self.model, self.cxl
         layer = moe + model.first_dense_layers
-        ops = [(expert, w.ndp[0], w.ndp[1], "expert", layer) for expert, w in items]
+        ops = [w.ndp for _, w in items]
         activations = cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer,
                                             at=at)
         if isinstance(activations, Copy):
             for end, i in self.ndp.run(activations.end, ops):
                 expert, w = items[i]
-                last = cxl.to_gpu.transfer(w.ndp[2], DEMAND, "result", layer, expert, at=end)
+                last = cxl.to_gpu.transfer(w.out_bytes, DEMAND, "result", layer, expert, end)
             return last.end
         done = env.event()
         left = [len(items)]
@@ -530,7 +533,7 @@ class _Engine:
         def start(_ev):
             for end, i in self.ndp.run(env.now, ops):
                 expert, w = items[i]
-                env.timeout(delay_to(env.now, end)).callbacks.append(partial(send, expert, w.ndp[2]))
+                env.timeout(delay_to(env.now, end)).callbacks.append(partial(send, expert, w.out_bytes))
 
         activations.callbacks.append(start)
         return done
