@@ -196,6 +196,7 @@ class _Engine:
         self.expert_work = cache(partial(costs.expert_work, model))  # (tokens, bytes) -> (FLOPs, bytes)
         self.compensation_work = cache(partial(costs.compensation_work, model))
         self.works: list[dict[tuple[int, int, int], _Work]] = [{} for _ in range(model.moe_layers)]
+        self._layer_offsets = np.arange(model.moe_layers, dtype=np.int64)[None, :, None] * model.num_experts
         self.c = dict.fromkeys(("cache_hits", "cache_misses", "prefetch_bytes", "prefetch_wasted_bytes",
                                 "experts_gpu", "experts_ndp", *FETCHED.values()), 0.0)
         self.rows = {name: array("d") for name in self.STEP_COLUMNS}
@@ -297,11 +298,11 @@ class _Engine:
         """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert)."""
         layers, experts, top_n = self.model.moe_layers, self.model.num_experts, self.sc.top_n
         ids = np.asarray(self.sc.trace.expert_ids[idx], dtype=np.int64)  # [n, L, k], descending score
-        ids += np.arange(layers, dtype=np.int64)[None, :, None] * experts
+        ids += self._layer_offsets                                       # flat (layer, expert) ids
         counts = np.bincount(ids.ravel(), minlength=layers * experts)      # [L * E]
         restored = np.bincount(ids[:, :, :top_n].ravel(), minlength=layers * experts)
         flat = np.flatnonzero(counts)                                     # ascending (layer, expert)
-        cuts = [0, *np.searchsorted(flat, np.arange(1, layers) * experts).tolist(), len(flat)]
+        cuts = [0, *np.searchsorted(flat, self._layer_offsets.ravel()[1:]).tolist(), len(flat)]
         union, tokens, top = (flat % experts).tolist(), counts[flat].tolist(), restored[flat].tolist()
         return [(union[a:b], tokens[a:b], top[a:b]) for a, b in pairwise(cuts)]
 

@@ -52,14 +52,14 @@ class NDPUnits:
         count, busy, intervals, log = self.count, self.busy, self.intervals, self.log
         waiting: dict[int, deque[int]] = {}   # unit -> indices of ops queued behind the one it runs
         running: list[tuple[float, int, int, float]] = []  # heap of (end, start order, index, start)
-        for i, (expert, seconds, *_) in enumerate(ops):
-            unit = expert % count
+        for i, op in enumerate(ops):
+            unit = op[0] % count
             if unit in waiting:
                 waiting[unit].append(i)
                 continue
             waiting[unit] = deque()
             start = max(at, self._free_at[unit])
-            running.append((start + seconds, len(running), i, start))
+            running.append((start + op[1], len(running), i, start))
         order = len(running)
         heapq.heapify(running)
         ended = []
