@@ -1,11 +1,13 @@
 """The GPU compute stream: in-order kernels timed by the roofline, idle gaps attributed to a cause.
 
 One CUDA stream executes kernels in order, so the stream is the decode process itself: each kernel
-lasts `costs.gpu_time(...)` seconds on the stream clock, and the process blocks (the stream idles) while
-it waits for a copy or an NDP result. Kernels between two interactions with the rest of the system
-(issuing a copy, checking or awaiting one) need no event of their own: `launch` advances the stream
-clock and one `sync` timeout covers them all. Because only that one process issues kernels, no SimPy
-Resource is needed; copies run on the link's copy engines (simulator.hardware.link), concurrently.
+lasts `costs.gpu_time(...)` seconds on the stream clock, and the stream idles while it waits for a copy
+or an NDP result. Kernels need no event of their own: `launch`/`kernel` advance the stream clock, which
+may run ahead of SimPy's; one `sync` timeout catches SimPy up when something must happen at the stream's
+time. A wait for something whose arrival time is known moves the clock without an event (`wait_until`,
+`idled(..., until=)`); otherwise the process blocks on the event and `idled` attributes the gap. Because
+only that one process issues kernels, no SimPy Resource is needed; copies run on the link's copy
+engines (simulator.hardware.link), concurrently.
 
 Every instant of a step is attributed to exactly one breakdown category: a kernel's duration to its
 category, an idle gap to expert_ndp while an NDP unit computes what the stream waits for, else to transfer_stall.
