@@ -4,8 +4,9 @@ A simulated event is one thing that happens in the modelled machine: a GPU kerne
 an idle wait of the GPU stream (one EventLog record each, counted in a separate recording run). The
 floor is a bare SimPy process that pays one timeout and appends one record per simulated event. Also
 printed: SimPy events the engine processed (Environment.step calls, counted in another untimed run);
-the engine needs fewer of them than simulated events because kernels between two interactions share
-one timeout. Best of --repeat wall times, engine and floor measured alternately in one run.
+the engine needs far fewer of them than simulated events: kernels advance the stream's clock, and
+without prefetch copies and NDP ops are timed when issued (one timeout per decode step). Best of
+--repeat wall times, engine and floor measured alternately in one run.
 Run: python benchmarks/engine_overhead.py [--tokens N] [--repeat R]
 """
 

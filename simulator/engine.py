@@ -6,7 +6,8 @@ active sequence, simulator.schedule) and decoder layer:
     attention (weights + KV of the current contexts)          GPU kernel
     dense layer:  dense FFN                                    GPU kernel ("other")
     MoE layer:    router                                       GPU kernel
-                  policy.place(...) for each expert of the batch's union S (sorted by expert id)
+                  policy.place(...) for each expert of the batch's union S (sorted by expert id), resolved
+                    into cache entries and op seconds (_Work) and memoised unless the policy reads the cache
                   NDP part: activations GPU->CXL (one copy of the step's hidden states), then per
                     expert an op on unit (expert mod units), then its output CXL->GPU
                   GPU part: cache lookups; each missing (layer, expert, form) is copied over the
@@ -34,6 +35,12 @@ bytes come off the prefetch budget. Prefetching stops once it would exceed the c
 cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is
 a cache hit (the GPU still waits if its copy has not arrived).
 
+Without prefetch the links are fifo (simulator.hardware.link): a copy is known whole when issued and
+can be issued ahead of SimPy's clock, and NDP ops are timed when submitted, so the stream issues its
+copies at its own clock and waits for known arrivals without SimPy events: a decode step then costs
+one SimPy timeout (its end). With prefetch, copies are SimPy events and the stream syncs to its clock
+before issuing copies and waits on them.
+
 Outputs (no per-event objects): per-step rows in typed arrays, aggregate counters, and when asked an
 EventLog for the timeline.
 """
@@ -44,6 +51,8 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from functools import cache, partial
+from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -52,8 +61,9 @@ from simulator import costs
 from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
 from simulator.hardware.cache import FORMS, PartitionedCache
+from simulator.hardware.clock import delay_to
 from simulator.hardware.gpu import ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, GPU, OTHER, ROUTER
-from simulator.hardware.link import DEMAND, PREFETCH, Arrival, Link
+from simulator.hardware.link import DEMAND, PREFETCH, Copy, Link
 from simulator.hardware.log import EventLog
 from simulator.hardware.ndp import NDPUnits
 from simulator.policies.base import Placement, Policy
@@ -62,6 +72,8 @@ from simulator.schedule import BatchSchedule
 
 RELEASE_EVERY = 4096  # decode steps between drops of the memory-mapped trace pages read so far
 
+FETCHED = {form: f"fetched_{form}_bytes" for form in FORMS}  # counter of the bytes copied per form
+FETCH_NAME = {form: f"fetch {form}" for form in FORMS}  # event name of an on-demand copy per form
 KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
 
 
@@ -131,14 +143,32 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
     return covered
 
 
-def _pending(ev: simpy.Event | None) -> bool:
-    return ev is not None and not ev.processed
+class _Work(NamedTuple):
+    """What placing one expert of one layer asks of the engine, resolved once: the cache entries its GPU
+    part needs and its ops, as the arguments of the calls that issue them. Memoised per (layer, expert,
+    tokens, restored) when the policy's place() ignores the cache (the same routing, the same work)."""
+
+    entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter) per form of
+                                                                   # forms(); () when pinned or no GPU part
+    keys: tuple[tuple[int, int, str], ...]  # the cache keys of entries
+    gpu: tuple | None    # GPU.kernel arguments of the expert GEMM; None without GPU tokens
+    comp: tuple | None   # GPU.kernel arguments of the compensation GEMMs; None when not compensated
+    ndp: tuple | None    # NDPUnits.run op (expert, seconds, bytes read, name, layer); None without NDP tokens
+    out_bytes: float     # bytes of the NDP op's output
 
 
-def _arrives_after(ev: simpy.Event | None, t: float) -> bool:
-    """Whether copy `ev` (None or an Arrival) is still pending at the later time `t`, as seen by a sync
-    timeout to `t` issued now (scheduled after the arrival, so an arrival at `t` is processed first)."""
-    return ev is not None and not ev.processed and ev.end > t
+class _Copies:
+    """Cache key (layer, expert, form) -> the copy that brings the entry, one dict per MoE layer (the engine
+    drops arrived copies of a layer when it runs it: absent = nothing to wait for)."""
+
+    def __init__(self, layers: int):
+        self.layers: list[dict[tuple[int, int, str], simpy.Event]] = [{} for _ in range(layers)]
+
+    def __setitem__(self, key: tuple[int, int, str], copy: simpy.Event) -> None:
+        self.layers[key[0]][key] = copy
+
+    def get(self, key: tuple[int, int, str]) -> simpy.Event | None:
+        return self.layers[key[0]].get(key)
 
 
 class _Engine:
@@ -150,22 +180,25 @@ class _Engine:
         system, model = sc.system, sc.model
         self.model = model
         self.gpu = GPU(env, system.gpu, log)
-        self.links = {spec.name: Link(env, spec, log, fifo=not sc.prefetch) for spec in system.links}
+        self.fifo = not sc.prefetch  # links carry no prefetches: fifo directions (see the module docstring)
+        self.links = {spec.name: Link(env, spec, log, fifo=self.fifo) for spec in system.links}
         self.expert_link = self.links[system.link_to(system.expert_memory).name].to_gpu
         self.ndp = NDPUnits(env, system.ndp, log) if system.ndp is not None else None
         self.cxl = self.links[system.link_to("cxl").name] if system.ndp is not None else None
         self.cache = PartitionedCache(sc.cache_capacity, sc.cache_policy,
                                       model.moe_layers if sc.cache_per_layer else None)
-        self.ready: dict[tuple[int, int, str], simpy.Event] = {}  # cache key -> copy that brings it
+        self.ready = _Copies(model.moe_layers)  # cache key -> copy that brings it
         self.fetches: list[tuple[tuple[int, int, str], float]] = []  # (key, bytes) misses not yet copied
         self.rng = np.random.default_rng(sc.seed)
         self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
         self.bits = sc.sizes.bits.tolist()
+        self.rank = sc.sizes.rank.tolist()
         self.expert_work = cache(partial(costs.expert_work, model))  # (tokens, bytes) -> (FLOPs, bytes)
         self.compensation_work = cache(partial(costs.compensation_work, model))
-        self.rank = sc.sizes.rank.tolist()
+        self.works: list[dict[tuple[int, int, int], _Work]] = [{} for _ in range(model.moe_layers)]
+        self._layer_offsets = np.arange(model.moe_layers, dtype=np.int64)[None, :, None] * model.num_experts
         self.c = dict.fromkeys(("cache_hits", "cache_misses", "prefetch_bytes", "prefetch_wasted_bytes",
-                                "experts_gpu", "experts_ndp", *(f"fetched_{f}_bytes" for f in FORMS)), 0.0)
+                                "experts_gpu", "experts_ndp", *FETCHED.values()), 0.0)
         self.rows = {name: array("d") for name in self.STEP_COLUMNS}
         self.dirs = [(f"bytes_{name}_{d}", link.directions[d])
                      for name, link in self.links.items() for d in (costs.TO_GPU, costs.FROM_GPU)]
@@ -238,17 +271,24 @@ class _Engine:
         n = len(idx)
         routing = self.route(idx)
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
-        att = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
         k = sc.kernels
-        for layer in range(model.layers):
-            gpu.launch(ATTENTION, *att, "attention", layer, launches=k["attention"])
-            if not model.is_moe_layer(layer):
-                gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
-                continue
-            moe = layer - model.first_dense_layers
-            gpu.launch(ROUTER, *costs.router_work(model, n), "router", layer, launches=k["router"])
-            nxt = routing[moe + 1] if moe + 1 < model.moe_layers else None
-            yield from self.moe_layer(moe, routing[moe], nxt, n)
+        # the same ops in every layer of the step: (seconds, bytes)
+        flops, att_bytes = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
+        att = gpu.seconds(flops, att_bytes, k["attention"]), att_bytes
+        flops, router_bytes = costs.router_work(model, n)
+        router = gpu.seconds(flops, router_bytes, k["router"]), router_bytes
+        shared = None
+        if model.shared_experts:
+            flops, shared_bytes = costs.shared_work(model, n)
+            shared = gpu.seconds(flops, shared_bytes, k["other"]), shared_bytes
+        dense = model.first_dense_layers
+        for layer in range(dense):
+            gpu.kernel(ATTENTION, *att, "attention", layer)
+            gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
+        for moe, nxt in enumerate([*routing[1:], None]):
+            gpu.kernel(ATTENTION, *att, "attention", moe + dense)
+            gpu.kernel(ROUTER, *router, "router", moe + dense)
+            yield from self.moe_layer(moe, routing[moe], nxt, n, shared)
         gpu.launch(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
         ev = gpu.sync()
         if ev is not None:
@@ -258,75 +298,122 @@ class _Engine:
         """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert)."""
         layers, experts, top_n = self.model.moe_layers, self.model.num_experts, self.sc.top_n
         ids = np.asarray(self.sc.trace.expert_ids[idx], dtype=np.int64)  # [n, L, k], descending score
-        ids += np.arange(layers, dtype=np.int64)[None, :, None] * experts
+        ids += self._layer_offsets                                       # flat (layer, expert) ids
         counts = np.bincount(ids.ravel(), minlength=layers * experts)      # [L * E]
         restored = np.bincount(ids[:, :, :top_n].ravel(), minlength=layers * experts)
         flat = np.flatnonzero(counts)                                     # ascending (layer, expert)
-        cuts = np.searchsorted(flat, np.arange(1, layers) * experts)
-        out = []
-        for part in np.split(flat, cuts):
-            out.append(((part % experts).tolist(), counts[part].tolist(), restored[part].tolist()))
-        return out
+        cuts = [0, *np.searchsorted(flat, self._layer_offsets.ravel()[1:]).tolist(), len(flat)]
+        union, tokens, top = (flat % experts).tolist(), counts[flat].tolist(), restored[flat].tolist()
+        return [(union[a:b], tokens[a:b], top[a:b]) for a, b in pairwise(cuts)]
 
     # ---- one MoE layer ----
-    def moe_layer(self, moe: int, routing, next_routing, n: int):
+    def moe_layer(self, moe: int, routing, next_routing, n: int, shared: tuple[float, float] | None):
+        """Layer `moe` for `n` tokens routed as `routing` (route()'s tuple); `shared`: the shared experts' op
+        (seconds, bytes), None without."""
         env, gpu, sc, model = self.env, self.gpu, self.sc, self.model
         layer = moe + model.first_dense_layers
         part = self.cache.part(moe)
-        place = sc.policy.place
-        gpu_items, ndp_items = [], []
+        works, reads_cache = self.works[moe], sc.policy.reads_cache
+        gpu_items, ndp_items, entries = [], [], []
         for expert, tokens, restored in zip(*routing):
-            p = place(moe, expert, tokens, restored, part)
-            if p.ndp_tokens:
-                ndp_items.append((expert, p))
-            if p.gpu_tokens:
-                gpu_items.append((expert, p, () if p.pinned else self.demand(moe, expert, p, part)))
+            w = works.get((expert, tokens, restored)) or self.work(moe, expert, tokens, restored, part)
+            if w.ndp is not None:
+                ndp_items.append((expert, w))
+            if w.gpu is not None:
+                entries += w.entries
+                if reads_cache:  # the next placement may depend on this lookup
+                    self.lookup(entries, part)
+                    entries = []
+                gpu_items.append((expert, w, ()))
+        if entries:
+            self.lookup(entries, part)
         self.c["experts_gpu"] += len(gpu_items)
         self.c["experts_ndp"] += len(ndp_items)
         prefetch = sc.prefetch and next_routing is not None
-        if self.fetches or ndp_items or prefetch:  # copies start at the stream's time
-            ev = gpu.sync()
-            if ev is not None:
-                yield ev
-            self.fetch(layer)
-        ndp_done = self.issue_ndp(moe, ndp_items, n) if ndp_items else None
-        if prefetch:
-            self.prefetch(moe + 1, next_routing)
-        if model.shared_experts:
-            gpu.launch(OTHER, *costs.shared_work(model, n), "shared experts", layer, launches=sc.kernels["other"])
-        ready = self.ready
-        gpu_items = [(expert, p, [ready.get(key) for key in keys]) for expert, p, keys in gpu_items]
-        pending = [ev for _, _, waits in gpu_items for ev in waits if _pending(ev)]
-        if pending:  # still pending at the stream's time? Known arrivals need no event to tell
-            late = _pending
-            if all(isinstance(ev, Arrival) for ev in pending):
-                if gpu.t > env.now:
-                    late = partial(_arrives_after, t=gpu.t)
+        at = None  # copies start at the stream's time: issued ahead of SimPy's on fifo links, else synced
+        if self.fetches or ndp_items or prefetch:
+            if self.fifo:
+                at = max(env.now, gpu.t)
             else:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-            gpu_items.sort(key=lambda item: any(late(ev) for ev in item[2]))  # stable: ready first
-        for expert, p, waits in gpu_items:
-            if waits and _pending(waits[0]):  # the weights' copy
-                yield from self.await_copy(waits[0], layer)
-            weights = self.size[p.gpu_form][moe][expert]
-            gpu.launch(EXPERT_GPU, *self.expert_work(p.gpu_tokens, weights), "expert", layer, expert,
-                       sc.kernels["expert"])
+            self.fetch(layer, at)
+        ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
+        if prefetch:
+            self.prefetch(moe + 1, next_routing)
+        if shared is not None:
+            gpu.kernel(OTHER, *shared, "shared experts", layer)
+        copies = self.ready.layers[moe]
+        if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
+            t = max(env.now, gpu.t)
+            arrived = [key for key, copy in copies.items() if copy.end <= t]
+        else:
+            arrived = [key for key, copy in copies.items() if copy.processed]
+        for key in arrived:
+            del copies[key]
+        pending = None
+        if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
+            gpu_items = [(expert, w, list(map(copies.get, w.keys))) for expert, w, _ in gpu_items]
+            pending = [ev for _, _, waits in gpu_items for ev in waits if ev is not None]
+        if pending:  # still pending at the stream's time? Known arrivals need no event to tell
+            if self.fifo:  # all end after the stream's clock (one ending right then was dropped above: ready,
+                late = set(pending)  # as a sync to the clock would see it)
+            else:
+                ev = gpu.sync()
+                if ev is not None:
+                    yield ev
+                late = {copy for copy in pending if not copy.processed}
+            gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
+                         + [item for item in gpu_items if not late.isdisjoint(item[2])])
+        kernel, wait_until = gpu.kernel, gpu.wait_until
+        for expert, w, waits in gpu_items:
+            if waits and waits[0] is not None:  # the weights' copy
+                if isinstance(waits[0], Copy):  # known arrival: the stream clock idles until then
+                    wait_until(waits[0].end, "wait copy", layer)
+                else:
+                    yield from self.await_copy(waits[0], layer)
+            kernel(*w.gpu)
+            if w.comp is not None:
+                if len(waits) > 1 and waits[1] is not None:  # the factors' copy
+                    if isinstance(waits[1], Copy):
+                        wait_until(waits[1].end, "wait copy", layer)
+                    else:
+                        yield from self.await_copy(waits[1], layer)
+                kernel(*w.comp)
+        if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
+            t0 = max(env.now, gpu.t)
+            end = (yield ndp_done) if isinstance(ndp_done, simpy.Event) else ndp_done  # no sync to t0 first:
+            # if the outputs arrive before t0 nothing idles
+            if end >= t0:
+                gpu.idled(t0, "wait ndp", layer, overlap(t0, end, self.ndp.intervals), until=end)
+            self.ndp.intervals.clear()
+
+    def work(self, moe: int, expert: int, tokens: int, restored: int, part) -> _Work:
+        """Place expert `expert` of layer `moe` for `tokens` routed tokens (`restored` of them in their
+        top-n) and resolve what that asks of the engine (memoised unless the policy reads the cache)."""
+        model, policy, kernels = self.model, self.sc.policy, self.sc.kernels
+        p = policy.place(moe, expert, tokens, restored, part)
+        layer = moe + model.first_dense_layers
+        entries, gpu_op, comp_op, ndp_op, out_bytes = (), None, None, None, 0.0
+        if p.gpu_tokens:
+            flops, nbytes = self.expert_work(p.gpu_tokens, self.size[p.gpu_form][moe][expert])
+            gpu_op = (EXPERT_GPU, self.gpu.seconds(flops, nbytes, kernels["expert"]), nbytes, "expert", layer, expert)
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
-                if len(waits) > 1 and _pending(waits[1]):  # the factors' copy
-                    yield from self.await_copy(waits[1], layer)
-                work = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
-                gpu.launch(COMPENSATION, *work, "compensation", layer, expert)
-        if ndp_done is not None:
-            ev = gpu.sync()
-            if ev is not None:
-                yield ev
-            t0 = env.now
-            yield ndp_done
-            gpu.idled(t0, "wait ndp", layer, overlap(t0, env.now, self.ndp.intervals))
-            self.ndp.intervals.clear()
+                flops, nbytes = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
+                comp_op = (COMPENSATION, self.gpu.seconds(flops, nbytes), nbytes, "compensation", layer, expert)
+            if not p.pinned:
+                entries = self.entries(moe, expert, p)
+        if p.ndp_tokens:
+            bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
+            flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
+            ndp_op = (expert, self.ndp.seconds(flops, nbytes, bits), nbytes, "expert", layer)
+            out_bytes = costs.activation_bytes(model, p.ndp_tokens)
+        w = _Work(entries, tuple([entry[0] for entry in entries]), gpu_op, comp_op, ndp_op, out_bytes)
+        if not policy.reads_cache:
+            self.works[moe][expert, tokens, restored] = w
+        return w
 
     def forms(self, moe: int, expert: int, p: Placement) -> tuple[str, ...]:
         """Cache forms the GPU part of placement `p` needs."""
@@ -334,41 +421,51 @@ class _Engine:
             return (p.gpu_form, "factors")
         return (p.gpu_form,)
 
-    def await_copy(self, ev: simpy.Event, layer: int):
-        """Run the stream up to its clock; if the copy `ev` has still not arrived, idle until it has."""
-        if isinstance(ev, Arrival):  # its arrival time is known: the stream clock idles until then
-            self.gpu.wait_until(ev.end, "wait copy", layer)
+    def await_copy(self, copy: simpy.Event, layer: int):
+        """Run the stream up to its clock; if event-driven `copy` has still not arrived, idle until it has."""
+        if copy.processed:
             return
         sync = self.gpu.sync()
         if sync is not None:
             yield sync
-        if _pending(ev):
+        if not copy.processed:
             t0 = self.env.now
-            yield ev
+            yield copy
             self.gpu.idled(t0, "wait copy", layer)
+
+    def entries(self, moe: int, expert: int, p: Placement) -> tuple[tuple[tuple[int, int, str], float, str], ...]:
+        """(cache key, bytes, byte counter) of each form of self.forms(...)."""
+        size = self.size
+        return tuple([((moe, expert, form), size[form][moe][expert], FETCHED[form])
+                      for form in self.forms(moe, expert, p)])
 
     def demand(self, moe: int, expert: int, p: Placement, part) -> list[tuple[int, int, str]]:
         """Look up what the GPU needs, inserting misses and queueing their copies for fetch(); returns the
         cache keys, one per form of self.forms(...) (self.ready[key] is the copy that brings it, absent
         when it was resident before this run's copies)."""
-        keys = []
-        for form in self.forms(moe, expert, p):
-            key = (moe, expert, form)
-            keys.append(key)
-            if part.lookup(key):
-                self.c["cache_hits"] += 1
-                continue
-            self.c["cache_misses"] += 1
-            size = self.size[form][moe][expert]
-            self.c[f"fetched_{form}_bytes"] += size
-            part.insert(key, size)
-            self.fetches.append((key, size))
-        return keys
+        entries = self.entries(moe, expert, p)
+        self.lookup(entries, part)
+        return [key for key, _, _ in entries]
 
-    def fetch(self, layer: int) -> None:
-        """Issue the on-demand copies demand() queued, in lookup order."""
+    def lookup(self, entries, part) -> None:
+        """Look up `entries` (from entries()) in cache partition `part`: count hits and misses, insert the
+        misses and queue their copies for fetch()."""
+        missed = part.access(entries)
+        c = self.c
+        c["cache_hits"] += len(entries) - len(missed)  # whole counts: the same floats as one by one
+        c["cache_misses"] += len(missed)
+        for key, size, counter in missed:
+            c[counter] += size
+            self.fetches.append((key, size))
+
+    def fetch(self, layer: int, at: float | None = None) -> None:
+        """Issue the on-demand copies demand() queued, in lookup order (on a fifo link as if at `at`)."""
+        ready, transfer = self.ready, self.expert_link.transfer
         for key, size in self.fetches:
-            self.ready[key] = self.expert_link.transfer(size, DEMAND, f"fetch {key[2]}", layer, key[1])
+            if at is None:
+                ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
+            else:
+                ready.layers[key[0]][key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1], at)
         self.fetches.clear()
 
     def prefetch(self, moe: int, routing) -> None:
@@ -403,35 +500,43 @@ class _Engine:
                 self.ready[key] = self.expert_link.transfer(size, PREFETCH, f"prefetch {form}",
                                                             moe + self.model.first_dense_layers, target)
                 part.insert(key, size)
-                self.c[f"fetched_{form}_bytes"] += size
+                self.c[FETCHED[form]] += size
                 self.c["prefetch_bytes"] += size
                 if target != expert:
                     self.c["prefetch_wasted_bytes"] += size
 
-    def issue_ndp(self, moe: int, items, n: int) -> simpy.Event:
-        """Activations GPU->CXL; when they arrive, one op per item on its NDP unit; each op's output
-        CXL->GPU. Returns the event that fires when the last output has arrived."""
+    def issue_ndp(self, moe: int, items, n: int, at: float | None = None) -> float | simpy.Event:
+        """Activations GPU->CXL (on a fifo link as if at `at`); when they arrive, one op per item on its NDP
+        unit; each op's output CXL->GPU as the op ends. Returns the arrival time of the last output: on a
+        fifo link everything is known now (outputs arrive in the order they are sent), else an event fires
+        then with it as value."""
         env, model, cxl = self.env, self.model, self.cxl
         layer = moe + model.first_dense_layers
+        ops = [w.ndp for _, w in items]
+        activations = cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer,
+                                            at=at)
+        if isinstance(activations, Copy):
+            for end, i in self.ndp.run(activations.end, ops):
+                expert, w = items[i]
+                last = cxl.to_gpu.transfer(w.out_bytes, DEMAND, "result", layer, expert, end)
+            return last.end
         done = env.event()
         left = [len(items)]
 
         def arrived(_ev):
             left[0] -= 1
             if not left[0]:
-                done.succeed()
+                done.succeed(env.now)
 
-        def computed(expert: int, p: Placement):
-            cxl.to_gpu.transfer(costs.activation_bytes(model, p.ndp_tokens), DEMAND, "result", layer,
-                                expert).callbacks.append(arrived)
+        def send(expert: int, out_bytes: float, _ev):
+            cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert).callbacks.append(arrived)
 
         def start(_ev):
-            for expert, p in items:
-                bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
-                flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
-                self.ndp.submit(expert, flops, nbytes, bits, "expert", layer, partial(computed, expert, p))
+            for end, i in self.ndp.run(env.now, ops):
+                expert, w = items[i]
+                env.timeout(delay_to(env.now, end)).callbacks.append(partial(send, expert, w.out_bytes))
 
-        cxl.from_gpu.transfer(costs.activation_bytes(model, n), DEMAND, "activations", layer).callbacks.append(start)
+        activations.callbacks.append(start)
         return done
 
     def result(self) -> RunResult:

@@ -1,20 +1,21 @@
-"""A fifo link direction (no prefetches: one timeout per transfer) gives the event-driven direction's
-arrival times and windowed busy time; it refuses prefetches."""
+"""A fifo link direction (no prefetches: copies known whole when issued, no SimPy event unless asked for)
+gives the event-driven direction's arrival times, windowed busy time and log; it refuses prefetches."""
 
 import pytest
 import simpy
 
 from simulator.hardware.link import PREFETCH, Link
+from simulator.hardware.log import EventLog
 from tests.engine_tiny import tiny_system
 
 
 def run_clients(fifo: bool, engines: int, window: tuple[float, float]):
-    env, log = simpy.Environment(), []
-    link = Link(env, tiny_system(dma_engines=engines).links[0], fifo=fifo).from_gpu  # 1 s + bytes / 10
+    env, log, events = simpy.Environment(), [], EventLog()
+    link = Link(env, tiny_system(dma_engines=engines).links[0], events, fifo=fifo).from_gpu  # 1 s + bytes / 10
 
     def client(name, nbytes, delay):
         yield env.timeout(delay)
-        yield link.transfer(nbytes)
+        yield link.event(link.transfer(nbytes))
         log.append((name, env.now))
 
     for name, nbytes, delay in (("a", 40, 0), ("b", 40, 0), ("c", 40, 0), ("d", 10, 20), ("e", 20, 20.5)):
@@ -28,14 +29,15 @@ def run_clients(fifo: bool, engines: int, window: tuple[float, float]):
 
     env.process(measure())
     env.run()
-    return log, link.busy, env
+    per_engine = {track: [(s, e, b) for t, s, e, b in zip(events.track_id, events.start, events.end, events.nbytes)
+                          if t == track] for track in range(len(events.tracks))}
+    return log, link.busy, per_engine
 
 
 @pytest.mark.parametrize("window", [(2, 8), (0, 30), (5, 22.5), (9, 21.5)])
 @pytest.mark.parametrize("engines", [1, 2])
 def test_fifo_direction_matches_the_event_driven_one(engines, window):
-    log, busy, _ = run_clients(False, engines, window)
-    assert run_clients(True, engines, window)[:2] == (log, busy)
+    assert run_clients(True, engines, window) == run_clients(False, engines, window)
 
 
 def test_fifo_direction_times_by_hand():
@@ -58,9 +60,9 @@ def test_fifo_transfer_says_when_it_arrives_and_the_stream_can_idle_until_then()
     env, seen = simpy.Environment(), []
     link = Link(env, tiny_system().links[0], fifo=True).to_gpu
     gpu = GPU(env, tiny_system().gpu)
-    arrival = link.transfer(30)  # 1 s latency + 3 s wire
-    arrival.callbacks.append(lambda ev: seen.append((ev.end, env.now)))
+    copy = link.transfer(30)  # 1 s latency + 3 s wire
+    link.event(copy).callbacks.append(lambda ev: seen.append((ev.end, env.now)))
     gpu.t = 1.5
-    gpu.wait_until(arrival.end, "wait copy")  # no event: the stream clock jumps to the arrival
+    gpu.wait_until(copy.end, "wait copy")  # no event: the stream clock jumps to the arrival
     env.run()
     assert seen == [(4, 4)] and gpu.t == 4 and gpu.take()[TRANSFER_STALL] == 2.5

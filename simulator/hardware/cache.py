@@ -28,6 +28,7 @@ class ExpertCache:
             raise ValueError(f"cache policy must be lru or lfu, got {policy!r}")
         self.capacity = float(capacity)
         self.policy = policy
+        self._lfu = policy == "lfu"
         self.used = 0.0
         self.evictions = 0
         self._sizes: OrderedDict[Hashable, float] = OrderedDict()  # resident key -> bytes, LRU order
@@ -51,10 +52,28 @@ class ExpertCache:
 
     def lookup(self, key: Hashable) -> bool:
         """Access `key`: True (and refresh it) when resident; False on a miss."""
-        if key not in self._sizes:
+        sizes = self._sizes
+        if key not in sizes:
             return False
-        self._touch(key)
+        sizes.move_to_end(key)
+        if self._lfu:
+            self._count(key)
         return True
+
+    def access(self, entries) -> list:
+        """lookup() each (key, size, ...) of `entries` in order and insert() the misses; returns the missed
+        entries, in order."""
+        sizes, lfu, missed = self._sizes, self._lfu, []
+        for entry in entries:
+            key = entry[0]
+            if key in sizes:
+                sizes.move_to_end(key)
+                if lfu:
+                    self._count(key)
+            else:
+                self.insert(key, entry[1])
+                missed.append(entry)
+        return missed
 
     def insert(self, key: Hashable, size: float) -> list[Hashable]:
         """Make `key` resident (counts as an access); returns the evicted keys."""
@@ -62,35 +81,43 @@ class ExpertCache:
             self._touch(key)
             return []
         if size > self.capacity:
-            if self.policy == "lfu":
+            if self._lfu:
                 self._freq[key] = self._freq.get(key, 0) + 1
             return []
         evicted = []
         while self.used + size > self.capacity:
-            victim = self._victim()
-            self.used -= self._sizes.pop(victim)
-            self._stamp.pop(victim, None)
+            if self._lfu:
+                victim = self._victim()
+                self.used -= self._sizes.pop(victim)
+                self._stamp.pop(victim, None)
+            else:  # the least recently used
+                victim, victim_size = self._sizes.popitem(last=False)
+                self.used -= victim_size
             evicted.append(victim)
         self.evictions += len(evicted)
-        self._sizes[key] = size
+        self._sizes[key] = size  # a new key: most recently used
         self.used += size
-        self._touch(key)
+        if self._lfu:
+            self._count(key)
         return evicted
 
     def _touch(self, key: Hashable) -> None:
         self._sizes.move_to_end(key)
-        if self.policy == "lfu":
-            self._tick += 1
-            freq = self._freq[key] = self._freq.get(key, 0) + 1
-            self._stamp[key] = self._tick
-            heapq.heappush(self._heap, (freq, self._tick, key))
-            if len(self._heap) > 4 * len(self._sizes) + 64:
-                self._heap = [(self._freq[k], self._stamp[k], k) for k in self._sizes]
-                heapq.heapify(self._heap)
+        if self._lfu:
+            self._count(key)
+
+    def _count(self, key: Hashable) -> None:
+        """lfu: one more access of resident `key`."""
+        self._tick += 1
+        freq = self._freq[key] = self._freq.get(key, 0) + 1
+        self._stamp[key] = self._tick
+        heapq.heappush(self._heap, (freq, self._tick, key))
+        if len(self._heap) > 4 * len(self._sizes) + 64:
+            self._heap = [(self._freq[k], self._stamp[k], k) for k in self._sizes]
+            heapq.heapify(self._heap)
 
     def _victim(self) -> Hashable:
-        if self.policy == "lru":
-            return next(iter(self._sizes))
+        """lfu: the resident key with the fewest accesses, least recently used among those."""
         while True:
             _freq, tick, key = heapq.heappop(self._heap)
             if self._stamp.get(key) == tick and key in self._sizes:

@@ -1,11 +1,13 @@
 """The GPU compute stream: in-order kernels timed by the roofline, idle gaps attributed to a cause.
 
 One CUDA stream executes kernels in order, so the stream is the decode process itself: each kernel
-lasts `costs.gpu_time(...)` seconds on the stream clock, and the process blocks (the stream idles) while
-it waits for a copy or an NDP result. Kernels between two interactions with the rest of the system
-(issuing a copy, checking or awaiting one) need no event of their own: `launch` advances the stream
-clock and one `sync` timeout covers them all. Because only that one process issues kernels, no SimPy
-Resource is needed; copies run on the link's copy engines (simulator.hardware.link), concurrently.
+lasts `costs.gpu_time(...)` seconds on the stream clock, and the stream idles while it waits for a copy
+or an NDP result. Kernels need no event of their own: `launch`/`kernel` advance the stream clock, which
+may run ahead of SimPy's; one `sync` timeout catches SimPy up when something must happen at the stream's
+time. A wait for something whose arrival time is known moves the clock without an event (`wait_until`,
+`idled(..., until=)`); otherwise the process blocks on the event and `idled` attributes the gap. Because
+only that one process issues kernels, no SimPy Resource is needed; copies run on the link's copy
+engines (simulator.hardware.link), concurrently.
 
 Every instant of a step is attributed to exactly one breakdown category: a kernel's duration to its
 category, an idle gap to expert_ndp while an NDP unit computes what the stream waits for, else to transfer_stall.
@@ -13,12 +15,11 @@ category, an idle gap to expert_ndp while an NDP unit computes what the stream w
 
 from __future__ import annotations
 
-import math
-
 import simpy
 
 from simulator import costs
 from simulator.config.system import GPUSpec
+from simulator.hardware.clock import delay_to
 from simulator.hardware.log import EventLog
 
 CATEGORIES = ("attention", "router", "expert_gpu", "compensation", "expert_ndp", "transfer_stall", "other")
@@ -34,20 +35,30 @@ class GPU:
         self._track = log.track("GPU", "compute stream") if log is not None else -1
         self._seconds: dict[tuple[float, float, float], float] = {}  # memo of costs.gpu_time
 
-    def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
-               expert: int = -1, launches: float = 1.0) -> None:
-        """Enqueue one kernel: it starts when the stream is free and advances the stream clock `t`. No
-        SimPy event: the caller yields `sync()` before anything that must happen at the stream's time."""
+    def seconds(self, flops: float, nbytes: float, launches: float = 1.0) -> float:
+        """costs.gpu_time of one op issued as `launches` kernels of the stack (memoised: ops repeat)."""
         key = (flops, nbytes, launches)
         seconds = self._seconds.get(key)
-        if seconds is None:  # `launches` kernels of the stack
+        if seconds is None:
             seconds = self._seconds[key] = costs.gpu_time(self.spec, flops, nbytes, launches)
+        return seconds
+
+    def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
+               expert: int = -1, launches: float = 1.0) -> None:
+        """Enqueue one op (`launches` kernels) timed by the roofline; see kernel()."""
+        self.kernel(category, self.seconds(flops, nbytes, launches), nbytes, name, layer, expert)
+
+    def kernel(self, category: int, seconds: float, nbytes: float, name: str, layer: int = -1,
+               expert: int = -1) -> None:
+        """Enqueue one op of `seconds` (from seconds()): it starts when the stream is free and advances the
+        stream clock `t`. No SimPy event: the caller yields `sync()` before anything that must happen at
+        the stream's time."""
         start = max(self.env.now, self.t)
-        self.t = start + seconds
+        end = self.t = start + seconds
         self.busy += seconds
         self.acc[category] += seconds
         if self.log is not None:
-            self.log.add(self._track, name, layer, expert, start, self.t, nbytes)
+            self.log.add(self._track, name, layer, expert, start, end, nbytes)
 
     def op(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
            expert: int = -1, launches: float = 1.0) -> simpy.Timeout | None:
@@ -62,23 +73,20 @@ class GPU:
         now, t = self.env.now, self.t
         if t <= now:
             return None
-        delay = t - now
-        while now + delay < t:
-            delay = math.nextafter(delay, math.inf)
-        while now + delay > t:
-            delay = math.nextafter(delay, -math.inf)
-        return self.env.timeout(delay)
+        return self.env.timeout(delay_to(now, t))
 
-    def idled(self, since: float, name: str, layer: int = -1, ndp_busy: float = 0.0) -> None:
-        """Attribute the idle gap [since, now]: `ndp_busy` seconds of it (an NDP unit was computing what
-        the stream waits for) to expert_ndp, the rest (copies, queueing) to transfer_stall."""
-        self.t = self.env.now  # the stream resumes now
-        gap = self.env.now - since
+    def idled(self, since: float, name: str, layer: int = -1, ndp_busy: float = 0.0,
+              until: float | None = None) -> None:
+        """Attribute the idle gap [since, until] (until: now by default, else a known arrival time; the
+        stream resumes then): `ndp_busy` seconds of it (an NDP unit was computing what the stream waits
+        for) to expert_ndp, the rest (copies, queueing) to transfer_stall."""
+        end = self.t = self.env.now if until is None else until
+        gap = end - since
         if gap > 0:
             self.acc[EXPERT_NDP] += ndp_busy
             self.acc[TRANSFER_STALL] += gap - ndp_busy
             if self.log is not None:
-                self.log.add(self._track, name, layer, -1, since, self.env.now)
+                self.log.add(self._track, name, layer, -1, since, end)
 
     def wait_until(self, end: float, name: str, layer: int = -1) -> None:
         """Idle the stream until `end` (a copy whose arrival time is known) without a SimPy event; the

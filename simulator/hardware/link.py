@@ -7,10 +7,13 @@ a transfer takes costs.link_time = latency + bytes / bandwidth. Engines and wire
 SimPy PriorityResources: on-demand transfers (priority 0) are served before prefetches (priority 1), then
 by request time; service is not preempted. A transfer is two timeouts (latency, wire) chained by
 callbacks plus its completion event, not a process holding two resources (a third of the SimPy events).
-A direction built with fifo=True carries no prefetches: every transfer then reaches the wire in the order
-it took its engine, so its end is known when it takes one (the wire is a clock, `_wire_tail`) and it costs
-one timeout at that end (an Arrival, which carries it) instead of three events (same times, same float
-arithmetic).
+A direction built with fifo=True carries no prefetches: transfers then take engines and the wire in
+request order and end in that order, so a transfer that finds every engine busy takes the engine of the
+transfer `dma_engines` ahead of it when that one ends; its engine, its start and its end (the wire is a
+clock, `_wire_tail`) are all known when it is issued (same times, same float arithmetic). Such a transfer
+is a Copy, no SimPy event: it is logged when issued, and the direction retires the copies the clock has
+passed (frees their engines, counts their wire time) whenever it is used; whoever must react to its
+arrival asks for an event at its end (event(): one timeout instead of three events).
 Bytes are counted when a transfer is issued; `busy` counts wire-seconds inside the measurement window
 (open_window / close_window), so utilization = busy / wall <= 1.
 """
@@ -25,16 +28,29 @@ import simpy
 
 from simulator import costs
 from simulator.config.system import LinkSpec
+from simulator.hardware.clock import delay_to
 from simulator.hardware.log import EventLog
 
 DEMAND, PREFETCH = 0, 1
 
 
-class Arrival(simpy.Timeout):
-    """A fifo transfer's completion: a timeout that also says when it fires (`end`, bit for bit)."""
+class Copy:
+    """A transfer on a fifo direction, known whole when issued: it arrives at `end` (no SimPy event)."""
 
-    def __init__(self, env: simpy.Environment, delay: float, value, end: float):
-        super().__init__(env, delay, value)
+    __slots__ = ("end", "engine", "handoff", "seconds", "start")
+
+    def __init__(self, engine: int, start: float, seconds: float):
+        self.engine = engine                              # its copy engine
+        self.start, self.seconds = start, seconds         # on the wire from `start` for `seconds`
+        self.end = start + seconds
+        self.handoff = False                              # the transfer `dma_engines` behind takes its engine
+
+
+class Arrival(simpy.Timeout):
+    """A timeout at the end of a Copy (`end`, bit for bit), for whoever must react to its arrival."""
+
+    def __init__(self, env: simpy.Environment, delay: float, end: float):
+        super().__init__(env, delay)
         self.end = end
 
 
@@ -47,9 +63,11 @@ class LinkDirection:
                  fifo: bool = False):
         self.env, self.spec, self.direction, self.log = env, spec, direction, log
         self.fifo = fifo
-        self._wire_tail = -math.inf                  # fifo: end of the last transfer given the wire
-        self._on_wire: deque = deque()               # fifo: (start, end, seconds) given the wire, not ended
-        self._open_head: tuple | None = None         # fifo: the transfer on the wire when the window opened
+        self._engines, self._latency = spec.dma_engines, spec.latency
+        self._wire_seconds: dict[float, float] = {}  # memo of costs.wire_time by bytes
+        self._wire_tail = -math.inf                  # fifo: end of the last transfer issued
+        self._on_wire: deque[Copy] = deque()         # fifo: copies issued and not retired, in wire order
+        self._open_head: Copy | None = None          # fifo: the copy on the wire when the window opened
         self._free = list(range(spec.dma_engines))  # idle engine ids, a heap (a timeline thread per engine)
         self._engine_queue: list[tuple] = []        # heap of (priority, request time, seq, job)
         self._wire_queue: list[tuple] = []          # same, for the wire
@@ -64,14 +82,34 @@ class LinkDirection:
         self._measuring = True
 
     def transfer(self, nbytes: float, priority: int = DEMAND, name: str = "copy", layer: int = -1,
-                 expert: int = -1) -> simpy.Event:
-        """Issue a transfer; the returned event fires when the bytes have arrived."""
-        if self.fifo and priority != DEMAND:
-            raise ValueError("a fifo link direction carries on-demand transfers only")
+                 expert: int = -1, at: float | None = None) -> simpy.Event | Copy:
+        """Issue a transfer: on a fifo direction the Copy (see event()), else an event that fires when the
+        bytes have arrived. `at` (fifo only): issue it as if at that later time (nothing else may be
+        issued on this direction in between)."""
         self.bytes += nbytes
         self.transfers += 1
-        if self.fifo and self._free and not self._engine_queue:  # the end timeout is the completion
-            return self._take_engine([nbytes, priority, name, layer, expert, None, 0, 0.0])
+        if self.fifo:  # known whole when issued: its engine, its wire slot, its end
+            if priority != DEMAND:
+                raise ValueError("a fifo link direction carries on-demand transfers only")
+            now, on_wire, engines = self.env.now if at is None else at, self._on_wire, self._engines
+            if on_wire and on_wire[0].end <= now:
+                self._retire(now)
+            if len(on_wire) < engines:  # an engine is idle (busy ones = transfers not ended, at most `engines`)
+                engine, grant = heapq.heappop(self._free), now
+            else:  # the engine of the transfer `engines` ahead, when that one ends
+                ahead = on_wire[-engines]
+                ahead.handoff = True
+                engine, grant = ahead.engine, ahead.end
+            # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
+            seconds = self._wire_seconds.get(nbytes) or self._wire_time(nbytes)
+            copy = Copy(engine, max(grant + self._latency, self._wire_tail), seconds)
+            self._wire_tail = copy.end
+            on_wire.append(copy)
+            if self.log is not None:
+                self.log.add(self._tracks[engine], name, layer, expert, grant, copy.end, nbytes)
+            return copy
+        if at is not None:
+            raise ValueError("only a fifo link direction issues transfers ahead of time")
         done = simpy.Event(self.env)
         job = [nbytes, priority, name, layer, expert, done, 0, 0.0]  # ..., engine id, start
         if self._free and not self._engine_queue:
@@ -81,39 +119,34 @@ class LinkDirection:
             heapq.heappush(self._engine_queue, (priority, self.env.now, self._seq, job))
         return done
 
-    def _take_engine(self, job: list) -> simpy.Timeout:
-        job[6] = heapq.heappop(self._free)
-        now = job[7] = self.env.now
-        if not self.fifo:
-            ev = self.env.timeout(self.spec.latency, job)
-            ev.callbacks.append(self._latency_done)
-            return ev
-        # wire from arrival (now + latency, as SimPy adds it) or when the transfer ahead ends
-        seconds = costs.wire_time(self.spec, self.direction, job[0])
-        start = max(now + self.spec.latency, self._wire_tail)
-        end = self._wire_tail = start + seconds
-        self._on_wire.append((start, end, seconds))
-        delay = end - now  # fires at exactly `end`: now + delay may round, so step delay by ulps
-        while now + delay < end:
-            delay = math.nextafter(delay, math.inf)
-        while now + delay > end:
-            delay = math.nextafter(delay, -math.inf)
-        ev = Arrival(self.env, delay, job, end)
-        ev.callbacks.append(self._fifo_done)
-        return ev
+    def _wire_time(self, nbytes: float) -> float:
+        """costs.wire_time on this direction (memoised: copy sizes repeat)."""
+        seconds = self._wire_seconds.get(nbytes)
+        if seconds is None:
+            seconds = self._wire_seconds[nbytes] = costs.wire_time(self.spec, self.direction, nbytes)
+        return seconds
 
-    def _fifo_done(self, event: simpy.Timeout) -> None:
-        nbytes, _prio, name, layer, expert, done, engine, start = event.value
-        wire = self._on_wire.popleft()
-        if self._measuring and wire is not self._open_head:
-            self.busy += wire[2]  # (the one in progress when the window opened counted its remainder)
-        heapq.heappush(self._free, engine)
-        if self.log is not None:
-            self.log.add(self._tracks[engine], name, layer, expert, start, self.env.now, nbytes)
-        if self._engine_queue:
-            self._take_engine(heapq.heappop(self._engine_queue)[3])
-        if done is not None:
-            done.succeed()
+    def event(self, transfer: simpy.Event | Copy) -> simpy.Event:
+        """An event that fires when `transfer` (from transfer()) has arrived: itself on an event-driven
+        direction, an Arrival at its end for a Copy."""
+        if not isinstance(transfer, Copy):
+            return transfer
+        return Arrival(self.env, delay_to(self.env.now, transfer.end), transfer.end)
+
+    def _retire(self, now: float) -> None:
+        """fifo: the copies that have ended by `now` give back their engines and count their wire time."""
+        on_wire = self._on_wire
+        while on_wire and on_wire[0].end <= now:
+            copy = on_wire.popleft()
+            if self._measuring and copy is not self._open_head:
+                self.busy += copy.seconds  # (the one in progress when the window opened counted its remainder)
+            if not copy.handoff:
+                heapq.heappush(self._free, copy.engine)
+
+    def _take_engine(self, job: list) -> None:
+        job[6] = heapq.heappop(self._free)
+        job[7] = self.env.now
+        self.env.timeout(self.spec.latency, job).callbacks.append(self._latency_done)
 
     def _latency_done(self, event: simpy.Timeout) -> None:
         job = event.value
@@ -125,7 +158,7 @@ class LinkDirection:
 
     def _take_wire(self, job: list) -> None:
         self._wire_idle = False
-        seconds = costs.wire_time(self.spec, self.direction, job[0])
+        seconds = self._wire_time(job[0])
         self._wire_end = self.env.now + seconds
         if self._measuring:
             self.busy += seconds
@@ -148,8 +181,9 @@ class LinkDirection:
         """Start measuring now: only the remaining part of a wire transfer in progress counts."""
         now = self.env.now
         if self.fifo:
-            self._open_head = self._on_wire[0] if self._on_wire and self._on_wire[0][0] <= now else None
-            wire_end = self._open_head[1] if self._open_head is not None else None
+            self._retire(now)
+            self._open_head = self._on_wire[0] if self._on_wire and self._on_wire[0].start <= now else None
+            wire_end = self._open_head.end if self._open_head is not None else None
         else:
             wire_end = self._wire_end
         self.busy = max(0.0, wire_end - now) if wire_end is not None else 0.0
@@ -159,12 +193,13 @@ class LinkDirection:
         now = self.env.now
         wire_end = self._wire_end
         if self.fifo:
+            self._retire(now)
             wire_end = None
-            if self._on_wire and self._on_wire[0][0] <= now:  # in progress: counted as if from its start
+            if self._on_wire and self._on_wire[0].start <= now:  # in progress: counted as if from its start
                 wire = self._on_wire[0]
-                wire_end = wire[1]
+                wire_end = wire.end
                 if wire is not self._open_head:
-                    self.busy += wire[2]
+                    self.busy += wire.seconds
         if wire_end is not None:
             self.busy -= max(0.0, wire_end - now)
         self._measuring = False

@@ -3,19 +3,23 @@
 Placement: routed expert e lives on unit e mod units (consecutive expert ids spread over the units, so a
 layer's experts run in parallel unless two share a unit). An op reads the expert's stored weights at
 the unit's internal bandwidth and computes at the precision its bits allow (costs.ndp_time); ops queue
-per unit FIFO in submission order (a timeout per op and a callback, no process or Resource). Moving
-activations over CXL is the engine's job (it uses the cxl link).
+per unit FIFO in submission order. Nothing else feeds a unit, so a batch of ops submitted together is
+timed whole when submitted (run()), with no SimPy event: it returns when each op ends, in the order SimPy
+would end them (by time, then by when each op was started, a SimPy timeout per op). Moving activations
+over CXL is the engine's job (it uses the cxl link).
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import deque
-from collections.abc import Callable
 
 import simpy
 
 from simulator import costs
 from simulator.config.system import NDPSpec
+from simulator.hardware.clock import delay_to
 from simulator.hardware.log import EventLog
 
 
@@ -23,8 +27,7 @@ class NDPUnits:
     def __init__(self, env: simpy.Environment, spec: NDPSpec, log: EventLog | None = None):
         self.env, self.spec, self.log = env, spec, log
         self.count = spec.units
-        self._idle = [True] * spec.units
-        self._queues: list[deque] = [deque() for _ in range(spec.units)]  # waiting ops per unit, FIFO
+        self._free_at = [-math.inf] * spec.units  # when each unit ends the last op it was given
         self._tracks = [log.track("NDP", f"unit {i}") for i in range(spec.units)] if log is not None else []
         self.busy = [0.0] * spec.units
         self._seconds: dict[tuple[float, float, float], float] = {}  # memo of costs.ndp_time
@@ -34,43 +37,54 @@ class NDPUnits:
     def unit_of(self, expert: int) -> int:
         return expert % self.count
 
-    def submit(self, expert: int, flops: float, nbytes: float, bits: float, name: str, layer: int,
-               on_done: Callable[[], object]) -> None:
-        """Queue an op on the expert's unit (FIFO); `on_done()` is called when it ends. One timeout per op."""
-        unit = self.unit_of(expert)
-        op = (unit, expert, flops, nbytes, bits, name, layer, on_done)
-        if self._idle[unit]:
-            self._start(op)
-        else:
-            self._queues[unit].append(op)
-
-    def compute(self, expert: int, flops: float, nbytes: float, bits: float, name: str = "expert",
-                layer: int = -1):
-        """Generator: queue on the expert's unit, then compute; use as `yield from units.compute(...)`."""
-        done = self.env.event()
-        self.submit(expert, flops, nbytes, bits, name, layer, done.succeed)
-        yield done
-
-    def _start(self, op: tuple) -> None:
-        unit, _, flops, nbytes, bits = op[:5]
-        self._idle[unit] = False
-        start = self.env.now
+    def seconds(self, flops: float, nbytes: float, bits: float) -> float:
+        """costs.ndp_time of one op (memoised: ops repeat)."""
         key = (flops, nbytes, bits)
         seconds = self._seconds.get(key)
         if seconds is None:
             seconds = self._seconds[key] = costs.ndp_time(self.spec, flops, nbytes, bits)
-        self.busy[unit] += seconds
-        self.ops += 1
-        self.intervals.append((start, start + seconds))
-        self.env.timeout(seconds, (op, start, seconds)).callbacks.append(self._end)
+        return seconds
 
-    def _end(self, event: simpy.Timeout) -> None:
-        op, start, seconds = event.value
-        unit, expert, _flops, nbytes, _bits, name, layer, on_done = op
-        if self.log is not None:
-            self.log.add(self._tracks[unit], name, layer, expert, start, start + seconds, nbytes)
-        self._idle[unit] = True
-        on_done()  # before the next op starts, as a released SimPy Resource grants it
-        queue = self._queues[unit]
-        if queue and self._idle[unit]:
-            self._start(queue.popleft())
+    def run(self, at: float, ops: list[tuple[int, float, float, str, int]]) -> list[tuple[float, int]]:
+        """Submit `ops` [(expert, seconds from seconds(), bytes read, name, layer)] at time `at` (>= now): each
+        queues on its expert's unit behind what that unit was given before. Returns (end, index into ops)
+        per op in the order the ops end (equal ends: the op started first first)."""
+        count, busy, intervals, log = self.count, self.busy, self.intervals, self.log
+        waiting: dict[int, deque[int]] = {}   # unit -> indices of ops queued behind the one it runs
+        running: list[tuple[float, int, int, float]] = []  # heap of (end, start order, index, start)
+        for i, op in enumerate(ops):
+            unit = op[0] % count
+            if unit in waiting:
+                waiting[unit].append(i)
+                continue
+            waiting[unit] = deque()
+            start = max(at, self._free_at[unit])
+            running.append((start + op[1], len(running), i, start))
+        order = len(running)
+        heapq.heapify(running)
+        ended = []
+        while running:
+            end, _, i, start = heapq.heappop(running)
+            expert, seconds, nbytes, name, layer = ops[i]
+            unit = expert % count
+            busy[unit] += seconds
+            intervals.append((start, end))
+            if log is not None:
+                log.add(self._tracks[unit], name, layer, expert, start, end, nbytes)
+            ended.append((end, i))
+            queue = waiting[unit]
+            if queue:  # the next op starts as this one ends
+                j = queue.popleft()
+                heapq.heappush(running, (end + ops[j][1], order, j, end))
+                order += 1
+            else:
+                self._free_at[unit] = end
+        self.ops += len(ops)
+        return ended
+
+    def compute(self, expert: int, flops: float, nbytes: float, bits: float, name: str = "expert",
+                layer: int = -1):
+        """Generator: queue on the expert's unit, then compute; use as `yield from units.compute(...)`."""
+        now = self.env.now
+        [(end, _)] = self.run(now, [(expert, self.seconds(flops, nbytes, bits), nbytes, name, layer)])
+        yield self.env.timeout(delay_to(now, end))
