@@ -70,11 +70,68 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
     times `engines` [P, c]; a freed engine takes the best arrived copy by priority, arrival, column
     order), pays `lat`, then holds the wire (free time `wire` [P]) for `wtime`; both are updated in
-    place. Wire order = engine order (exact for FIFO traffic). Returns the arrival times [P, J]."""
+    place. Wire order = engine order (exact for FIFO traffic). Returns the arrival times [P, J].
+    In a row whose copies share one priority the best arrived copy is always the earliest of the rest
+    (arrival, then column), and in a row whose copies arrive together it is the first by (priority,
+    column): such rows are served in that fixed order (_serve_in_order); rows mixing priorities and
+    arrival times (prefetches beside NDP results) are list-scheduled (_list_schedule)."""
+    P, J = arr.shape
+    if not J:
+        return np.zeros((P, J))
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    a = np.where(valid, arr, np.inf)
+    one_prio = np.where(valid, prio, hi).min(axis=1) == np.where(valid, prio, lo).max(axis=1)
+    one_arr = a.min(axis=1) == np.where(valid, arr, -np.inf).max(axis=1)
+    mixed = ~(one_prio | one_arr) & valid.any(axis=1)
+    m = np.flatnonzero(mixed)
+    if len(m):
+        eng_m, wire_m = engines[m], wire[m]
+        end_m = _list_schedule(eng_m, wire_m, arr[m], prio[m], lat, wtime[m], valid[m])
+        engines[m], wire[m] = eng_m, wire_m
+        valid = valid & ~mixed[:, None]
+    order = np.argsort(np.where(one_prio[:, None], a, np.where(valid, prio, np.inf)), axis=1, kind="stable")
+    end = _serve_in_order(engines, wire, arr, lat, wtime, valid, order)
+    if len(m):
+        end[m] = end_m
+    return end
+
+
+def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat: float, wtime: np.ndarray,
+                    valid: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """_schedule of rows served in a fixed order: per row, the copies `order` [P, J] lists, valid ones
+    first; each takes the engine freed first. One pass over the columns, on the rows that still have
+    copies (rows sorted by their number of copies, so those are a leading block)."""
+    P, J = arr.shape
+    count = valid.sum(axis=1)
+    by_count = np.argsort(-count, kind="stable")
+    flat = by_count[:, None] * J + order[by_count]                # [P, J] service slots -> flat [P, J]
+    a, w = np.take(arr, flat), np.take(wtime, flat)
+    eng, wir = engines[by_count], wire[by_count]
+    live = P - np.cumsum(np.bincount(count, minlength=J + 1))    # [J + 1] rows with more than j copies
+    rows = np.arange(P)
+    out = np.zeros((P, J))
+    for j in range(int(count.max())):
+        n = live[j]
+        e, r = eng[:n], rows[:n]
+        srv = e.argmin(axis=1)
+        t = np.maximum(e[r, srv], a[:n, j])
+        t += lat
+        np.maximum(t, wir[:n], out=t)
+        t += w[:n, j]
+        out[:n, j] = t
+        e[r, srv] = t
+        wir[:n] = t
+    engines[by_count], wire[by_count] = eng, wir
+    end = np.zeros((P, J))
+    np.put(end, flat, out)
+    return end
+
+
+def _list_schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
+                   wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """_schedule by list scheduling: each freed engine picks the best copy arrived by then."""
     P, J = arr.shape
     rows = np.arange(P)
-    if J and _fifo(engines, wire, arr, prio, valid):
-        return _schedule_fifo(engines, wire, arr[:, 0], lat, wtime, valid)
     end = np.zeros((P, J))
     done = ~valid
     rank = np.argsort(np.argsort(arr, axis=1, kind="stable"), axis=1)  # arrival order, ties by column
@@ -104,35 +161,6 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
         wir[r] = e[live]
         done[r, p] = True
     engines[idx], wire[idx] = eng, wir
-    return end
-
-
-def _fifo(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, valid: np.ndarray) -> bool:
-    """True when, in every row, the copies occupy the leading columns, arrive together with one priority,
-    and the engines and the wire are free by then: the link then serves them in column order."""
-    a = arr[:, :1]
-    return bool(((arr == a) | ~valid).all() and ((prio == prio[:, :1]) | ~valid).all()
-                and (valid[:, 1:] <= valid[:, :-1]).all() and (engines <= a).all() and (wire <= a[:, 0]).all())
-
-
-def _schedule_fifo(engines: np.ndarray, wire: np.ndarray, a: np.ndarray, lat: float, wtime: np.ndarray,
-                   valid: np.ndarray) -> np.ndarray:
-    """_schedule when _fifo holds: copy j takes the engine copy j - c released (or a free one), so one
-    pass over the columns with the same arithmetic."""
-    P, J = wtime.shape
-    c = engines.shape[1]
-    rows = np.arange(P)
-    end = np.zeros((P, J))
-    for j in range(J):
-        v = valid[:, j]
-        if not v.any():
-            break
-        srv = engines.argmin(axis=1)
-        tf = engines[rows, srv] if j < c else end[:, j - c]
-        e = np.maximum(np.maximum(tf, a) + lat, wire) + wtime[:, j]
-        end[:, j] = np.where(v, e, 0.0)
-        engines[rows[v], srv[v]] = e[v]
-        wire[v] = e[v]
     return end
 
 
