@@ -184,8 +184,8 @@ class LayerArrays(NamedTuple):
 
     g_e: np.ndarray      # float [P, G] expert GEMM seconds of the GPU items, in S order (0: padding)
     g_c: np.ndarray      # float [P, G] compensation seconds (0: none)
-    wj: np.ndarray       # int   [P, G] column of the weights' copy among this layer's copies (-1: none)
-    fj: np.ndarray       # int   [P, G] column of the factors' copy (-1: none)
+    wj: np.ndarray       # int   [P, G] 1 + column of the weights' copy among this layer's copies (0: none)
+    fj: np.ndarray       # int   [P, G] 1 + column of the factors' copy (0: none)
     w_ext: np.ndarray    # float [P, G] arrival of a weights' copy issued by an earlier layer (0: none)
     f_ext: np.ndarray    # float [P, G] same for the factors
     j_bytes: np.ndarray  # float [P, J] copies issued on the expert link at this layer, in issue order
@@ -216,7 +216,7 @@ class _ReplaySource:
         lay = self.layers[moe]
         G, J, N = (max(len(x) for x in rows) for rows in (lay.gpu, lay.jobs, lay.ndp))
         g = np.zeros((4, P, G))
-        cols = np.full((2, P, G), -1, dtype=np.int64)
+        cols = np.zeros((2, P, G), dtype=np.int64)
         jb, jp, jv = np.zeros((P, J)), np.zeros((P, J), dtype=np.int64), np.zeros((P, J), dtype=bool)
         nu, nd, nr, nv = (np.zeros((P, N), dtype=np.int64), np.zeros((P, N)), np.zeros((P, N)),
                           np.zeros((P, N), dtype=bool))
@@ -228,7 +228,7 @@ class _ReplaySource:
                     if job is None or job.step != step:
                         continue  # resident before this step: nothing to wait for
                     if job.layer == moe:
-                        cols[w, r, j] = job.col
+                        cols[w, r, j] = job.col + 1
                     else:
                         g[2 + w, r, j] = job.end
             for j, job in enumerate(lay.jobs[r]):
@@ -276,14 +276,16 @@ class _VectorSource:
         self.eng = eng
         sc, model = eng.sc, eng.model
         self.L, self.E = model.moe_layers, model.num_experts
-        self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1)          # [L, E, 3] bytes
+        self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1).reshape(-1)  # [L E 3] bytes by key
         self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
         self.stamp = 0
         self.K = sc.batch * model.top_k + 1                 # > tokens per (step, layer, expert)
-        self.known_rows = np.zeros((0, 6), dtype=np.int64)   # placements answered so far
-        self.known_ops = np.zeros((0, 3))                     # their expert, compensation, NDP op seconds
+        # per placement code answered so far (rows of self.tab, see placements)
+        self.tab = {name: np.zeros(0, dtype=t) for name, t in (
+            ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
+            ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float))}
         n_codes = self.L * self.E * self.K * self.K
-        # code -> row of known_rows (-1: not asked yet): a dense table when small, else sorted codes
+        # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
         self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
@@ -293,34 +295,36 @@ class _VectorSource:
         sc = eng.sc
         return sc.cache_policy == "lru" and not sc.prefetch and sc.policy.name in STATELESS_PLACEMENT
 
-    def chunk(self, steps: list[np.ndarray]) -> dict:
+    def chunk(self, tok: np.ndarray, lens: np.ndarray) -> dict | None:
+        """Logical pass over the steps of a chunk (token indices `tok` [n], tokens per step `lens` [P]):
+        updates the counters, sets self.flat (LayerArrays of the P x L (step, layer) rows) and returns
+        the per-step counters; None when the shared cache would evict (nothing is updated then)."""
         eng, sc, model = self.eng, self.eng.sc, self.eng.model
-        L, E, P = self.L, self.E, len(steps)
-        lens = np.array([len(i) for i in steps])
-        tok = np.concatenate(steps)
-        row = np.repeat(np.arange(P), lens)
-        ids = np.asarray(sc.trace.expert_ids[tok], dtype=np.int64)               # [n, L, k]
-        base = (row[:, None, None] * L + np.arange(L)[None, :, None]) * E
-        counts = np.bincount((base + ids).ravel(), minlength=P * L * E)
-        restored = np.bincount((base + ids)[:, :, :sc.top_n].ravel(), minlength=P * L * E)
-        flat = np.flatnonzero(counts)                                           # (row, layer, expert) asc
-        r, lay, ex = flat // (L * E), (flat // E) % L, flat % E
-        tokens, rest = counts[flat], restored[flat]
-        # placements: the policy answers once per distinct (layer, expert, tokens, restored) of the run
-        pl, ops = self.placements(((lay * E + ex) * self.K + tokens) * self.K + rest)
-        g_tok, g_form, c_tok, n_tok, _, pinned = pl.T
-        self.row_l_e = (r, lay, ex)
-        # GPU accesses: weights form, then factors when compensating
-        on_gpu = g_tok > 0
-        rank = sc.sizes.rank[lay, ex]
-        fac = on_gpu & (c_tok > 0) & (rank > 0) & (sc.sizes.factors[lay, ex] > 0) & (pinned == 0)
-        look = on_gpu & (pinned == 0)
-        item = np.concatenate([np.flatnonzero(look), np.flatnonzero(fac)])
-        form = np.concatenate([g_form[look], np.full(int(fac.sum()), FORMS.index("factors"))])
-        order = np.lexsort((np.concatenate([np.zeros(look.sum()), np.ones(fac.sum())]), item))
-        item, form = item[order], form[order]                                    # access order
-        key = (lay[item] * E + ex[item]) * 3 + form
-        size = np.take(self.sizes.reshape(-1), key)
+        L, E, P = self.L, self.E, len(lens)
+        G = P * L
+        dt = np.int32 if G * E * 2 < 1 << 31 else np.int64
+        # one code per routed (token, layer, slot): ((step L + layer) E + expert) 2 + (not restored)
+        grp = np.repeat(np.arange(0, G, L, dtype=dt), lens)[:, None] + np.arange(L, dtype=dt)  # [n, L]
+        code = (grp[:, :, None] * E + sc.trace.expert_ids[tok]) * 2 + (np.arange(model.top_k) >= sc.top_n)
+        code = np.sort(code.ravel())
+        # items: the distinct (step, layer, expert), ascending; their tokens and restored tokens
+        item = code >> 1
+        first = np.flatnonzero(np.concatenate(([True], item[1:] != item[:-1])))
+        if len(first) == len(code):  # every expert once per (step, layer)
+            tokens, rest = np.ones(len(code), dtype=dt), 1 - (code & 1)
+        else:
+            tokens, rest = np.diff(np.append(first, len(code))), np.add.reduceat(1 - (code & 1), first)
+            item = item[first]
+        grp, ex = np.divmod(item, E)                                            # [N] (step, layer) row, expert
+        le = item % (L * E)                                                     # [N] layer E + expert
+        at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)
+        tab, r = self.tab, grp // L
+        # cache accesses in lookup order: per item its weights, then its factors
+        acc = np.flatnonzero(np.stack([tab["look"][at], tab["fac"][at]], axis=1).ravel())  # [A] 2 item + factors
+        ai = acc >> 1
+        form = np.where(acc & 1, FORMS.index("factors"), tab["wform"][at[ai]])
+        key = le[ai] * 3 + form
+        size = np.take(self.sizes, key)
         if not sc.cache_per_layer and not self.fits_all(key, size):
             return None
         hit = self.lru(key, size)
@@ -330,43 +334,38 @@ class _VectorSource:
         c["cache_misses"] += int(miss.sum())
         for f, name in enumerate(FORMS):
             c[f"fetched_{name}_bytes"] += float(size[miss & (form == f)].sum())
-        self.inserts = getattr(self, "inserts", 0) + int((miss & (size <= self.cap(lay[item]))).sum())
-        # per (row, layer): copies in access order; each GPU item knows its copies' columns
-        per = {"cache_hits": np.bincount(r[item[hit]], minlength=P).astype(float),
-               "cache_misses": np.bincount(r[item[miss]], minlength=P).astype(float),
-               "experts_gpu": np.bincount(r[on_gpu], minlength=P).astype(float),
-               "experts_ndp": np.bincount(r[n_tok > 0], minlength=P).astype(float)}
-        c["experts_gpu"] += float(on_gpu.sum())
-        c["experts_ndp"] += float((n_tok > 0).sum())
-        G = P * L
-        grp = r * L + lay                                          # (row, layer) group of each item
-        U = sc.system.ndp.units if sc.system.ndp is not None else 1
-        # copies (misses) in access order, columns per (row, layer)
-        mi, mform = item[miss], form[miss]
+        self.inserts = getattr(self, "inserts", 0) + int((miss & (size <= self.cap(key // (E * 3)))).sum())
+        gpu, ndp = tab["gpu"][at], tab["ndp"][at]
+        per = {"cache_hits": np.bincount(r[ai[hit]], minlength=P).astype(float),
+               "cache_misses": np.bincount(r[ai[miss]], minlength=P).astype(float),
+               "experts_gpu": np.bincount(r, gpu, minlength=P),
+               "experts_ndp": np.bincount(r, ndp, minlength=P)}
+        c["experts_gpu"] += float(gpu.sum())
+        c["experts_ndp"] += float(ndp.sum())
+        # copies (misses) in lookup order per (step, layer); each GPU item knows its copies' columns + 1
+        mi, mform = ai[miss], form[miss]
         jcol, (jb, jv) = _padded(grp[mi], G, size[miss], np.ones(len(mi), dtype=bool))
-        wcol = np.full(len(flat), -1, dtype=np.int64)
-        fcol = np.full(len(flat), -1, dtype=np.int64)
+        wcol, fcol = np.zeros(len(item), dtype=np.int64), np.zeros(len(item), dtype=np.int64)
         isw = mform != FORMS.index("factors")
-        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw], jcol[~isw]
-        # GPU items
-        gi = np.flatnonzero(on_gpu)
-        _, (ge, gc, wj, fj) = _padded(grp[gi], G, ops[gi, 0], ops[gi, 1], wcol[gi], fcol[gi])
-        wj[ge == 0], fj[ge == 0] = -1, -1
-        # NDP items
-        ni = np.flatnonzero(n_tok > 0)
-        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, ops[ni, 2],
-                                          costs.activation_bytes(model, 1) * n_tok[ni].astype(float),
-                                          np.ones(len(ni), dtype=bool), fill=0)
+        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw] + 1, jcol[~isw] + 1
+        gi = np.flatnonzero(gpu)
+        ga = at[gi]
+        _, (ge, gc, wj, fj) = _padded(grp[gi], G, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
+        ni = np.flatnonzero(ndp)
+        na = at[ni]
+        U = sc.system.ndp.units if sc.system.ndp is not None else 1
+        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
+                                          np.ones(len(ni), dtype=bool))
         zeros = np.zeros_like(ge)
         self.flat = LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
-                                jv, nu, ndur, nrb, nv.astype(bool))
+                                jv, nu, ndur, nrb, nv)
         return per
 
     def fits_all(self, key: np.ndarray, size: np.ndarray) -> bool:
         """Whether the keys accessed so far and `key` [A] (those that fit at all) fit the cache together."""
         new = np.zeros(len(self.last), dtype=bool)
         new[key[size <= self.eng.sc.cache_capacity]] = True
-        return float(self.sizes.reshape(-1)[new | (self.last >= 0)].sum()) <= self.eng.sc.cache_capacity
+        return float(self.sizes[new | (self.last >= 0)].sum()) <= self.eng.sc.cache_capacity
 
     def hand_over(self) -> None:
         """Put the cache state into the replay's cache: every key accessed so far, in access order."""
@@ -374,29 +373,39 @@ class _VectorSource:
         keys = np.flatnonzero(self.last >= 0)
         for k in keys[np.argsort(self.last[keys])].tolist():
             layer, rest = divmod(k, self.E * 3)
-            part.insert((layer, rest // 3, FORMS[rest % 3]), float(self.sizes.reshape(-1)[k]))
+            part.insert((layer, rest // 3, FORMS[rest % 3]), float(self.sizes[k]))
 
     def cap(self, part: np.ndarray) -> float:
         return self.eng.sc.cache_capacity
 
     def placements(self, codes: np.ndarray) -> np.ndarray:
-        """Placements [n, 6] (gpu tokens, gpu form, comp tokens, ndp tokens, ndp form, pinned) of items
-        coded ((layer E + expert) K + tokens) K + restored; the policy answers each code once per run."""
+        """Rows of self.tab answering items coded ((layer E + expert) K + tokens) K + restored [N]; the
+        policy answers each code once per run. Per row: whether the GPU part exists (gpu), looks up its
+        weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
+        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none) and the bytes of
+        the NDP result."""
         at = self._rows_of(codes)
-        new = np.unique(codes[at < 0])
-        if len(new):
-            rows = []
-            for code in new.tolist():
-                rest, restored = divmod(code, self.K)
-                layer_expert, tokens = divmod(rest, self.K)
-                layer, expert = divmod(layer_expert, self.E)
-                p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
-                rows.append((p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
-                             FORMS.index(p.ndp_form), int(p.pinned)))
-            ids = len(self.known_rows) + np.arange(len(new))
-            rows = np.array(rows, dtype=np.int64)
-            self.known_rows = np.concatenate([self.known_rows, rows])
-            self.known_ops = np.concatenate([self.known_ops, self._op_seconds(new // (self.K * self.K), rows)])
+        missing = at < 0
+        if missing.any():
+            new = np.unique(codes[missing])
+            rest, restored = np.divmod(new, self.K)
+            layer_expert, tokens = np.divmod(rest, self.K)
+            lay, ex = np.divmod(layer_expert, self.E)
+            sc, cache = self.eng.sc, self.eng.logic.cache
+            parts = [cache.part(layer) for layer in range(self.L)]
+            ps = [sc.policy.place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
+                  zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
+            form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
+            g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
+            g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64) for x in (g_tok, c_tok, n_tok, pinned))
+            g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x)) for x in (g_form, n_form))
+            look = (g_tok > 0) & (pinned == 0)
+            fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
+            ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
+            rbytes = costs.activation_bytes(self.eng.model, 1) * n_tok.astype(float)
+            ids = len(self.tab["gpu"]) + np.arange(len(new))
+            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes)):
+                self.tab[name] = np.concatenate([self.tab[name], v])
             if self.slot is not None:
                 self.slot[new] = ids
             else:
@@ -404,17 +413,17 @@ class _VectorSource:
                 order = np.argsort(known, kind="stable")
                 self.known, self.known_at = known[order], known_at[order]
             at = self._rows_of(codes)
-        return np.take(self.known_rows, at, axis=0), np.take(self.known_ops, at, axis=0)
+        return at
 
-    def _op_seconds(self, layer_expert: np.ndarray, pl: np.ndarray) -> np.ndarray:
-        """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements `pl`
-        [n, 6] of (layer E + expert) `layer_expert` [n]: pure functions of the placement code."""
+    def _op_seconds(self, lay: np.ndarray, ex: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray,
+                    c_tok: np.ndarray, n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
+        """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
+        (layer, expert) [n]: pure functions of the placement code."""
         sc, model, gpu = self.eng.sc, self.eng.model, self.eng.gpu
-        lay, ex = layer_expert // self.E, layer_expert % self.E
-        g_tok, g_form, c_tok, n_tok, n_form, _ = pl.T
-        out = np.zeros((len(pl), 3))
+        sizes = self.sizes.reshape(self.L, self.E, 3)
+        out = np.zeros((len(lay), 3))
         gi = np.flatnonzero(g_tok > 0)
-        wsz = self.sizes[lay[gi], ex[gi], g_form[gi]]
+        wsz = sizes[lay[gi], ex[gi], g_form[gi]]
         out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
         rank = sc.sizes.rank[lay, ex]
         comp = (g_tok > 0) & (c_tok > 0) & (rank > 0)
@@ -427,11 +436,11 @@ class _VectorSource:
         for b in np.unique(bits):
             m = ni[bits == b]
             out[m, 2] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
-                model, n_tok[m], self.sizes[lay[m], ex[m], n_form[m]]), int(b))
+                model, n_tok[m], sizes[lay[m], ex[m], n_form[m]]), int(b))
         return out
 
     def _rows_of(self, codes: np.ndarray) -> np.ndarray:
-        """Rows of known_rows answering `codes` [n] (-1: not asked yet)."""
+        """Rows of self.tab answering `codes` [n] (-1: not asked yet)."""
         if self.slot is not None:
             return self.slot[codes]
         i = np.minimum(np.searchsorted(self.known, codes), max(len(self.known) - 1, 0))
@@ -464,7 +473,7 @@ class _VectorSource:
         key's last use before i (next(m) >= i), and an access closes once it overflows (miss) or reaches p
         (hit). Work ~ accesses x their reuse distance in accesses, bounded by the capacity for misses.
         Byte counts are whole numbers, so the sums are exact in any order."""
-        sizes = self.sizes.reshape(-1)
+        sizes = self.sizes
         old = np.flatnonzero(self.last >= 0)
         old = old[np.argsort(self.last[old])]                   # keys of earlier chunks, oldest first
         seq = np.concatenate([old, key])                        # [V + A]
@@ -526,7 +535,7 @@ class _VectorSource:
 
     def evictions(self) -> int:
         """Inserted entries no longer resident: inserts minus the final resident set."""
-        C, sizes = self.eng.sc.cache_capacity, self.sizes.reshape(-1)
+        C, sizes = self.eng.sc.cache_capacity, self.sizes
         parts = range(self.L) if self.eng.sc.cache_per_layer else [None]
         resident = 0
         for p in parts:
@@ -630,16 +639,16 @@ class AnalyticEngine:
         return costs.ndp_time(self.sc.system.ndp, flops, nbytes, bits)
 
     # ---- timing of one chunk ----
-    def timing(self, steps: list[np.ndarray], source) -> dict[str, np.ndarray]:
-        """Per-step seconds per category, latency and link bytes of a chunk. `source` is either a replay
+    def timing(self, tok: np.ndarray, lens: np.ndarray, source) -> dict[str, np.ndarray]:
+        """Per-step seconds per category, latency and link bytes of a chunk (token indices `tok` [n], step
+        after step, `lens` [P] tokens per step). `source` is either a replay
         (`source(moe, P)` gives each MoE layer's LayerArrays in layer order, `source.scheduled(moe, ends)`
         receives its copies' arrival times [P, J]), or one LayerArrays of all P x L (step, layer) rows
         when every copy and NDP op of a layer ends within it (no prefetch): each row is then timed from
         0 at once and the step's layers add up."""
         sc, model, gpu = self.sc, self.model, self.gpu
-        P = len(steps)
-        n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
-        tok = np.concatenate(steps)
+        P = len(lens)
+        n = lens.astype(np.float64)                                                  # [P] tokens
         pos = np.asarray(sc.trace.position[tok], dtype=np.int64)                     # [n] positions
         ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
                ).astype(np.float64)                                                 # [P] context sums
@@ -745,7 +754,7 @@ class AnalyticEngine:
                                   res_dur, res_valid)
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
-        padded = np.concatenate([j_end, np.zeros((P, 1))], axis=1)  # column -1: no copy in this layer
+        padded = np.concatenate([np.zeros((P, 1)), j_end], axis=1)  # column 0: no copy in this layer
         w_w = np.maximum(la.w_ext, np.take_along_axis(padded, la.wj, axis=1))  # weights' copy arrival
         w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
         g_e, g_c = la.g_e, la.g_c
@@ -781,7 +790,7 @@ class AnalyticEngine:
             idx = sched.prefill(sc.prompt)
             if len(idx):
                 layers, _ = self.logical([idx], -1)
-                prefill = float(self.timing([idx], _ReplaySource(layers, -1))["latency"][0])
+                prefill = float(self.timing(idx, np.array([len(idx)]), _ReplaySource(layers, -1))["latency"][0])
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
@@ -789,36 +798,31 @@ class AnalyticEngine:
         done = 0
         while sc.steps is None or done < sc.steps:
             want = CHUNK if sc.steps is None else min(CHUNK, sc.steps - done)
-            steps = []
-            while len(steps) < want:
-                idx = sched.next_step()
-                if idx is None:
-                    break
-                steps.append(idx)
-            if not steps:
+            tok, lens = sched.take(want)
+            if not len(lens):
                 break
-            per_step = vec.chunk(steps) if vec is not None else None
+            per_step = vec.chunk(tok, lens) if vec is not None else None
             if per_step is not None:
-                t = self.timing(steps, vec.flat)
+                t = self.timing(tok, lens, vec.flat)
             else:
                 if vec is not None:  # the shared cache would evict from now on: replay the rest
                     vec.hand_over()
                     vec = None
-                layers, per_step = self.logical(steps, done)
-                t = self.timing(steps, _ReplaySource(layers, done))
-            self._append(done, steps, t, per_step)
+                layers, per_step = self.logical(np.split(tok, np.cumsum(lens)[:-1]), done)
+                t = self.timing(tok, lens, _ReplaySource(layers, done))
+            self._append(done, lens, t, per_step)
             sc.trace.release()  # stream: keep only this chunk's trace pages resident
-            done += len(steps)
-            if len(steps) < want:
+            done += len(lens)
+            if len(lens) < want:
                 break
         return self._result(prefill, vec.evictions() if vec is not None else None)
 
-    def _append(self, first: int, steps, t: dict, per_step: dict) -> None:
+    def _append(self, first: int, lens: np.ndarray, t: dict, per_step: dict) -> None:
         rows = self.rows
         start = self.time + np.concatenate(([0.0], np.cumsum(t["latency"])[:-1]))
         self.time += float(t["latency"].sum())
-        rows["step"].extend(range(first, first + len(steps)))
-        rows["tokens"].extend(float(len(i)) for i in steps)
+        rows["step"].extend(range(first, first + len(lens)))
+        rows["tokens"].extend(lens.astype(float).tolist())
         rows["start_s"].extend(start.tolist())
         rows["end_s"].extend((start + t["latency"]).tolist())
         for cat in CATEGORIES:
