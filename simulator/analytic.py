@@ -68,9 +68,10 @@ class _RecordingLink:
 def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
               wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
-    times `engines` [P, c]; a freed engine takes the best arrived copy by priority, arrival, column
-    order), pays `lat`, then holds the wire (free time `wire` [P]) for `wtime`; both are updated in
-    place. Wire order = engine order (exact for FIFO traffic). Returns the arrival times [P, J].
+    times `engines` [P, c]; a freed engine takes the best arrived copy by priority `prio` (None: one
+    priority for all), arrival, column order), pays `lat`, then holds the wire (free time `wire` [P])
+    for `wtime`; both are updated in place. Wire order = engine order (exact for FIFO traffic). Returns
+    the arrival times [P, J].
     In a row whose copies share one priority the best arrived copy is always the earliest of the rest
     (arrival, then column), and in a row whose copies arrive together it is the first by (priority,
     column): such rows are served in that fixed order (_serve_in_order); rows mixing priorities and
@@ -78,8 +79,10 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
     P, J = arr.shape
     if not J:
         return np.zeros((P, J))
-    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     a = np.where(valid, arr, np.inf)
+    if prio is None:
+        return _serve_in_order(engines, wire, arr, lat, wtime, valid, np.argsort(a, axis=1, kind="stable"))
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     one_prio = np.where(valid, prio, hi).min(axis=1) == np.where(valid, prio, lo).max(axis=1)
     one_arr = a.min(axis=1) == np.where(valid, arr, -np.inf).max(axis=1)
     mixed = ~(one_prio | one_arr) & valid.any(axis=1)
@@ -279,7 +282,7 @@ class _VectorSource:
         self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1).reshape(-1)  # [L E 3] bytes by key
         self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
         self.stamp = 0
-        self.K = sc.batch * model.top_k + 1                 # > tokens per (step, layer, expert)
+        self.K = sc.batch + 1  # > tokens per (step, layer, expert): a token's top-k are distinct experts
         # per placement code answered so far (rows of self.tab, see placements)
         self.tab = {name: np.zeros(0, dtype=t) for name, t in (
             ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
@@ -412,7 +415,7 @@ class _VectorSource:
                 known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
                 order = np.argsort(known, kind="stable")
                 self.known, self.known_at = known[order], known_at[order]
-            at = self._rows_of(codes)
+            at[missing] = self._rows_of(codes[missing])
         return at
 
     def _op_seconds(self, lay: np.ndarray, ex: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray,
@@ -702,16 +705,11 @@ class AnalyticEngine:
         [R] and the copies' arrival times [R, J]."""
         sc, model = self.sc, self.model
         P = len(T)
-        rows = np.arange(P)
         efree, ewire, cfree, cwire = state["efree"], state["ewire"], state["cfree"], state["cwire"]
         ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
         shared_link = self.cxl is not None and self.cxl.name == self.elink.name
         t0 = T.copy()
         res_valid, M_n = la.n_valid, la.n_valid.shape[1]
-        op_s = np.zeros((P, M_n))
-        op_e = np.full((P, M_n), -1.0)
-        res_arr = np.zeros((P, M_n))
-        res_dur = np.zeros((P, M_n))
         if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
             has = res_valid.any(axis=1)
             act_b = costs.activation_bytes(model, 1) * n
@@ -719,39 +717,38 @@ class AnalyticEngine:
             link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
             self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
                 np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
-            unit = la.n_unit
-            ufree = np.zeros((P, sc.system.ndp.units))
-            for j in range(M_n):
-                v = res_valid[:, j]
-                st = np.maximum(act_end, ufree[rows, unit[:, j]])
-                e = st + la.n_dur[:, j]
-                op_s[:, j] = np.where(v, st, 0.0)
-                op_e[:, j] = np.where(v, e, -1.0)
-                ufree[rows[v], unit[v, j]] = e[v]
-            for u in range(sc.system.ndp.units):
-                self.ndp_busy[u] += float(np.where(res_valid & (unit == u), la.n_dur, 0.0).sum())
+            U = sc.system.ndp.units
+            ufree = np.zeros(P * U)                                     # [P U] free time of each unit
+            slot = np.arange(0, P * U, U)[:, None] + la.n_unit           # [P, N] its op's unit in ufree
+            op_s, op_e = np.empty((P, M_n)), np.empty((P, M_n))
+            for j in range(M_n):  # padding (after a row's ops) leaves its unit's free time as good as it was
+                st = np.maximum(act_end, ufree[slot[:, j]])
+                op_s[:, j] = st
+                op_e[:, j] = ufree[slot[:, j]] = st + la.n_dur[:, j]
+            op_s, op_e = np.where(res_valid, op_s, 0.0), np.where(res_valid, op_e, -1.0)
+            for u in range(U):
+                self.ndp_busy[u] += float(np.where(la.n_unit == u, la.n_dur, 0.0).sum())
             res_arr = np.where(res_valid, op_e, 0.0)
             res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
-            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, la.n_rbytes, 0.0).sum(1)
-            self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
+            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += la.n_rbytes.sum(1)
+            self.link_busy[self.cxl.name][costs.TO_GPU] += float(res_dur.sum())
         # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
         j_valid, M_j = la.j_valid, la.j_valid.shape[1]
         j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
-        link_bytes[ecol] += np.where(j_valid, la.j_bytes, 0.0).sum(1)
-        self.link_busy[self.elink.name][costs.TO_GPU] += float(np.where(j_valid, j_dur, 0.0).sum())
+        link_bytes[ecol] += la.j_bytes.sum(1)
+        self.link_busy[self.elink.name][costs.TO_GPU] += float(j_dur.sum())
         t0s = np.broadcast_to(t0[:, None], (P, M_j))
+        j_prio = la.j_prio if sc.prefetch else None  # without prefetch every copy is a demand one
         if shared_link and M_n:  # NDP results queue with the fetches on the same direction
             ends = _schedule(efree, ewire, np.concatenate([t0s, res_arr], axis=1),
-                             np.concatenate([la.j_prio, np.full((P, M_n), DEMAND)], axis=1),
+                             None if j_prio is None else
+                             np.concatenate([j_prio, np.full((P, M_n), DEMAND)], axis=1),
                              self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
                              np.concatenate([j_valid, res_valid], axis=1))
             j_end, r_end = ends[:, :M_j], ends[:, M_j:]
         else:
-            j_end = _schedule(efree, ewire, t0s, la.j_prio, self.elink.latency, j_dur, j_valid)
-            r_end = res_arr
-            if M_n:
-                r_end = _schedule(cfree, cwire, res_arr, np.full((P, M_n), DEMAND), self.cxl.latency,
-                                  res_dur, res_valid)
+            j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid)
+            r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid) if M_n else None
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
         padded = np.concatenate([np.zeros((P, 1)), j_end], axis=1)  # column 0: no copy in this layer
@@ -759,8 +756,12 @@ class AnalyticEngine:
         w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
         g_e, g_c = la.g_e, la.g_c
         pending = np.maximum(w_w, w_f) > T[:, None]
-        order = np.argsort(pending, axis=1, kind="stable")
-        g_e, g_c, w_w, w_f = (np.take_along_axis(x, order, axis=1) for x in (g_e, g_c, w_w, w_f))
+        late = np.flatnonzero(pending.any(axis=1))
+        if len(late):  # rows waiting for some copy: ready experts first
+            order = np.argsort(pending[late], axis=1, kind="stable")
+            g_e, g_c = g_e.copy(), g_c.copy()
+            for x in (g_e, g_c, w_w, w_f):
+                x[late] = np.take_along_axis(x[late], order, axis=1)
         stall = np.zeros(P)
         for j in range(g_e.shape[1]):
             wait = np.clip(w_w[:, j] - T, 0.0, None)
