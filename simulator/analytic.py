@@ -250,15 +250,18 @@ STATELESS_PLACEMENT = frozenset({  # policies whose place() ignores the cache (o
     "gpu-resident", "offload-fp16", "offload-lowbit", "offload-lrc", "ndp-lowbit", "ndp-hot", "ndp-lrc"})
 
 
-def _padded(group: np.ndarray, P: int, *values: np.ndarray, fill=0):
-    """Scatter per-item values into [P, M] rows (items sorted by row; M = the largest row)."""
+def _padded(group: np.ndarray, P: int, *values: np.ndarray):
+    """Scatter per-item values into [P, M] rows padded with 0 (items sorted by row; M = the largest row);
+    also returns each item's column."""
     counts = np.bincount(group, minlength=P)
     M = int(counts.max()) if len(group) else 0
+    if len(group) == P * M:  # every row full: the items are the rows
+        return np.tile(np.arange(M), P), [v.reshape(P, M) for v in values]
     col = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
     at = group * M + col                                   # flat positions in [P, M]
     out = []
     for v in values:
-        a = np.full((P, M), fill, dtype=v.dtype)
+        a = np.zeros((P, M), dtype=v.dtype)
         np.put(a, at, v)
         out.append(a)
     return col, out
