@@ -272,8 +272,8 @@ class _VectorSource:
 
     LRU is a stack algorithm: every access makes its key the most recent, and the resident set is the
     longest most-recent prefix that fits, so an access hits iff its key was accessed before and the bytes
-    of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions use a
-    forward-filled [accesses, keys] matrix of last-access stamps; a shared partition is supported while
+    of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions walk
+    each access's reuse window (_stack_hits); a shared partition is supported while
     every key accessed so far fits at once (nothing is ever evicted): the first chunk that would evict
     hands the cache state over to the replay (chunk returns None), which runs the rest.
     """
@@ -333,7 +333,7 @@ class _VectorSource:
         size = np.take(self.sizes, key)
         if not sc.cache_per_layer and not self.fits_all(key, size):
             return None
-        hit = self.lru(key, size)
+        hit = self.lru(key, size, P)
         miss = ~hit
         c = eng.logic.c
         c["cache_hits"] += int(hit.sum())
@@ -453,8 +453,9 @@ class _VectorSource:
         found = (self.known[i] == codes) if len(self.known) else np.zeros(len(codes), dtype=bool)
         return np.where(found, self.known_at[i] if len(self.known) else 0, -1)
 
-    def lru(self, key: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """Hit flags of accesses `key` [A] (in order) in their partitions; updates the stamps."""
+    def lru(self, key: np.ndarray, size: np.ndarray, steps: int) -> np.ndarray:
+        """Hit flags of accesses `key` [A] (in order, from `steps` steps) in their partitions; updates the
+        stamps."""
         C = self.eng.sc.cache_capacity
         stamps = self.stamp + np.arange(len(key))
         self.stamp += len(key)
@@ -466,18 +467,19 @@ class _VectorSource:
             seen = first[key] != np.arange(len(key))
             hit = (seen | (self.last[key] >= 0)) & fits
         else:
-            hit[fits] = self._stack_hits(key[fits], size[fits], C)
+            hit[fits] = self._stack_hits(key[fits], size[fits], C, steps)
         upd = fits
         self.last[key[upd]] = stamps[upd]
         return hit
 
-    def _stack_hits(self, key: np.ndarray, size: np.ndarray, C: float) -> np.ndarray:
+    def _stack_hits(self, key: np.ndarray, size: np.ndarray, C: float, steps: int) -> np.ndarray:
         """Hit flags of per-layer accesses `key` [A] (in order, all fitting) by stack distance: access i of
         a key last used at p hits iff its size plus the bytes of the distinct keys used in (p, i) fit. The
         keys used in earlier chunks open each layer's sequence, oldest first; the window (p, i) is walked
-        back one access d at a time for all open accesses at once, counting an access m only if it is its
-        key's last use before i (next(m) >= i), and an access closes once it overflows (miss) or reaches p
-        (hit). Work ~ accesses x their reuse distance in accesses, bounded by the capacity for misses.
+        back one access d at a time for all open accesses at once (the first lags for every position by
+        array slices), counting an access m only if it is its key's last use before i (next(m) >= i), and
+        an access closes once it overflows (miss) or reaches p (hit). Work ~ accesses x their reuse
+        distance in accesses, bounded by the capacity for misses.
         Byte counts are whole numbers, so the sums are exact in any order."""
         sizes = self.sizes
         old = np.flatnonzero(self.last >= 0)
@@ -507,12 +509,26 @@ class _VectorSource:
         easy = reuse & (total <= C)
         hit[easy] = True
         q = np.flatnonzero(reuse & ~easy)                       # open accesses (indices into key)
-        gap = i[q] - prev[i[q]]
-        by_gap = np.argsort(gap, kind="stable")
-        q, gap = q[by_gap], gap[by_gap]                         # closing order
         qi, qs = i[q], size[q]
-        acc = np.zeros(len(q))
+        gap = qi - prev[qi]
+        # the first lags (two steps of a layer's accesses, where most accesses close) for all positions at
+        # once, by contiguous slices: position x adds the access at lag d while d < its gap (0: not open)
+        first_lags = max(8, 2 * -(-len(key) // (self.L * steps)))
+        lag_of = np.zeros(N, dtype=np.int64)
+        lag_of[qi] = gap
+        pos = np.arange(N)
+        acc = np.zeros(N)
         d = 1
+        while d < min(first_lags, N):
+            acc[d:] += sz[:-d] * ((nxt[:-d] > pos[d:]) & (lag_of[d:] > d))
+            d += 1
+        acc = acc[qi]
+        fit = acc + qs <= C
+        hit[q[(gap <= d) & fit]] = True
+        keep = (gap > d) & fit
+        q, qi, gap, qs, acc = q[keep], qi[keep], gap[keep], qs[keep], acc[keep]
+        by_gap = np.argsort(gap.astype(np.uint16) if N < 1 << 16 else gap, kind="stable")  # radix when small
+        q, qi, gap, qs, acc = q[by_gap], qi[by_gap], gap[by_gap], qs[by_gap], acc[by_gap]  # closing order
         while len(q) > 4096:  # one lag at a time; m = p adds 0 (next(p) = i) and closes the access
             m = qi - d
             acc += sz[m] * (nxt[m] > qi)
@@ -521,8 +537,7 @@ class _VectorSource:
             q, qi, gap, qs, acc = q[k:], qi[k:], gap[k:], qs[k:], acc[k:]
             d += 1
             fit = acc + qs <= C                                 # drop overflowed ones (misses) when many
-            n_fit = int(fit.sum())
-            if n_fit < 0.75 * len(q):
+            if fit.sum() < 0.75 * len(q):
                 q, qi, gap, qs, acc = q[fit], qi[fit], gap[fit], qs[fit], acc[fit]
         qp = qi - gap
         width = 8
