@@ -126,7 +126,7 @@ def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat:
         wir[:n] = t
     engines[by_count], wire[by_count] = eng, wir
     end = np.zeros((P, J))
-    np.put(end, flat, out)
+    end.reshape(-1)[flat] = out
     return end
 
 
@@ -165,21 +165,6 @@ def _list_schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio:
         done[r, p] = True
     engines[idx], wire[idx] = eng, wir
     return end
-
-
-def _union_overlap(t0: np.ndarray, t1: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Per row, length of [t0, t1] covered by the union of intervals [starts, ends] [P, J] (ends < starts
-    marks padding)."""
-    order = np.argsort(starts, axis=1, kind="stable")
-    s = np.take_along_axis(starts, order, axis=1)
-    e = np.take_along_axis(ends, order, axis=1)
-    covered, reach = np.zeros(len(t0)), t0.copy()
-    for j in range(s.shape[1]):
-        a, b = np.maximum(s[:, j], reach), np.minimum(e[:, j], t1)
-        gain = np.clip(b - a, 0.0, None)
-        covered += gain
-        reach = np.where(gain > 0, b, reach)
-    return covered
 
 
 class LayerArrays(NamedTuple):
@@ -262,7 +247,7 @@ def _padded(group: np.ndarray, P: int, *values: np.ndarray):
     out = []
     for v in values:
         a = np.zeros((P, M), dtype=v.dtype)
-        np.put(a, at, v)
+        a.reshape(-1)[at] = v
         out.append(a)
     return col, out
 
@@ -738,12 +723,9 @@ class AnalyticEngine:
             U = sc.system.ndp.units
             ufree = np.zeros(P * U)                                     # [P U] free time of each unit
             slot = np.arange(0, P * U, U)[:, None] + la.n_unit           # [P, N] its op's unit in ufree
-            op_s, op_e = np.empty((P, M_n)), np.empty((P, M_n))
+            op_e = np.empty((P, M_n))
             for j in range(M_n):  # padding (after a row's ops) leaves its unit's free time as good as it was
-                st = np.maximum(act_end, ufree[slot[:, j]])
-                op_s[:, j] = st
-                op_e[:, j] = ufree[slot[:, j]] = st + la.n_dur[:, j]
-            op_s, op_e = np.where(res_valid, op_s, 0.0), np.where(res_valid, op_e, -1.0)
+                op_e[:, j] = ufree[slot[:, j]] = np.maximum(act_end, ufree[slot[:, j]]) + la.n_dur[:, j]
             for u in range(U):
                 self.ndp_busy[u] += float(np.where(la.n_unit == u, la.n_dur, 0.0).sum())
             res_arr = np.where(res_valid, op_e, 0.0)
@@ -793,7 +775,10 @@ class AnalyticEngine:
         if M_n:
             done = np.where(res_valid, r_end, -np.inf).max(1)
             gap = np.clip(done - T, 0.0, None)
-            busy = np.where(gap > 0, _union_overlap(T, np.maximum(done, T), op_s, op_e), 0.0)
+            # every unit starts at act_end and runs its ops back to back: the units are busy over
+            # [act_end, last op end], which ends before the last result arrives (done)
+            busy = np.where(gap > 0, np.clip(np.where(res_valid, op_e, -np.inf).max(1) - np.maximum(act_end, T),
+                                             0.0, None), 0.0)
             acc["expert_ndp"] += busy
             stall += gap - busy
             T = np.maximum(T, done)
