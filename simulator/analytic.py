@@ -252,6 +252,23 @@ def _padded(group: np.ndarray, P: int, *values: np.ndarray):
     return col, out
 
 
+def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Routing of a chunk of steps (token indices `tok` [n], tokens per step `lens` [P]) as items: the
+    distinct ((step L + MoE layer) E + expert) ascending [N], their tokens [N] and restored tokens [N]
+    (tokens with the expert among their top-n) -- _Engine.route of every step at once."""
+    L, E, P = sc.model.moe_layers, sc.model.num_experts, len(lens)
+    dt = np.int32 if P * L * E * 2 < 1 << 31 else np.int64
+    # one code per routed (token, layer, slot): ((step L + layer) E + expert) 2 + (not restored)
+    grp = np.repeat(np.arange(0, P * L, L, dtype=dt), lens)[:, None] + np.arange(L, dtype=dt)  # [n, L]
+    code = (grp[:, :, None] * E + sc.trace.expert_ids[tok]) * 2 + (np.arange(sc.model.top_k) >= sc.top_n)
+    code = np.sort(code.ravel())
+    item = code >> 1
+    first = np.flatnonzero(np.concatenate(([True], item[1:] != item[:-1])))
+    if len(first) == len(code):  # every expert once per (step, layer)
+        return item, np.ones(len(code), dtype=dt), 1 - (code & 1)
+    return item[first], np.diff(np.append(first, len(code))), np.add.reduceat(1 - (code & 1), first)
+
+
 class _VectorSource:
     """Vectorised logical pass for LRU caches without prefetch and with cache-independent placements.
 
@@ -290,22 +307,10 @@ class _VectorSource:
         """Logical pass over the steps of a chunk (token indices `tok` [n], tokens per step `lens` [P]):
         updates the counters, sets self.flat (LayerArrays of the P x L (step, layer) rows) and returns
         the per-step counters; None when the shared cache would evict (nothing is updated then)."""
-        eng, sc, model = self.eng, self.eng.sc, self.eng.model
+        eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
         G = P * L
-        dt = np.int32 if G * E * 2 < 1 << 31 else np.int64
-        # one code per routed (token, layer, slot): ((step L + layer) E + expert) 2 + (not restored)
-        grp = np.repeat(np.arange(0, G, L, dtype=dt), lens)[:, None] + np.arange(L, dtype=dt)  # [n, L]
-        code = (grp[:, :, None] * E + sc.trace.expert_ids[tok]) * 2 + (np.arange(model.top_k) >= sc.top_n)
-        code = np.sort(code.ravel())
-        # items: the distinct (step, layer, expert), ascending; their tokens and restored tokens
-        item = code >> 1
-        first = np.flatnonzero(np.concatenate(([True], item[1:] != item[:-1])))
-        if len(first) == len(code):  # every expert once per (step, layer)
-            tokens, rest = np.ones(len(code), dtype=dt), 1 - (code & 1)
-        else:
-            tokens, rest = np.diff(np.append(first, len(code))), np.add.reduceat(1 - (code & 1), first)
-            item = item[first]
+        item, tokens, rest = _routed(sc, tok, lens)
         grp, ex = np.divmod(item, E)                                            # [N] (step, layer) row, expert
         le = item % (L * E)                                                     # [N] layer E + expert
         at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)
@@ -574,15 +579,18 @@ class AnalyticEngine:
         self.gpu_ops_memo: dict[tuple, tuple[float, float]] = {}  # _gpu_ops is pure: memoised by its inputs
 
     # ---- logical pass for one chunk of steps ----
-    def logical(self, steps: list[np.ndarray], first: int) -> tuple[list[_Layer], dict]:
+    def logical(self, tok: np.ndarray, lens: np.ndarray, first: int) -> tuple[list[_Layer], dict]:
         lg, sc, model = self.logic, self.sc, self.model
-        P = len(steps)
+        P, L = len(lens), model.moe_layers
+        item, n_tok, n_rest = _routed(sc, tok, lens)
+        cuts = np.searchsorted(item, np.arange(P * L + 1) * model.num_experts).tolist()  # items of (step, layer)
+        item, n_tok, n_rest = (item % model.num_experts).tolist(), n_tok.tolist(), n_rest.tolist()
         layers = [_Layer(P) for _ in range(model.moe_layers)]
         per_step = {k: np.zeros(P) for k in ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp")}
         ndp_units = sc.system.ndp.units if sc.system.ndp is not None else 1
-        for r, idx in enumerate(steps):
+        for r in range(P):
             self.rec.step = first + r
-            routing = lg.route(idx)
+            routing = [(item[a:b], n_tok[a:b], n_rest[a:b]) for a, b in zip(cuts[r * L:(r + 1) * L], cuts[r * L + 1:])]
             before = (lg.c["cache_hits"], lg.c["cache_misses"])
             for moe in range(model.moe_layers):
                 part = lg.cache.part(moe)
@@ -793,7 +801,7 @@ class AnalyticEngine:
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
             if len(idx):
-                layers, _ = self.logical([idx], -1)
+                layers, _ = self.logical(idx, np.array([len(idx)]), -1)
                 prefill = float(self.timing(idx, np.array([len(idx)]), _ReplaySource(layers, -1))["latency"][0])
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
@@ -812,7 +820,7 @@ class AnalyticEngine:
                 if vec is not None:  # the shared cache would evict from now on: replay the rest
                     vec.hand_over()
                     vec = None
-                layers, per_step = self.logical(np.split(tok, np.cumsum(lens)[:-1]), done)
+                layers, per_step = self.logical(tok, lens, done)
                 t = self.timing(tok, lens, _ReplaySource(layers, done))
             self._append(done, lens, t, per_step)
             sc.trace.release()  # stream: keep only this chunk's trace pages resident
