@@ -65,6 +65,18 @@ class _RecordingLink:
         return job
 
 
+def _reduce_rows(op: np.ufunc, x: np.ndarray, empty) -> np.ndarray:
+    """`op` (add, maximum, logical_or) folded along each row of x [R, M], one column at a time (numpy's
+    per-row reductions are slow on thin rows); `empty`: the result for M = 0. Float sums of 8 or more
+    columns are left to numpy (its pairwise order); fewer numpy adds one by one from 0, as here."""
+    if op is np.add and x.dtype.kind == "f" and x.shape[1] >= 8:
+        return x.sum(axis=1)
+    out = np.full(len(x), empty)
+    for j in range(x.shape[1]):
+        op(out, x[:, j], out=out)
+    return out
+
+
 def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
               wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
@@ -105,7 +117,7 @@ def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat:
     first; each takes the engine freed first. One pass over the columns, on the rows that still have
     copies (rows sorted by their number of copies, so those are a leading block)."""
     P, J = arr.shape
-    count = valid.sum(axis=1)
+    count = _reduce_rows(np.add, valid, 0)
     by_count = np.argsort(-count, kind="stable")
     flat = by_count[:, None] * J + order[by_count]                # [P, J] service slots -> flat [P, J]
     a, w = np.take(arr, flat), np.take(wtime, flat)
@@ -722,7 +734,7 @@ class AnalyticEngine:
         t0 = T.copy()
         res_valid, M_n = la.n_valid, la.n_valid.shape[1]
         if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
-            has = res_valid.any(axis=1)
+            has = _reduce_rows(np.logical_or, res_valid, False)
             act_b = costs.activation_bytes(model, 1) * n
             act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
             link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
@@ -738,12 +750,12 @@ class AnalyticEngine:
                 self.ndp_busy[u] += float(np.where(la.n_unit == u, la.n_dur, 0.0).sum())
             res_arr = np.where(res_valid, op_e, 0.0)
             res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
-            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += la.n_rbytes.sum(1)
+            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += _reduce_rows(np.add, la.n_rbytes, 0.0)
             self.link_busy[self.cxl.name][costs.TO_GPU] += float(res_dur.sum())
         # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
         j_valid, M_j = la.j_valid, la.j_valid.shape[1]
         j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
-        link_bytes[ecol] += la.j_bytes.sum(1)
+        link_bytes[ecol] += _reduce_rows(np.add, la.j_bytes, 0.0)
         self.link_busy[self.elink.name][costs.TO_GPU] += float(j_dur.sum())
         t0s = np.broadcast_to(t0[:, None], (P, M_j))
         j_prio = la.j_prio if sc.prefetch else None  # without prefetch every copy is a demand one
@@ -764,7 +776,7 @@ class AnalyticEngine:
         w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
         g_e, g_c = la.g_e, la.g_c
         pending = np.maximum(w_w, w_f) > T[:, None]
-        late = np.flatnonzero(pending.any(axis=1))
+        late = np.flatnonzero(_reduce_rows(np.logical_or, pending, False))
         if len(late):  # rows waiting for some copy: ready experts first
             order = np.argsort(pending[late], axis=1, kind="stable")
             g_e, g_c = g_e.copy(), g_c.copy()
@@ -778,15 +790,15 @@ class AnalyticEngine:
             wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T, 0.0, None), 0.0)
             stall += wait
             T += wait + g_c[:, j]
-        acc["expert_gpu"] += g_e.sum(1)
-        acc["compensation"] += g_c.sum(1)
+        acc["expert_gpu"] += _reduce_rows(np.add, g_e, 0.0)
+        acc["compensation"] += _reduce_rows(np.add, g_c, 0.0)
         if M_n:
-            done = np.where(res_valid, r_end, -np.inf).max(1)
+            done = _reduce_rows(np.maximum, np.where(res_valid, r_end, -np.inf), -np.inf)
             gap = np.clip(done - T, 0.0, None)
             # every unit starts at act_end and runs its ops back to back: the units are busy over
             # [act_end, last op end], which ends before the last result arrives (done)
-            busy = np.where(gap > 0, np.clip(np.where(res_valid, op_e, -np.inf).max(1) - np.maximum(act_end, T),
-                                             0.0, None), 0.0)
+            ops_end = _reduce_rows(np.maximum, np.where(res_valid, op_e, -np.inf), -np.inf)
+            busy = np.where(gap > 0, np.clip(ops_end - np.maximum(act_end, T), 0.0, None), 0.0)
             acc["expert_ndp"] += busy
             stall += gap - busy
             T = np.maximum(T, done)
