@@ -115,7 +115,10 @@ def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat:
                     valid: np.ndarray, order: np.ndarray) -> np.ndarray:
     """_schedule of rows served in a fixed order: per row, the copies `order` [P, J] lists, valid ones
     first; each takes the engine freed first. One pass over the columns, on the rows that still have
-    copies (rows sorted by their number of copies, so those are a leading block)."""
+    copies (rows sorted by their number of copies, so those are a leading block). The wire serves one
+    copy at a time, so the copies end in service order; when every engine is free by a row's first
+    arrival (always, unless prefetches spill over from an earlier layer), copy j < c starts at its
+    arrival and copy j >= c takes the engine copy j - c frees: no engine search."""
     P, J = arr.shape
     count = _reduce_rows(np.add, valid, 0)
     by_count = np.argsort(-count, kind="stable")
@@ -123,19 +126,29 @@ def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat:
     a, w = np.take(arr, flat), np.take(wtime, flat)
     eng, wir = engines[by_count], wire[by_count]
     live = P - np.cumsum(np.bincount(count, minlength=J + 1))    # [J + 1] rows with more than j copies
+    c = eng.shape[1]
     rows = np.arange(P)
     out = np.zeros((P, J))
+    idle = bool((_reduce_rows(np.maximum, eng, -np.inf) <= np.where(count[by_count] > 0, a[:, 0], np.inf)).all())
     for j in range(int(count.max())):
         n = live[j]
-        e, r = eng[:n], rows[:n]
-        srv = e.argmin(axis=1)
-        t = np.maximum(e[r, srv], a[:n, j])
-        t += lat
+        if idle:
+            t = a[:n, j] + lat if j < c else np.maximum(out[:n, j - c], a[:n, j]) + lat
+        else:
+            e, r = eng[:n], rows[:n]
+            srv = e.argmin(axis=1)
+            t = np.maximum(e[r, srv], a[:n, j])
+            t += lat
         np.maximum(t, wir[:n], out=t)
         t += w[:n, j]
         out[:n, j] = t
-        e[r, srv] = t
+        if not idle:
+            e[r, srv] = t
         wir[:n] = t
+    if idle:  # the engines free last: the last c of (earlier free times ascending, this row's ends)
+        at = count[by_count, None] + np.arange(c)                # [P, c] in that sequence
+        eng = np.where(at < c, np.take_along_axis(np.sort(eng, axis=1), np.minimum(at, c - 1), axis=1),
+                       np.take_along_axis(out, np.maximum(at - c, 0), axis=1))
     engines[by_count], wire[by_count] = eng, wir
     end = np.zeros((P, J))
     end.reshape(-1)[flat] = out
