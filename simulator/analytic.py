@@ -37,7 +37,7 @@ from simulator.hardware.gpu import CATEGORIES
 from simulator.hardware.link import DEMAND
 from simulator.schedule import BatchSchedule
 
-CHUNK = 256  # decode steps evaluated together
+CHUNK = 256  # batch slots x decode steps evaluated together (CHUNK // batch steps: arrays stay cache-sized)
 
 
 class _Job:
@@ -832,9 +832,9 @@ class AnalyticEngine:
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
         vec = _VectorSource(self) if _VectorSource.usable(self) and not sc.prompt else None
-        done = 0
+        done, per_chunk = 0, max(1, CHUNK // sc.batch)
         while sc.steps is None or done < sc.steps:
-            want = CHUNK if sc.steps is None else min(CHUNK, sc.steps - done)
+            want = per_chunk if sc.steps is None else min(per_chunk, sc.steps - done)
             tok, lens = sched.take(want)
             if not len(lens):
                 break
