@@ -1,9 +1,10 @@
 """The analytic fast path (`--engine analytic`): the DES's cost model evaluated without SimPy.
 
 Two passes over the trace, in chunks of decode steps:
-1. Logical pass (exact): routing, placements, cache lookups/inserts and prefetch decisions in the DES's
-   order, by the DES's own code (simulator.engine._Engine.route/demand/prefetch with a recording link in
-   place of the SimPy copy engines). Cache state never depends on timing, so hits and misses are exact.
+1. Logical pass (exact): routing (_routed: _Engine.route for every step of a chunk at once), placements,
+   cache lookups/inserts and prefetch decisions in the DES's order, by the DES's own code
+   (simulator.engine._Engine.demand/prefetch with a recording link in place of the SimPy copy engines).
+   Cache state never depends on timing, so hits and misses are exact.
 2. Timing (vectorised numpy over the steps of a chunk, one MoE layer at a time): every op time comes from
    simulator.costs (the same formulas the DES calls); per layer the copies are list-scheduled on the
    link's `dma_engines` servers (non-preemptive: demand before prefetch, then arrival, then issue order),
@@ -784,27 +785,34 @@ class AnalyticEngine:
             r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid) if M_n else None
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
-        padded = np.concatenate([np.zeros((P, 1)), j_end], axis=1)  # column 0: no copy in this layer
-        w_w = np.maximum(la.w_ext, np.take_along_axis(padded, la.wj, axis=1))  # weights' copy arrival
-        w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
-        g_e, g_c = la.g_e, la.g_c
+        w_w, w_f = la.w_ext, la.f_ext  # copies' arrival (weights, factors): from earlier layers, or
+        if M_j:                        # from this layer's copies (column 0 of `padded`: none)
+            padded = np.concatenate([np.zeros((P, 1)), j_end], axis=1)
+            w_w = np.maximum(w_w, np.take_along_axis(padded, la.wj, axis=1))
+            w_f = np.maximum(w_f, np.take_along_axis(padded, la.fj, axis=1))
         pending = np.maximum(w_w, w_f) > T[:, None]
-        late = np.flatnonzero(_reduce_rows(np.logical_or, pending, False))
-        if len(late):  # rows waiting for some copy: ready experts first
+        late = np.flatnonzero(_reduce_rows(np.logical_or, pending, False))  # rows waiting for some copy
+        sum_e, sum_c = _reduce_rows(np.add, la.g_e, 0.0), _reduce_rows(np.add, la.g_c, 0.0)
+        if len(late):  # their ready experts first, each waiting for its copies
             order = np.argsort(pending[late], axis=1, kind="stable")
-            g_e, g_c = g_e.copy(), g_c.copy()
-            for x in (g_e, g_c, w_w, w_f):
-                x[late] = np.take_along_axis(x[late], order, axis=1)
+            g_e, g_c, w_w, w_f = (np.take_along_axis(x[late], order, axis=1) for x in (la.g_e, la.g_c, w_w, w_f))
+            T_late, stall_late = T[late], np.zeros(len(late))
+            for j in range(g_e.shape[1]):
+                wait = np.clip(w_w[:, j] - T_late, 0.0, None)
+                stall_late += wait
+                T_late += wait + g_e[:, j]
+                wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T_late, 0.0, None), 0.0)
+                stall_late += wait
+                T_late += wait + g_c[:, j]
+            sum_e[late], sum_c[late] = _reduce_rows(np.add, g_e, 0.0), _reduce_rows(np.add, g_c, 0.0)
+        for j in range(la.g_e.shape[1]):  # the other rows: the kernels back to back
+            T += la.g_e[:, j]
+            T += la.g_c[:, j]
         stall = np.zeros(P)
-        for j in range(g_e.shape[1]):
-            wait = np.clip(w_w[:, j] - T, 0.0, None)
-            stall += wait
-            T += wait + g_e[:, j]
-            wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T, 0.0, None), 0.0)
-            stall += wait
-            T += wait + g_c[:, j]
-        acc["expert_gpu"] += _reduce_rows(np.add, g_e, 0.0)
-        acc["compensation"] += _reduce_rows(np.add, g_c, 0.0)
+        if len(late):
+            T[late], stall[late] = T_late, stall_late
+        acc["expert_gpu"] += sum_e
+        acc["compensation"] += sum_c
         if M_n:
             done = _reduce_rows(np.maximum, np.where(res_valid, r_end, -np.inf), -np.inf)
             gap = np.clip(done - T, 0.0, None)
