@@ -409,7 +409,12 @@ class _VectorSource:
         at = self._rows_of(codes)
         missing = at < 0
         if missing.any():
-            new = np.unique(codes[missing])
+            if self.slot is not None:  # distinct codes, ascending, by marking them in the dense table
+                mark = np.zeros(len(self.slot), dtype=bool)
+                mark[codes[missing]] = True
+                new = np.flatnonzero(mark)
+            else:
+                new = np.unique(codes[missing])
             rest, restored = np.divmod(new, self.K)
             layer_expert, tokens = np.divmod(rest, self.K)
             lay, ex = np.divmod(layer_expert, self.E)
