@@ -78,7 +78,7 @@ def _reduce_rows(op: np.ufunc, x: np.ndarray, empty) -> np.ndarray:
     return out
 
 
-def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
+def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray | None, lat: float,
               wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
     times `engines` [P, c]; a freed engine takes the best arrived copy by priority `prio` (None: one
@@ -194,7 +194,7 @@ def _list_schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio:
 
 
 class LayerArrays(NamedTuple):
-    """One MoE layer of every step in a chunk, padded to the largest row (P rows)."""
+    """One MoE layer of every step in a chunk, padded to the largest row (P rows) with zeros."""
 
     g_e: np.ndarray      # float [P, G] expert GEMM seconds of the GPU items, in S order (0: padding)
     g_c: np.ndarray      # float [P, G] compensation seconds (0: none)
@@ -202,12 +202,12 @@ class LayerArrays(NamedTuple):
     fj: np.ndarray       # int   [P, G] 1 + column of the factors' copy (0: none)
     w_ext: np.ndarray    # float [P, G] arrival of a weights' copy issued by an earlier layer (0: none)
     f_ext: np.ndarray    # float [P, G] same for the factors
-    j_bytes: np.ndarray  # float [P, J] copies issued on the expert link at this layer, in issue order
+    j_bytes: np.ndarray  # float [P, J] copies issued on the expert link at this layer, in issue order (0: padding)
     j_prio: np.ndarray   # int   [P, J] DEMAND or PREFETCH
     j_valid: np.ndarray  # bool  [P, J]
     n_unit: np.ndarray   # int   [P, N] NDP unit of each NDP item, in S order
-    n_dur: np.ndarray    # float [P, N] NDP op seconds
-    n_rbytes: np.ndarray  # float [P, N] result bytes sent back
+    n_dur: np.ndarray    # float [P, N] NDP op seconds (0: padding)
+    n_rbytes: np.ndarray  # float [P, N] result bytes sent back (0: padding)
     n_valid: np.ndarray  # bool  [P, N]
 
 
@@ -301,9 +301,10 @@ class _VectorSource:
     LRU is a stack algorithm: every access makes its key the most recent, and the resident set is the
     longest most-recent prefix that fits, so an access hits iff its key was accessed before and the bytes
     of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions walk
-    each access's reuse window (_stack_hits); a shared partition is supported while
-    every key accessed so far fits at once (nothing is ever evicted): the first chunk that would evict
-    hands the cache state over to the replay (chunk returns None), which runs the rest.
+    each access's reuse window (_stack_hits); a shared partition is supported while every key accessed
+    so far fits at once (nothing is ever evicted): the first chunk that would evict hands the cache
+    state over to the replay (chunk returns None), which runs the rest. Placements are asked once per
+    (layer, expert, tokens, restored) code of the run and tabled (placements).
     """
 
     def __init__(self, eng: AnalyticEngine):
@@ -339,14 +340,14 @@ class _VectorSource:
         item, tokens, rest = _routed(sc, tok, lens)
         grp, ex = np.divmod(item, E)                                            # [N] (step, layer) row, expert
         le = item % (L * E)                                                     # [N] layer E + expert
-        at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)
-        tab, r = self.tab, grp // L
+        at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)  # [N] rows of self.tab
+        tab, r = self.tab, grp // L                                             # [N] step
         # cache accesses in lookup order: per item its weights, then its factors
         acc = np.flatnonzero(np.stack([tab["look"][at], tab["fac"][at]], axis=1).ravel())  # [A] 2 item + factors
         ai = acc >> 1
         form = np.where(acc & 1, FORMS.index("factors"), tab["wform"][at[ai]])
-        key = le[ai] * 3 + form
-        size = np.take(self.sizes, key)
+        key = le[ai] * 3 + form                                                 # [A] (layer E + expert) 3 + form
+        size = np.take(self.sizes, key)                                         # [A] bytes
         if not sc.cache_per_layer and not self.fits_all(key, size):
             return None
         hit = self.lru(key, size, P)
