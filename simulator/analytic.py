@@ -79,12 +79,12 @@ def _reduce_rows(op: np.ufunc, x: np.ndarray, empty) -> np.ndarray:
 
 
 def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray | None, lat: float,
-              wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
+              wtime: np.ndarray, valid: np.ndarray, keep: bool = True) -> np.ndarray:
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
     times `engines` [P, c]; a freed engine takes the best arrived copy by priority `prio` (None: one
     priority for all), arrival, column order), pays `lat`, then holds the wire (free time `wire` [P])
-    for `wtime`; both are updated in place. Wire order = engine order (exact for FIFO traffic). Returns
-    the arrival times [P, J].
+    for `wtime`; both are updated in place (unless not `keep`: the caller drops them). Wire order = engine
+    order (exact for FIFO traffic). Returns the arrival times [P, J].
     In a row whose copies share one priority the best arrived copy is always the earliest of the rest
     (arrival, then column), and in a row whose copies arrive together it is the first by (priority,
     column): such rows are served in that fixed order (_serve_in_order); rows mixing priorities and
@@ -94,7 +94,7 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
         return np.zeros((P, J))
     a = np.where(valid, arr, np.inf)
     if prio is None:
-        return _serve_in_order(engines, wire, arr, lat, wtime, valid, np.argsort(a, axis=1, kind="stable"))
+        return _serve_in_order(engines, wire, arr, lat, wtime, valid, np.argsort(a, axis=1, kind="stable"), keep)
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     one_prio = np.where(valid, prio, hi).min(axis=1) == np.where(valid, prio, lo).max(axis=1)
     one_arr = a.min(axis=1) == np.where(valid, arr, -np.inf).max(axis=1)
@@ -113,7 +113,7 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
 
 
 def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat: float, wtime: np.ndarray,
-                    valid: np.ndarray, order: np.ndarray) -> np.ndarray:
+                    valid: np.ndarray, order: np.ndarray, keep: bool = True) -> np.ndarray:
     """_schedule of rows served in a fixed order: per row, the copies `order` [P, J] lists, valid ones
     first; each takes the engine freed first. One pass over the columns, on the rows that still have
     copies (rows sorted by their number of copies, so those are a leading block). The wire serves one
@@ -146,11 +146,12 @@ def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat:
         if not idle:
             e[r, srv] = t
         wir[:n] = t
-    if idle:  # the engines free last: the last c of (earlier free times ascending, this row's ends)
+    if idle and keep:  # the engines free last: the last c of (earlier free times ascending, this row's ends)
         at = count[by_count, None] + np.arange(c)                # [P, c] in that sequence
         eng = np.where(at < c, np.take_along_axis(np.sort(eng, axis=1), np.minimum(at, c - 1), axis=1),
                        np.take_along_axis(out, np.maximum(at - c, 0), axis=1))
-    engines[by_count], wire[by_count] = eng, wir
+    if keep:
+        engines[by_count], wire[by_count] = eng, wir
     end = np.zeros((P, J))
     end.reshape(-1)[flat] = out
     return end
@@ -717,7 +718,7 @@ class AnalyticEngine:
             sub = {cat: np.zeros(P * L) for cat in ("expert_gpu", "compensation", "expert_ndp", "transfer_stall")}
             sub_bytes = {col: np.zeros(P * L) for col in link_bytes}
             dur = self._moe_layer(source, np.zeros(P * L), np.repeat(n, L), np.repeat(shared, L),
-                                  self._link_state(P * L), sub, sub_bytes)[0]
+                                  self._link_state(P * L, keep=False), sub, sub_bytes)[0]
             T += (att + router) * L + dur.reshape(P, L).sum(axis=1)
             for cat, v in sub.items():
                 acc[cat] += v.reshape(P, L).sum(axis=1)
@@ -735,11 +736,12 @@ class AnalyticEngine:
         out.update(link_bytes)
         return out
 
-    def _link_state(self, R: int) -> dict[str, np.ndarray]:
-        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows."""
+    def _link_state(self, R: int, keep: bool = True) -> dict:
+        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows; `keep`:
+        whether a layer's end state is needed (the next layer starts from it)."""
         return {"efree": np.zeros((R, self.elink.dma_engines)), "ewire": np.zeros(R),
                 "cfree": np.zeros((R, self.cxl.dma_engines)) if self.cxl is not None else None,
-                "cwire": np.zeros(R)}
+                "cwire": np.zeros(R), "keep": keep}
 
     def _moe_layer(self, la: LayerArrays, T: np.ndarray, n: np.ndarray, shared: np.ndarray, state: dict,
                    acc: dict, link_bytes: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -748,7 +750,7 @@ class AnalyticEngine:
         [R] and the copies' arrival times [R, J]."""
         sc, model = self.sc, self.model
         P = len(T)
-        efree, ewire, cfree, cwire = state["efree"], state["ewire"], state["cfree"], state["cwire"]
+        efree, ewire, cfree, cwire, keep = (state[k] for k in ("efree", "ewire", "cfree", "cwire", "keep"))
         ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
         shared_link = self.cxl is not None and self.cxl.name == self.elink.name
         t0 = T.copy()
@@ -784,11 +786,11 @@ class AnalyticEngine:
                              None if j_prio is None else
                              np.concatenate([j_prio, np.full((P, M_n), DEMAND)], axis=1),
                              self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
-                             np.concatenate([j_valid, res_valid], axis=1))
+                             np.concatenate([j_valid, res_valid], axis=1), keep)
             j_end, r_end = ends[:, :M_j], ends[:, M_j:]
         else:
-            j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid)
-            r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid) if M_n else None
+            j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid, keep)
+            r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid, keep) if M_n else None
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
         w_w, w_f = la.w_ext, la.f_ext  # copies' arrival (weights, factors): from earlier layers, or
