@@ -1,9 +1,10 @@
 """The analytic fast path (`--engine analytic`): the DES's cost model evaluated without SimPy.
 
 Two passes over the trace, in chunks of decode steps:
-1. Logical pass (exact): routing, placements, cache lookups/inserts and prefetch decisions in the DES's
-   order, by the DES's own code (simulator.engine._Engine.route/demand/prefetch with a recording link in
-   place of the SimPy copy engines). Cache state never depends on timing, so hits and misses are exact.
+1. Logical pass (exact): routing (_routed: _Engine.route for every step of a chunk at once), placements,
+   cache lookups/inserts and prefetch decisions in the DES's order, by the DES's own code
+   (simulator.engine._Engine.demand/prefetch with a recording link in place of the SimPy copy engines).
+   Cache state never depends on timing, so hits and misses are exact.
 2. Timing (vectorised numpy over the steps of a chunk, one MoE layer at a time): every op time comes from
    simulator.costs (the same formulas the DES calls); per layer the copies are list-scheduled on the
    link's `dma_engines` servers (non-preemptive: demand before prefetch, then arrival, then issue order),
@@ -37,7 +38,7 @@ from simulator.hardware.gpu import CATEGORIES
 from simulator.hardware.link import DEMAND
 from simulator.schedule import BatchSchedule
 
-CHUNK = 256  # decode steps evaluated together
+CHUNK = 256  # batch slots x decode steps evaluated together (CHUNK // batch steps: arrays stay cache-sized)
 
 
 class _Job:
@@ -65,16 +66,102 @@ class _RecordingLink:
         return job
 
 
-def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
-              wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _reduce_rows(op: np.ufunc, x: np.ndarray, empty) -> np.ndarray:
+    """`op` (add, maximum, logical_or) folded along each row of x [R, M], one column at a time (numpy's
+    per-row reductions are slow on thin rows); `empty`: the result for M = 0. Float sums of 8 or more
+    columns are left to numpy (its pairwise order); fewer numpy adds one by one from 0, as here."""
+    if op is np.add and x.dtype.kind == "f" and x.shape[1] >= 8:
+        return x.sum(axis=1)
+    out = np.full(len(x), empty)
+    for j in range(x.shape[1]):
+        op(out, x[:, j], out=out)
+    return out
+
+
+def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray | None, lat: float,
+              wtime: np.ndarray, valid: np.ndarray, keep: bool = True) -> np.ndarray:
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
-    times `engines` [P, c]; a freed engine takes the best arrived copy by priority, arrival, column
-    order), pays `lat`, then holds the wire (free time `wire` [P]) for `wtime`; both are updated in
-    place. Wire order = engine order (exact for FIFO traffic). Returns the arrival times [P, J]."""
+    times `engines` [P, c]; a freed engine takes the best arrived copy by priority `prio` (None: one
+    priority for all), arrival, column order), pays `lat`, then holds the wire (free time `wire` [P])
+    for `wtime`; both are updated in place (unless not `keep`: the caller drops them). Wire order = engine
+    order (exact for FIFO traffic). Returns the arrival times [P, J].
+    In a row whose copies share one priority the best arrived copy is always the earliest of the rest
+    (arrival, then column), and in a row whose copies arrive together it is the first by (priority,
+    column): such rows are served in that fixed order (_serve_in_order); rows mixing priorities and
+    arrival times (prefetches beside NDP results) are list-scheduled (_list_schedule)."""
+    P, J = arr.shape
+    if not J:
+        return np.zeros((P, J))
+    a = np.where(valid, arr, np.inf)
+    if prio is None:
+        return _serve_in_order(engines, wire, arr, lat, wtime, valid, np.argsort(a, axis=1, kind="stable"), keep)
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    one_prio = np.where(valid, prio, hi).min(axis=1) == np.where(valid, prio, lo).max(axis=1)
+    one_arr = a.min(axis=1) == np.where(valid, arr, -np.inf).max(axis=1)
+    mixed = ~(one_prio | one_arr) & valid.any(axis=1)
+    m = np.flatnonzero(mixed)
+    if len(m):
+        eng_m, wire_m = engines[m], wire[m]
+        end_m = _list_schedule(eng_m, wire_m, arr[m], prio[m], lat, wtime[m], valid[m])
+        engines[m], wire[m] = eng_m, wire_m
+        valid = valid & ~mixed[:, None]
+    order = np.argsort(np.where(one_prio[:, None], a, np.where(valid, prio, np.inf)), axis=1, kind="stable")
+    end = _serve_in_order(engines, wire, arr, lat, wtime, valid, order)
+    if len(m):
+        end[m] = end_m
+    return end
+
+
+def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat: float, wtime: np.ndarray,
+                    valid: np.ndarray, order: np.ndarray, keep: bool = True) -> np.ndarray:
+    """_schedule of rows served in a fixed order: per row, the copies `order` [P, J] lists, valid ones
+    first; each takes the engine freed first. One pass over the columns, on the rows that still have
+    copies (rows sorted by their number of copies, so those are a leading block). The wire serves one
+    copy at a time, so the copies end in service order; when every engine is free by a row's first
+    arrival (always, unless prefetches spill over from an earlier layer), copy j < c starts at its
+    arrival and copy j >= c takes the engine copy j - c frees: no engine search."""
+    P, J = arr.shape
+    count = _reduce_rows(np.add, valid, 0)
+    by_count = np.argsort(-count, kind="stable")
+    flat = by_count[:, None] * J + order[by_count]                # [P, J] service slots -> flat [P, J]
+    a, w = np.take(arr, flat), np.take(wtime, flat)
+    eng, wir = engines[by_count], wire[by_count]
+    live = P - np.cumsum(np.bincount(count, minlength=J + 1))    # [J + 1] rows with more than j copies
+    c = eng.shape[1]
+    rows = np.arange(P)
+    out = np.zeros((P, J))
+    idle = bool((_reduce_rows(np.maximum, eng, -np.inf) <= np.where(count[by_count] > 0, a[:, 0], np.inf)).all())
+    for j in range(int(count.max())):
+        n = live[j]
+        if idle:
+            t = a[:n, j] + lat if j < c else np.maximum(out[:n, j - c], a[:n, j]) + lat
+        else:
+            e, r = eng[:n], rows[:n]
+            srv = e.argmin(axis=1)
+            t = np.maximum(e[r, srv], a[:n, j])
+            t += lat
+        np.maximum(t, wir[:n], out=t)
+        t += w[:n, j]
+        out[:n, j] = t
+        if not idle:
+            e[r, srv] = t
+        wir[:n] = t
+    if idle and keep:  # the engines free last: the last c of (earlier free times ascending, this row's ends)
+        at = count[by_count, None] + np.arange(c)                # [P, c] in that sequence
+        eng = np.where(at < c, np.take_along_axis(np.sort(eng, axis=1), np.minimum(at, c - 1), axis=1),
+                       np.take_along_axis(out, np.maximum(at - c, 0), axis=1))
+    if keep:
+        engines[by_count], wire[by_count] = eng, wir
+    end = np.zeros((P, J))
+    end.reshape(-1)[flat] = out
+    return end
+
+
+def _list_schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, lat: float,
+                   wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """_schedule by list scheduling: each freed engine picks the best copy arrived by then."""
     P, J = arr.shape
     rows = np.arange(P)
-    if J and _fifo(engines, wire, arr, prio, valid):
-        return _schedule_fifo(engines, wire, arr[:, 0], lat, wtime, valid)
     end = np.zeros((P, J))
     done = ~valid
     rank = np.argsort(np.argsort(arr, axis=1, kind="stable"), axis=1)  # arrival order, ties by column
@@ -107,65 +194,21 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
     return end
 
 
-def _fifo(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray, valid: np.ndarray) -> bool:
-    """True when, in every row, the copies occupy the leading columns, arrive together with one priority,
-    and the engines and the wire are free by then: the link then serves them in column order."""
-    a = arr[:, :1]
-    return bool(((arr == a) | ~valid).all() and ((prio == prio[:, :1]) | ~valid).all()
-                and (valid[:, 1:] <= valid[:, :-1]).all() and (engines <= a).all() and (wire <= a[:, 0]).all())
-
-
-def _schedule_fifo(engines: np.ndarray, wire: np.ndarray, a: np.ndarray, lat: float, wtime: np.ndarray,
-                   valid: np.ndarray) -> np.ndarray:
-    """_schedule when _fifo holds: copy j takes the engine copy j - c released (or a free one), so one
-    pass over the columns with the same arithmetic."""
-    P, J = wtime.shape
-    c = engines.shape[1]
-    rows = np.arange(P)
-    end = np.zeros((P, J))
-    for j in range(J):
-        v = valid[:, j]
-        if not v.any():
-            break
-        srv = engines.argmin(axis=1)
-        tf = engines[rows, srv] if j < c else end[:, j - c]
-        e = np.maximum(np.maximum(tf, a) + lat, wire) + wtime[:, j]
-        end[:, j] = np.where(v, e, 0.0)
-        engines[rows[v], srv[v]] = e[v]
-        wire[v] = e[v]
-    return end
-
-
-def _union_overlap(t0: np.ndarray, t1: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Per row, length of [t0, t1] covered by the union of intervals [starts, ends] [P, J] (ends < starts
-    marks padding)."""
-    order = np.argsort(starts, axis=1, kind="stable")
-    s = np.take_along_axis(starts, order, axis=1)
-    e = np.take_along_axis(ends, order, axis=1)
-    covered, reach = np.zeros(len(t0)), t0.copy()
-    for j in range(s.shape[1]):
-        a, b = np.maximum(s[:, j], reach), np.minimum(e[:, j], t1)
-        gain = np.clip(b - a, 0.0, None)
-        covered += gain
-        reach = np.where(gain > 0, b, reach)
-    return covered
-
-
 class LayerArrays(NamedTuple):
-    """One MoE layer of every step in a chunk, padded to the largest row (P rows)."""
+    """One MoE layer of every step in a chunk, padded to the largest row (P rows) with zeros."""
 
     g_e: np.ndarray      # float [P, G] expert GEMM seconds of the GPU items, in S order (0: padding)
     g_c: np.ndarray      # float [P, G] compensation seconds (0: none)
-    wj: np.ndarray       # int   [P, G] column of the weights' copy among this layer's copies (-1: none)
-    fj: np.ndarray       # int   [P, G] column of the factors' copy (-1: none)
+    wj: np.ndarray       # int   [P, G] 1 + column of the weights' copy among this layer's copies (0: none)
+    fj: np.ndarray       # int   [P, G] 1 + column of the factors' copy (0: none)
     w_ext: np.ndarray    # float [P, G] arrival of a weights' copy issued by an earlier layer (0: none)
     f_ext: np.ndarray    # float [P, G] same for the factors
-    j_bytes: np.ndarray  # float [P, J] copies issued on the expert link at this layer, in issue order
+    j_bytes: np.ndarray  # float [P, J] copies issued on the expert link at this layer, in issue order (0: padding)
     j_prio: np.ndarray   # int   [P, J] DEMAND or PREFETCH
     j_valid: np.ndarray  # bool  [P, J]
     n_unit: np.ndarray   # int   [P, N] NDP unit of each NDP item, in S order
-    n_dur: np.ndarray    # float [P, N] NDP op seconds
-    n_rbytes: np.ndarray  # float [P, N] result bytes sent back
+    n_dur: np.ndarray    # float [P, N] NDP op seconds (0: padding)
+    n_rbytes: np.ndarray  # float [P, N] result bytes sent back (0: padding)
     n_valid: np.ndarray  # bool  [P, N]
 
 
@@ -188,7 +231,7 @@ class _ReplaySource:
         lay = self.layers[moe]
         G, J, N = (max(len(x) for x in rows) for rows in (lay.gpu, lay.jobs, lay.ndp))
         g = np.zeros((4, P, G))
-        cols = np.full((2, P, G), -1, dtype=np.int64)
+        cols = np.zeros((2, P, G), dtype=np.int64)
         jb, jp, jv = np.zeros((P, J)), np.zeros((P, J), dtype=np.int64), np.zeros((P, J), dtype=bool)
         nu, nd, nr, nv = (np.zeros((P, N), dtype=np.int64), np.zeros((P, N)), np.zeros((P, N)),
                           np.zeros((P, N), dtype=bool))
@@ -200,7 +243,7 @@ class _ReplaySource:
                     if job is None or job.step != step:
                         continue  # resident before this step: nothing to wait for
                     if job.layer == moe:
-                        cols[w, r, j] = job.col
+                        cols[w, r, j] = job.col + 1
                     else:
                         g[2 + w, r, j] = job.end
             for j, job in enumerate(lay.jobs[r]):
@@ -219,18 +262,38 @@ STATELESS_PLACEMENT = frozenset({  # policies whose place() ignores the cache (o
     "gpu-resident", "offload-fp16", "offload-lowbit", "offload-lrc", "ndp-lowbit", "ndp-hot", "ndp-lrc"})
 
 
-def _padded(group: np.ndarray, P: int, *values: np.ndarray, fill=0):
-    """Scatter per-item values into [P, M] rows (items sorted by row; M = the largest row)."""
+def _padded(group: np.ndarray, P: int, *values: np.ndarray):
+    """Scatter per-item values into [P, M] rows padded with 0 (items sorted by row; M = the largest row);
+    also returns each item's column."""
     counts = np.bincount(group, minlength=P)
     M = int(counts.max()) if len(group) else 0
+    if len(group) == P * M:  # every row full: the items are the rows
+        return np.tile(np.arange(M), P), [v.reshape(P, M) for v in values]
     col = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
     at = group * M + col                                   # flat positions in [P, M]
     out = []
     for v in values:
-        a = np.full((P, M), fill, dtype=v.dtype)
-        np.put(a, at, v)
+        a = np.zeros((P, M), dtype=v.dtype)
+        a.reshape(-1)[at] = v
         out.append(a)
     return col, out
+
+
+def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Routing of a chunk of steps (token indices `tok` [n], tokens per step `lens` [P]) as items: the
+    distinct ((step L + MoE layer) E + expert) ascending [N], their tokens [N] and restored tokens [N]
+    (tokens with the expert among their top-n) -- _Engine.route of every step at once."""
+    L, E, P = sc.model.moe_layers, sc.model.num_experts, len(lens)
+    dt = np.int32 if P * L * E * 2 < 1 << 31 else np.int64
+    # one code per routed (token, layer, slot): ((step L + layer) E + expert) 2 + (not restored)
+    grp = np.repeat(np.arange(0, P * L, L, dtype=dt), lens)[:, None] + np.arange(L, dtype=dt)  # [n, L]
+    code = (grp[:, :, None] * E + sc.trace.expert_ids[tok]) * 2 + (np.arange(sc.model.top_k) >= sc.top_n)
+    code = np.sort(code.ravel())
+    item = code >> 1
+    first = np.flatnonzero(np.concatenate(([True], item[1:] != item[:-1])))
+    if len(first) == len(code):  # every expert once per (step, layer)
+        return item, np.ones(len(code), dtype=dt), 1 - (code & 1)
+    return item[first], np.diff(np.append(first, len(code))), np.add.reduceat(1 - (code & 1), first)
 
 
 class _VectorSource:
@@ -238,24 +301,27 @@ class _VectorSource:
 
     LRU is a stack algorithm: every access makes its key the most recent, and the resident set is the
     longest most-recent prefix that fits, so an access hits iff its key was accessed before and the bytes
-    of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions use a
-    forward-filled [accesses, keys] matrix of last-access stamps; a shared partition is supported while
-    every key accessed so far fits at once (nothing is ever evicted): the first chunk that would evict
-    hands the cache state over to the replay (chunk returns None), which runs the rest.
+    of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions walk
+    each access's reuse window (_stack_hits); a shared partition is supported while every key accessed
+    so far fits at once (nothing is ever evicted): the first chunk that would evict hands the cache
+    state over to the replay (chunk returns None), which runs the rest. Placements are asked once per
+    (layer, expert, tokens, restored) code of the run and tabled (placements).
     """
 
     def __init__(self, eng: AnalyticEngine):
         self.eng = eng
         sc, model = eng.sc, eng.model
         self.L, self.E = model.moe_layers, model.num_experts
-        self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1)          # [L, E, 3] bytes
+        self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1).reshape(-1)  # [L E 3] bytes by key
         self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
         self.stamp = 0
-        self.K = sc.batch * model.top_k + 1                 # > tokens per (step, layer, expert)
-        self.known_rows = np.zeros((0, 6), dtype=np.int64)   # placements answered so far
-        self.known_ops = np.zeros((0, 3))                     # their expert, compensation, NDP op seconds
+        self.K = sc.batch + 1  # > tokens per (step, layer, expert): a token's top-k are distinct experts
+        # per placement code answered so far (rows of self.tab, see placements)
+        self.tab = {name: np.zeros(0, dtype=t) for name, t in (
+            ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
+            ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float))}
         n_codes = self.L * self.E * self.K * self.K
-        # code -> row of known_rows (-1: not asked yet): a dense table when small, else sorted codes
+        # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
         self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
@@ -265,80 +331,65 @@ class _VectorSource:
         sc = eng.sc
         return sc.cache_policy == "lru" and not sc.prefetch and sc.policy.name in STATELESS_PLACEMENT
 
-    def chunk(self, steps: list[np.ndarray]) -> dict:
-        eng, sc, model = self.eng, self.eng.sc, self.eng.model
-        L, E, P = self.L, self.E, len(steps)
-        lens = np.array([len(i) for i in steps])
-        tok = np.concatenate(steps)
-        row = np.repeat(np.arange(P), lens)
-        ids = np.asarray(sc.trace.expert_ids[tok], dtype=np.int64)               # [n, L, k]
-        base = (row[:, None, None] * L + np.arange(L)[None, :, None]) * E
-        counts = np.bincount((base + ids).ravel(), minlength=P * L * E)
-        restored = np.bincount((base + ids)[:, :, :sc.top_n].ravel(), minlength=P * L * E)
-        flat = np.flatnonzero(counts)                                           # (row, layer, expert) asc
-        r, lay, ex = flat // (L * E), (flat // E) % L, flat % E
-        tokens, rest = counts[flat], restored[flat]
-        # placements: the policy answers once per distinct (layer, expert, tokens, restored) of the run
-        pl, ops = self.placements(((lay * E + ex) * self.K + tokens) * self.K + rest)
-        g_tok, g_form, c_tok, n_tok, _, pinned = pl.T
-        self.row_l_e = (r, lay, ex)
-        # GPU accesses: weights form, then factors when compensating
-        on_gpu = g_tok > 0
-        rank = sc.sizes.rank[lay, ex]
-        fac = on_gpu & (c_tok > 0) & (rank > 0) & (sc.sizes.factors[lay, ex] > 0) & (pinned == 0)
-        look = on_gpu & (pinned == 0)
-        item = np.concatenate([np.flatnonzero(look), np.flatnonzero(fac)])
-        form = np.concatenate([g_form[look], np.full(int(fac.sum()), FORMS.index("factors"))])
-        order = np.lexsort((np.concatenate([np.zeros(look.sum()), np.ones(fac.sum())]), item))
-        item, form = item[order], form[order]                                    # access order
-        key = (lay[item] * E + ex[item]) * 3 + form
-        size = np.take(self.sizes.reshape(-1), key)
+    def chunk(self, tok: np.ndarray, lens: np.ndarray) -> dict | None:
+        """Logical pass over the steps of a chunk (token indices `tok` [n], tokens per step `lens` [P]):
+        updates the counters, sets self.flat (LayerArrays of the P x L (step, layer) rows) and returns
+        the per-step counters; None when the shared cache would evict (nothing is updated then)."""
+        eng, sc = self.eng, self.eng.sc
+        L, E, P = self.L, self.E, len(lens)
+        G = P * L
+        item, tokens, rest = _routed(sc, tok, lens)
+        grp, ex = np.divmod(item, E)                                            # [N] (step, layer) row, expert
+        le = item % (L * E)                                                     # [N] layer E + expert
+        at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)  # [N] rows of self.tab
+        tab, r = self.tab, grp // L                                             # [N] step
+        # cache accesses in lookup order: per item its weights, then its factors
+        acc = np.flatnonzero(np.stack([tab["look"][at], tab["fac"][at]], axis=1).ravel())  # [A] 2 item + factors
+        ai = acc >> 1
+        form = np.where(acc & 1, FORMS.index("factors"), tab["wform"][at[ai]])
+        key = le[ai] * 3 + form                                                 # [A] (layer E + expert) 3 + form
+        size = np.take(self.sizes, key)                                         # [A] bytes
         if not sc.cache_per_layer and not self.fits_all(key, size):
             return None
-        hit = self.lru(key, size)
+        hit = self.lru(key, size, P)
         miss = ~hit
         c = eng.logic.c
         c["cache_hits"] += int(hit.sum())
         c["cache_misses"] += int(miss.sum())
         for f, name in enumerate(FORMS):
             c[f"fetched_{name}_bytes"] += float(size[miss & (form == f)].sum())
-        self.inserts = getattr(self, "inserts", 0) + int((miss & (size <= self.cap(lay[item]))).sum())
-        # per (row, layer): copies in access order; each GPU item knows its copies' columns
-        per = {"cache_hits": np.bincount(r[item[hit]], minlength=P).astype(float),
-               "cache_misses": np.bincount(r[item[miss]], minlength=P).astype(float),
-               "experts_gpu": np.bincount(r[on_gpu], minlength=P).astype(float),
-               "experts_ndp": np.bincount(r[n_tok > 0], minlength=P).astype(float)}
-        c["experts_gpu"] += float(on_gpu.sum())
-        c["experts_ndp"] += float((n_tok > 0).sum())
-        G = P * L
-        grp = r * L + lay                                          # (row, layer) group of each item
-        U = sc.system.ndp.units if sc.system.ndp is not None else 1
-        # copies (misses) in access order, columns per (row, layer)
-        mi, mform = item[miss], form[miss]
+        self.inserts = getattr(self, "inserts", 0) + int((miss & (size <= self.cap(key // (E * 3)))).sum())
+        gpu, ndp = tab["gpu"][at], tab["ndp"][at]
+        per = {"cache_hits": np.bincount(r[ai[hit]], minlength=P).astype(float),
+               "cache_misses": np.bincount(r[ai[miss]], minlength=P).astype(float),
+               "experts_gpu": np.bincount(r, gpu, minlength=P),
+               "experts_ndp": np.bincount(r, ndp, minlength=P)}
+        c["experts_gpu"] += float(gpu.sum())
+        c["experts_ndp"] += float(ndp.sum())
+        # copies (misses) in lookup order per (step, layer); each GPU item knows its copies' columns + 1
+        mi, mform = ai[miss], form[miss]
         jcol, (jb, jv) = _padded(grp[mi], G, size[miss], np.ones(len(mi), dtype=bool))
-        wcol = np.full(len(flat), -1, dtype=np.int64)
-        fcol = np.full(len(flat), -1, dtype=np.int64)
+        wcol, fcol = np.zeros(len(item), dtype=np.int64), np.zeros(len(item), dtype=np.int64)
         isw = mform != FORMS.index("factors")
-        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw], jcol[~isw]
-        # GPU items
-        gi = np.flatnonzero(on_gpu)
-        _, (ge, gc, wj, fj) = _padded(grp[gi], G, ops[gi, 0], ops[gi, 1], wcol[gi], fcol[gi])
-        wj[ge == 0], fj[ge == 0] = -1, -1
-        # NDP items
-        ni = np.flatnonzero(n_tok > 0)
-        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, ops[ni, 2],
-                                          costs.activation_bytes(model, 1) * n_tok[ni].astype(float),
-                                          np.ones(len(ni), dtype=bool), fill=0)
+        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw] + 1, jcol[~isw] + 1
+        gi = np.flatnonzero(gpu)
+        ga = at[gi]
+        _, (ge, gc, wj, fj) = _padded(grp[gi], G, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
+        ni = np.flatnonzero(ndp)
+        na = at[ni]
+        U = sc.system.ndp.units if sc.system.ndp is not None else 1
+        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
+                                          np.ones(len(ni), dtype=bool))
         zeros = np.zeros_like(ge)
         self.flat = LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
-                                jv, nu, ndur, nrb, nv.astype(bool))
+                                jv, nu, ndur, nrb, nv)
         return per
 
     def fits_all(self, key: np.ndarray, size: np.ndarray) -> bool:
         """Whether the keys accessed so far and `key` [A] (those that fit at all) fit the cache together."""
         new = np.zeros(len(self.last), dtype=bool)
         new[key[size <= self.eng.sc.cache_capacity]] = True
-        return float(self.sizes.reshape(-1)[new | (self.last >= 0)].sum()) <= self.eng.sc.cache_capacity
+        return float(self.sizes[new | (self.last >= 0)].sum()) <= self.eng.sc.cache_capacity
 
     def hand_over(self) -> None:
         """Put the cache state into the replay's cache: every key accessed so far, in access order."""
@@ -346,47 +397,62 @@ class _VectorSource:
         keys = np.flatnonzero(self.last >= 0)
         for k in keys[np.argsort(self.last[keys])].tolist():
             layer, rest = divmod(k, self.E * 3)
-            part.insert((layer, rest // 3, FORMS[rest % 3]), float(self.sizes.reshape(-1)[k]))
+            part.insert((layer, rest // 3, FORMS[rest % 3]), float(self.sizes[k]))
 
     def cap(self, part: np.ndarray) -> float:
         return self.eng.sc.cache_capacity
 
     def placements(self, codes: np.ndarray) -> np.ndarray:
-        """Placements [n, 6] (gpu tokens, gpu form, comp tokens, ndp tokens, ndp form, pinned) of items
-        coded ((layer E + expert) K + tokens) K + restored; the policy answers each code once per run."""
+        """Rows of self.tab answering items coded ((layer E + expert) K + tokens) K + restored [N]; the
+        policy answers each code once per run. Per row: whether the GPU part exists (gpu), looks up its
+        weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
+        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none) and the bytes of
+        the NDP result."""
         at = self._rows_of(codes)
-        new = np.unique(codes[at < 0])
-        if len(new):
-            rows = []
-            for code in new.tolist():
-                rest, restored = divmod(code, self.K)
-                layer_expert, tokens = divmod(rest, self.K)
-                layer, expert = divmod(layer_expert, self.E)
-                p = self.eng.sc.policy.place(layer, expert, tokens, restored, self.eng.logic.cache.part(layer))
-                rows.append((p.gpu_tokens, FORMS.index(p.gpu_form), p.comp_tokens, p.ndp_tokens,
-                             FORMS.index(p.ndp_form), int(p.pinned)))
-            ids = len(self.known_rows) + np.arange(len(new))
-            rows = np.array(rows, dtype=np.int64)
-            self.known_rows = np.concatenate([self.known_rows, rows])
-            self.known_ops = np.concatenate([self.known_ops, self._op_seconds(new // (self.K * self.K), rows)])
+        missing = at < 0
+        if missing.any():
+            if self.slot is not None:  # distinct codes, ascending, by marking them in the dense table
+                mark = np.zeros(len(self.slot), dtype=bool)
+                mark[codes[missing]] = True
+                new = np.flatnonzero(mark)
+            else:
+                new = np.unique(codes[missing])
+            rest, restored = np.divmod(new, self.K)
+            layer_expert, tokens = np.divmod(rest, self.K)
+            lay, ex = np.divmod(layer_expert, self.E)
+            sc, cache = self.eng.sc, self.eng.logic.cache
+            parts = [cache.part(layer) for layer in range(self.L)]
+            ps = [sc.policy.place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
+                  zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
+            form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
+            g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
+            g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64) for x in (g_tok, c_tok, n_tok, pinned))
+            g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x)) for x in (g_form, n_form))
+            look = (g_tok > 0) & (pinned == 0)
+            fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
+            ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
+            rbytes = costs.activation_bytes(self.eng.model, 1) * n_tok.astype(float)
+            ids = len(self.tab["gpu"]) + np.arange(len(new))
+            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes)):
+                self.tab[name] = np.concatenate([self.tab[name], v])
             if self.slot is not None:
                 self.slot[new] = ids
             else:
                 known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
                 order = np.argsort(known, kind="stable")
                 self.known, self.known_at = known[order], known_at[order]
-            at = self._rows_of(codes)
-        return np.take(self.known_rows, at, axis=0), np.take(self.known_ops, at, axis=0)
+            at[missing] = self._rows_of(codes[missing])
+        return at
 
-    def _op_seconds(self, layer_expert: np.ndarray, pl: np.ndarray) -> np.ndarray:
-        """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements `pl`
-        [n, 6] of (layer E + expert) `layer_expert` [n]: pure functions of the placement code."""
+    def _op_seconds(self, lay: np.ndarray, ex: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray,
+                    c_tok: np.ndarray, n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
+        """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
+        (layer, expert) [n]: pure functions of the placement code."""
         sc, model, gpu = self.eng.sc, self.eng.model, self.eng.gpu
-        lay, ex = layer_expert // self.E, layer_expert % self.E
-        g_tok, g_form, c_tok, n_tok, n_form, _ = pl.T
-        out = np.zeros((len(pl), 3))
+        sizes = self.sizes.reshape(self.L, self.E, 3)
+        out = np.zeros((len(lay), 3))
         gi = np.flatnonzero(g_tok > 0)
-        wsz = self.sizes[lay[gi], ex[gi], g_form[gi]]
+        wsz = sizes[lay[gi], ex[gi], g_form[gi]]
         out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
         rank = sc.sizes.rank[lay, ex]
         comp = (g_tok > 0) & (c_tok > 0) & (rank > 0)
@@ -399,19 +465,20 @@ class _VectorSource:
         for b in np.unique(bits):
             m = ni[bits == b]
             out[m, 2] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
-                model, n_tok[m], self.sizes[lay[m], ex[m], n_form[m]]), int(b))
+                model, n_tok[m], sizes[lay[m], ex[m], n_form[m]]), int(b))
         return out
 
     def _rows_of(self, codes: np.ndarray) -> np.ndarray:
-        """Rows of known_rows answering `codes` [n] (-1: not asked yet)."""
+        """Rows of self.tab answering `codes` [n] (-1: not asked yet)."""
         if self.slot is not None:
             return self.slot[codes]
         i = np.minimum(np.searchsorted(self.known, codes), max(len(self.known) - 1, 0))
         found = (self.known[i] == codes) if len(self.known) else np.zeros(len(codes), dtype=bool)
         return np.where(found, self.known_at[i] if len(self.known) else 0, -1)
 
-    def lru(self, key: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """Hit flags of accesses `key` [A] (in order) in their partitions; updates the stamps."""
+    def lru(self, key: np.ndarray, size: np.ndarray, steps: int) -> np.ndarray:
+        """Hit flags of accesses `key` [A] (in order, from `steps` steps) in their partitions; updates the
+        stamps."""
         C = self.eng.sc.cache_capacity
         stamps = self.stamp + np.arange(len(key))
         self.stamp += len(key)
@@ -423,20 +490,21 @@ class _VectorSource:
             seen = first[key] != np.arange(len(key))
             hit = (seen | (self.last[key] >= 0)) & fits
         else:
-            hit[fits] = self._stack_hits(key[fits], size[fits], C)
+            hit[fits] = self._stack_hits(key[fits], size[fits], C, steps)
         upd = fits
         self.last[key[upd]] = stamps[upd]
         return hit
 
-    def _stack_hits(self, key: np.ndarray, size: np.ndarray, C: float) -> np.ndarray:
+    def _stack_hits(self, key: np.ndarray, size: np.ndarray, C: float, steps: int) -> np.ndarray:
         """Hit flags of per-layer accesses `key` [A] (in order, all fitting) by stack distance: access i of
         a key last used at p hits iff its size plus the bytes of the distinct keys used in (p, i) fit. The
         keys used in earlier chunks open each layer's sequence, oldest first; the window (p, i) is walked
-        back one access d at a time for all open accesses at once, counting an access m only if it is its
-        key's last use before i (next(m) >= i), and an access closes once it overflows (miss) or reaches p
-        (hit). Work ~ accesses x their reuse distance in accesses, bounded by the capacity for misses.
+        back one access d at a time for all open accesses at once (the first lags for every position by
+        array slices), counting an access m only if it is its key's last use before i (next(m) >= i), and
+        an access closes once it overflows (miss) or reaches p (hit). Work ~ accesses x their reuse
+        distance in accesses, bounded by the capacity for misses.
         Byte counts are whole numbers, so the sums are exact in any order."""
-        sizes = self.sizes.reshape(-1)
+        sizes = self.sizes
         old = np.flatnonzero(self.last >= 0)
         old = old[np.argsort(self.last[old])]                   # keys of earlier chunks, oldest first
         seq = np.concatenate([old, key])                        # [V + A]
@@ -464,12 +532,26 @@ class _VectorSource:
         easy = reuse & (total <= C)
         hit[easy] = True
         q = np.flatnonzero(reuse & ~easy)                       # open accesses (indices into key)
-        gap = i[q] - prev[i[q]]
-        by_gap = np.argsort(gap, kind="stable")
-        q, gap = q[by_gap], gap[by_gap]                         # closing order
         qi, qs = i[q], size[q]
-        acc = np.zeros(len(q))
+        gap = qi - prev[qi]
+        # the first lags (two steps of a layer's accesses, where most accesses close) for all positions at
+        # once, by contiguous slices: position x adds the access at lag d while d < its gap (0: not open)
+        first_lags = max(8, 2 * -(-len(key) // (self.L * steps)))
+        lag_of = np.zeros(N, dtype=np.int32)                 # (positions fit 32 bits: half the traffic)
+        lag_of[qi] = gap
+        pos, nxt32 = np.arange(N, dtype=np.int32), nxt.astype(np.int32)
+        acc = np.zeros(N)
         d = 1
+        while d < min(first_lags, N):
+            acc[d:] += sz[:-d] * ((nxt32[:-d] > pos[d:]) & (lag_of[d:] > d))
+            d += 1
+        acc = acc[qi]
+        fit = acc + qs <= C
+        hit[q[(gap <= d) & fit]] = True
+        keep = (gap > d) & fit
+        q, qi, gap, qs, acc = q[keep], qi[keep], gap[keep], qs[keep], acc[keep]
+        by_gap = np.argsort(gap.astype(np.uint16) if N < 1 << 16 else gap, kind="stable")  # radix when small
+        q, qi, gap, qs, acc = q[by_gap], qi[by_gap], gap[by_gap], qs[by_gap], acc[by_gap]  # closing order
         while len(q) > 4096:  # one lag at a time; m = p adds 0 (next(p) = i) and closes the access
             m = qi - d
             acc += sz[m] * (nxt[m] > qi)
@@ -478,8 +560,7 @@ class _VectorSource:
             q, qi, gap, qs, acc = q[k:], qi[k:], gap[k:], qs[k:], acc[k:]
             d += 1
             fit = acc + qs <= C                                 # drop overflowed ones (misses) when many
-            n_fit = int(fit.sum())
-            if n_fit < 0.75 * len(q):
+            if fit.sum() < 0.75 * len(q):
                 q, qi, gap, qs, acc = q[fit], qi[fit], gap[fit], qs[fit], acc[fit]
         qp = qi - gap
         width = 8
@@ -498,7 +579,7 @@ class _VectorSource:
 
     def evictions(self) -> int:
         """Inserted entries no longer resident: inserts minus the final resident set."""
-        C, sizes = self.eng.sc.cache_capacity, self.sizes.reshape(-1)
+        C, sizes = self.eng.sc.cache_capacity, self.sizes
         parts = range(self.L) if self.eng.sc.cache_per_layer else [None]
         resident = 0
         for p in parts:
@@ -531,15 +612,18 @@ class AnalyticEngine:
         self.gpu_ops_memo: dict[tuple, tuple[float, float]] = {}  # _gpu_ops is pure: memoised by its inputs
 
     # ---- logical pass for one chunk of steps ----
-    def logical(self, steps: list[np.ndarray], first: int) -> tuple[list[_Layer], dict]:
+    def logical(self, tok: np.ndarray, lens: np.ndarray, first: int) -> tuple[list[_Layer], dict]:
         lg, sc, model = self.logic, self.sc, self.model
-        P = len(steps)
+        P, L = len(lens), model.moe_layers
+        item, n_tok, n_rest = _routed(sc, tok, lens)
+        cuts = np.searchsorted(item, np.arange(P * L + 1) * model.num_experts).tolist()  # items of (step, layer)
+        item, n_tok, n_rest = (item % model.num_experts).tolist(), n_tok.tolist(), n_rest.tolist()
         layers = [_Layer(P) for _ in range(model.moe_layers)]
         per_step = {k: np.zeros(P) for k in ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp")}
         ndp_units = sc.system.ndp.units if sc.system.ndp is not None else 1
-        for r, idx in enumerate(steps):
+        for r in range(P):
             self.rec.step = first + r
-            routing = lg.route(idx)
+            routing = [(item[a:b], n_tok[a:b], n_rest[a:b]) for a, b in zip(cuts[r * L:(r + 1) * L], cuts[r * L + 1:])]
             before = (lg.c["cache_hits"], lg.c["cache_misses"])
             for moe in range(model.moe_layers):
                 part = lg.cache.part(moe)
@@ -602,16 +686,16 @@ class AnalyticEngine:
         return costs.ndp_time(self.sc.system.ndp, flops, nbytes, bits)
 
     # ---- timing of one chunk ----
-    def timing(self, steps: list[np.ndarray], source) -> dict[str, np.ndarray]:
-        """Per-step seconds per category, latency and link bytes of a chunk. `source` is either a replay
+    def timing(self, tok: np.ndarray, lens: np.ndarray, source) -> dict[str, np.ndarray]:
+        """Per-step seconds per category, latency and link bytes of a chunk (token indices `tok` [n], step
+        after step, `lens` [P] tokens per step). `source` is either a replay
         (`source(moe, P)` gives each MoE layer's LayerArrays in layer order, `source.scheduled(moe, ends)`
         receives its copies' arrival times [P, J]), or one LayerArrays of all P x L (step, layer) rows
         when every copy and NDP op of a layer ends within it (no prefetch): each row is then timed from
         0 at once and the step's layers add up."""
         sc, model, gpu = self.sc, self.model, self.gpu
-        P = len(steps)
-        n = np.array([len(i) for i in steps], dtype=np.float64)                        # [P] tokens
-        tok = np.concatenate(steps)
+        P = len(lens)
+        n = lens.astype(np.float64)                                                  # [P] tokens
         pos = np.asarray(sc.trace.position[tok], dtype=np.int64)                     # [n] positions
         ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
                ).astype(np.float64)                                                 # [P] context sums
@@ -634,7 +718,7 @@ class AnalyticEngine:
             sub = {cat: np.zeros(P * L) for cat in ("expert_gpu", "compensation", "expert_ndp", "transfer_stall")}
             sub_bytes = {col: np.zeros(P * L) for col in link_bytes}
             dur = self._moe_layer(source, np.zeros(P * L), np.repeat(n, L), np.repeat(shared, L),
-                                  self._link_state(P * L), sub, sub_bytes)[0]
+                                  self._link_state(P * L, keep=False), sub, sub_bytes)[0]
             T += (att + router) * L + dur.reshape(P, L).sum(axis=1)
             for cat, v in sub.items():
                 acc[cat] += v.reshape(P, L).sum(axis=1)
@@ -652,11 +736,12 @@ class AnalyticEngine:
         out.update(link_bytes)
         return out
 
-    def _link_state(self, R: int) -> dict[str, np.ndarray]:
-        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows."""
+    def _link_state(self, R: int, keep: bool = True) -> dict:
+        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows; `keep`:
+        whether a layer's end state is needed (the next layer starts from it)."""
         return {"efree": np.zeros((R, self.elink.dma_engines)), "ewire": np.zeros(R),
                 "cfree": np.zeros((R, self.cxl.dma_engines)) if self.cxl is not None else None,
-                "cwire": np.zeros(R)}
+                "cwire": np.zeros(R), "keep": keep}
 
     def _moe_layer(self, la: LayerArrays, T: np.ndarray, n: np.ndarray, shared: np.ndarray, state: dict,
                    acc: dict, link_bytes: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -665,79 +750,84 @@ class AnalyticEngine:
         [R] and the copies' arrival times [R, J]."""
         sc, model = self.sc, self.model
         P = len(T)
-        rows = np.arange(P)
-        efree, ewire, cfree, cwire = state["efree"], state["ewire"], state["cfree"], state["cwire"]
+        efree, ewire, cfree, cwire, keep = (state[k] for k in ("efree", "ewire", "cfree", "cwire", "keep"))
         ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
         shared_link = self.cxl is not None and self.cxl.name == self.elink.name
         t0 = T.copy()
         res_valid, M_n = la.n_valid, la.n_valid.shape[1]
-        op_s = np.zeros((P, M_n))
-        op_e = np.full((P, M_n), -1.0)
-        res_arr = np.zeros((P, M_n))
-        res_dur = np.zeros((P, M_n))
         if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
-            has = res_valid.any(axis=1)
+            has = _reduce_rows(np.logical_or, res_valid, False)
             act_b = costs.activation_bytes(model, 1) * n
             act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
             link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
             self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
                 np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
-            unit = la.n_unit
-            ufree = np.zeros((P, sc.system.ndp.units))
-            for j in range(M_n):
-                v = res_valid[:, j]
-                st = np.maximum(act_end, ufree[rows, unit[:, j]])
-                e = st + la.n_dur[:, j]
-                op_s[:, j] = np.where(v, st, 0.0)
-                op_e[:, j] = np.where(v, e, -1.0)
-                ufree[rows[v], unit[v, j]] = e[v]
-            for u in range(sc.system.ndp.units):
-                self.ndp_busy[u] += float(np.where(res_valid & (unit == u), la.n_dur, 0.0).sum())
+            U = sc.system.ndp.units
+            ufree = np.zeros(P * U)                                     # [P U] free time of each unit
+            slot = np.arange(0, P * U, U)[:, None] + la.n_unit           # [P, N] its op's unit in ufree
+            op_e = np.empty((P, M_n))
+            for j in range(M_n):  # padding (after a row's ops) leaves its unit's free time as good as it was
+                op_e[:, j] = ufree[slot[:, j]] = np.maximum(act_end, ufree[slot[:, j]]) + la.n_dur[:, j]
+            for u in range(U):
+                self.ndp_busy[u] += float(np.where(la.n_unit == u, la.n_dur, 0.0).sum())
             res_arr = np.where(res_valid, op_e, 0.0)
             res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
-            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += np.where(res_valid, la.n_rbytes, 0.0).sum(1)
-            self.link_busy[self.cxl.name][costs.TO_GPU] += float(np.where(res_valid, res_dur, 0.0).sum())
+            link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += _reduce_rows(np.add, la.n_rbytes, 0.0)
+            self.link_busy[self.cxl.name][costs.TO_GPU] += float(res_dur.sum())
         # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
         j_valid, M_j = la.j_valid, la.j_valid.shape[1]
         j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
-        link_bytes[ecol] += np.where(j_valid, la.j_bytes, 0.0).sum(1)
-        self.link_busy[self.elink.name][costs.TO_GPU] += float(np.where(j_valid, j_dur, 0.0).sum())
+        link_bytes[ecol] += _reduce_rows(np.add, la.j_bytes, 0.0)
+        self.link_busy[self.elink.name][costs.TO_GPU] += float(j_dur.sum())
         t0s = np.broadcast_to(t0[:, None], (P, M_j))
+        j_prio = la.j_prio if sc.prefetch else None  # without prefetch every copy is a demand one
         if shared_link and M_n:  # NDP results queue with the fetches on the same direction
             ends = _schedule(efree, ewire, np.concatenate([t0s, res_arr], axis=1),
-                             np.concatenate([la.j_prio, np.full((P, M_n), DEMAND)], axis=1),
+                             None if j_prio is None else
+                             np.concatenate([j_prio, np.full((P, M_n), DEMAND)], axis=1),
                              self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
-                             np.concatenate([j_valid, res_valid], axis=1))
+                             np.concatenate([j_valid, res_valid], axis=1), keep)
             j_end, r_end = ends[:, :M_j], ends[:, M_j:]
         else:
-            j_end = _schedule(efree, ewire, t0s, la.j_prio, self.elink.latency, j_dur, j_valid)
-            r_end = res_arr
-            if M_n:
-                r_end = _schedule(cfree, cwire, res_arr, np.full((P, M_n), DEMAND), self.cxl.latency,
-                                  res_dur, res_valid)
+            j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid, keep)
+            r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid, keep) if M_n else None
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
-        padded = np.concatenate([j_end, np.zeros((P, 1))], axis=1)  # column -1: no copy in this layer
-        w_w = np.maximum(la.w_ext, np.take_along_axis(padded, la.wj, axis=1))  # weights' copy arrival
-        w_f = np.maximum(la.f_ext, np.take_along_axis(padded, la.fj, axis=1))  # factors' copy arrival
-        g_e, g_c = la.g_e, la.g_c
+        w_w, w_f = la.w_ext, la.f_ext  # copies' arrival (weights, factors): from earlier layers, or
+        if M_j:                        # from this layer's copies (column 0 of `padded`: none)
+            padded = np.concatenate([np.zeros((P, 1)), j_end], axis=1)
+            w_w = np.maximum(w_w, np.take_along_axis(padded, la.wj, axis=1))
+            w_f = np.maximum(w_f, np.take_along_axis(padded, la.fj, axis=1))
         pending = np.maximum(w_w, w_f) > T[:, None]
-        order = np.argsort(pending, axis=1, kind="stable")
-        g_e, g_c, w_w, w_f = (np.take_along_axis(x, order, axis=1) for x in (g_e, g_c, w_w, w_f))
+        late = np.flatnonzero(_reduce_rows(np.logical_or, pending, False))  # rows waiting for some copy
+        sum_e, sum_c = _reduce_rows(np.add, la.g_e, 0.0), _reduce_rows(np.add, la.g_c, 0.0)
+        if len(late):  # their ready experts first, each waiting for its copies
+            order = np.argsort(pending[late], axis=1, kind="stable")
+            g_e, g_c, w_w, w_f = (np.take_along_axis(x[late], order, axis=1) for x in (la.g_e, la.g_c, w_w, w_f))
+            T_late, stall_late = T[late], np.zeros(len(late))
+            for j in range(g_e.shape[1]):
+                wait = np.clip(w_w[:, j] - T_late, 0.0, None)
+                stall_late += wait
+                T_late += wait + g_e[:, j]
+                wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T_late, 0.0, None), 0.0)
+                stall_late += wait
+                T_late += wait + g_c[:, j]
+            sum_e[late], sum_c[late] = _reduce_rows(np.add, g_e, 0.0), _reduce_rows(np.add, g_c, 0.0)
+        for j in range(la.g_e.shape[1]):  # the other rows: the kernels back to back
+            T += la.g_e[:, j]
+            T += la.g_c[:, j]
         stall = np.zeros(P)
-        for j in range(g_e.shape[1]):
-            wait = np.clip(w_w[:, j] - T, 0.0, None)
-            stall += wait
-            T += wait + g_e[:, j]
-            wait = np.where(g_c[:, j] > 0, np.clip(w_f[:, j] - T, 0.0, None), 0.0)
-            stall += wait
-            T += wait + g_c[:, j]
-        acc["expert_gpu"] += g_e.sum(1)
-        acc["compensation"] += g_c.sum(1)
+        if len(late):
+            T[late], stall[late] = T_late, stall_late
+        acc["expert_gpu"] += sum_e
+        acc["compensation"] += sum_c
         if M_n:
-            done = np.where(res_valid, r_end, -np.inf).max(1)
+            done = _reduce_rows(np.maximum, np.where(res_valid, r_end, -np.inf), -np.inf)
             gap = np.clip(done - T, 0.0, None)
-            busy = np.where(gap > 0, _union_overlap(T, np.maximum(done, T), op_s, op_e), 0.0)
+            # every unit starts at act_end and runs its ops back to back: the units are busy over
+            # [act_end, last op end], which ends before the last result arrives (done)
+            ops_end = _reduce_rows(np.maximum, np.where(res_valid, op_e, -np.inf), -np.inf)
+            busy = np.where(gap > 0, np.clip(ops_end - np.maximum(act_end, T), 0.0, None), 0.0)
             acc["expert_ndp"] += busy
             stall += gap - busy
             T = np.maximum(T, done)
@@ -752,45 +842,40 @@ class AnalyticEngine:
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
             if len(idx):
-                layers, _ = self.logical([idx], -1)
-                prefill = float(self.timing([idx], _ReplaySource(layers, -1))["latency"][0])
+                layers, _ = self.logical(idx, np.array([len(idx)]), -1)
+                prefill = float(self.timing(idx, np.array([len(idx)]), _ReplaySource(layers, -1))["latency"][0])
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
         vec = _VectorSource(self) if _VectorSource.usable(self) and not sc.prompt else None
-        done = 0
+        done, per_chunk = 0, max(1, CHUNK // sc.batch)
         while sc.steps is None or done < sc.steps:
-            want = CHUNK if sc.steps is None else min(CHUNK, sc.steps - done)
-            steps = []
-            while len(steps) < want:
-                idx = sched.next_step()
-                if idx is None:
-                    break
-                steps.append(idx)
-            if not steps:
+            want = per_chunk if sc.steps is None else min(per_chunk, sc.steps - done)
+            tok, lens = sched.take(want)
+            if not len(lens):
                 break
-            per_step = vec.chunk(steps) if vec is not None else None
+            per_step = vec.chunk(tok, lens) if vec is not None else None
             if per_step is not None:
-                t = self.timing(steps, vec.flat)
+                t = self.timing(tok, lens, vec.flat)
             else:
                 if vec is not None:  # the shared cache would evict from now on: replay the rest
                     vec.hand_over()
                     vec = None
-                layers, per_step = self.logical(steps, done)
-                t = self.timing(steps, _ReplaySource(layers, done))
-            self._append(done, steps, t, per_step)
+                layers, per_step = self.logical(tok, lens, done)
+                t = self.timing(tok, lens, _ReplaySource(layers, done))
+            self._append(done, lens, t, per_step)
             sc.trace.release()  # stream: keep only this chunk's trace pages resident
-            done += len(steps)
-            if len(steps) < want:
+            done += len(lens)
+            if len(lens) < want:
                 break
         return self._result(prefill, vec.evictions() if vec is not None else None)
 
-    def _append(self, first: int, steps, t: dict, per_step: dict) -> None:
+    def _append(self, first: int, lens: np.ndarray, t: dict, per_step: dict) -> None:
         rows = self.rows
         start = self.time + np.concatenate(([0.0], np.cumsum(t["latency"])[:-1]))
         self.time += float(t["latency"].sum())
-        rows["step"].extend(range(first, first + len(steps)))
-        rows["tokens"].extend(float(len(i)) for i in steps)
+        rows["step"].extend(range(first, first + len(lens)))
+        rows["tokens"].extend(lens.astype(float).tolist())
         rows["start_s"].extend(start.tolist())
         rows["end_s"].extend((start + t["latency"]).tolist())
         for cat in CATEGORIES:

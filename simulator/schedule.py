@@ -45,3 +45,28 @@ class BatchSchedule:
         for slot in active:
             slot[0] += 1
         return idx
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next `count` decode steps (fewer when the trace ends) at once: their token indices [n],
+        step after step, and the tokens of each step [P]. With one slot left the steps are its sequences'
+        tokens back to back."""
+        if len(self._slots) != 1:
+            steps = []
+            while len(steps) < count and (idx := self.next_step()) is not None:
+                steps.append(idx)
+            tok = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
+            return tok, np.array([len(idx) for idx in steps], dtype=np.int64)
+        slot, parts, left = self._slots[0], [], count
+        while left:
+            while slot[0] >= slot[1] and self._next < len(self._bounds):
+                slot[:] = self._bounds[self._next]
+                self._next += 1
+            if slot[0] >= slot[1]:
+                self._slots = []
+                break
+            stop = min(slot[1], slot[0] + left)
+            parts.append(np.arange(slot[0], stop))
+            left -= stop - slot[0]
+            slot[0] = stop
+        tok = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return tok, np.ones(len(tok), dtype=np.int64)
