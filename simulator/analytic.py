@@ -453,6 +453,8 @@ class _VectorSource:
         out = np.zeros((len(lay), 3))
         gi = np.flatnonzero(g_tok > 0)
         wsz = sizes[lay[gi], ex[gi], g_form[gi]]
+        if sc.dequant_bytes_per_weight:  # an unfused dequantization reads more than a low-bit form
+            wsz = wsz + np.where(g_form[gi] != FORMS.index("full"), self.eng.logic.dequant_bytes, 0.0)
         out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
         rank = sc.sizes.rank[lay, ex]
         comp = (g_tok > 0) & (c_tok > 0) & (rank > 0)
@@ -670,8 +672,10 @@ class AnalyticEngine:
 
     def _gpu_ops_of(self, moe: int, expert: int, p) -> tuple[float, float]:
         lg, model = self.logic, self.model
-        op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, lg.size[p.gpu_form][moe][expert]),
-                              self.sc.kernels["expert"])
+        weights = lg.size[p.gpu_form][moe][expert]
+        if p.gpu_form != "full":  # an unfused dequantization reads more than the stored form
+            weights += lg.dequant_bytes
+        op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, weights), self.sc.kernels["expert"])
         rank = lg.rank[moe][expert]
         op_c = 0.0
         if p.comp_tokens and rank:
@@ -700,7 +704,8 @@ class AnalyticEngine:
         ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
                ).astype(np.float64)                                                 # [P] context sums
         k = sc.kernels
-        att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group), k["attention"])
+        att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group,
+                                                           sc.attention_dequant_bytes_per_weight), k["attention"])
         att = np.broadcast_to(att, (P,)).astype(float)
         router = costs.gpu_time(gpu, *costs.router_work(model, n), k["router"]) * np.ones(P)
         shared = (costs.gpu_time(gpu, *costs.shared_work(model, n), k["other"]) * np.ones(P)
@@ -793,6 +798,11 @@ class AnalyticEngine:
             r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid, keep) if M_n else None
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
+        block_stall = 0.0
+        if sc.loads_block_layer and M_j:  # no expert starts before the last on-demand load has arrived
+            demand = j_valid if j_prio is None else j_valid & (j_prio == DEMAND)
+            blocked = np.maximum(T, _reduce_rows(np.maximum, np.where(demand, j_end, 0.0), 0.0))
+            T, block_stall = blocked, blocked - T
         w_w, w_f = la.w_ext, la.f_ext  # copies' arrival (weights, factors): from earlier layers, or
         if M_j:                        # from this layer's copies (column 0 of `padded`: none)
             padded = np.concatenate([np.zeros((P, 1)), j_end], axis=1)
@@ -831,7 +841,7 @@ class AnalyticEngine:
             acc["expert_ndp"] += busy
             stall += gap - busy
             T = np.maximum(T, done)
-        acc["transfer_stall"] += stall
+        acc["transfer_stall"] += stall + block_stall
         return T, j_end
 
     # ---- driver ----

@@ -15,12 +15,15 @@ Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML ba
 Work per op (tokens = tokens in the op, activations fp16 = ACT_BYTES per value):
   attention   FLOPs = sum over tokens of AttentionSpec.flops_per_token(hidden, context_i)
               bytes = attention weights at attention_bits + KV read (sum of contexts) + KV write (tokens)
+                      [+ RunSpec.attention_dequant_bytes_per_weight x params when low-bit]
   router      FLOPs = 2 hidden E tokens,               bytes = router weights (full precision)
   shared      FLOPs = 2 shared_params tokens,          bytes = shared expert weights (full precision)
   dense FFN   FLOPs = 2 dense_ffn_params tokens,       bytes = dense FFN weights
   LM head     FLOPs = 2 vocab hidden tokens,           bytes = vocab x hidden weights
   expert      FLOPs = 2 expert_params tokens,          bytes = the stored form read (low-bit: dequant is fused
               into the GEMM and not costed separately; decode GEMMs are memory-bound)
+                      [+ RunSpec.dequant_bytes_per_weight x expert_params for a low-bit form: the
+                      traffic of a stack that dequantizes scales or weights in separate kernels]
   compensation FLOPs = ModelSpec.factor_flops_per_token(rank) tokens (x V, then (x V) U^T, three matrices),
               bytes = the factors
 Dense GEMMs on the GPU run at its fp16 rate. An NDP unit computes at the precision its weights are stored
@@ -75,13 +78,16 @@ def link_time(link: LinkSpec, direction: str, nbytes: float) -> float:
 # ---- work of each op: (FLOPs, bytes) ----
 
 def attention_work(model: ModelSpec, tokens: int, context_sum: float, attention_bits: float = 16,
-                   group: int = 128) -> tuple[float, float]:
-    """One layer's attention for `tokens` tokens whose contexts add up to `context_sum`."""
+                   group: int = 128, dequant_bytes_per_weight: float = 0.0) -> tuple[float, float]:
+    """One layer's attention for `tokens` tokens whose contexts add up to `context_sum`; a low-bit stack
+    that dequantizes unfused moves `dequant_bytes_per_weight` more HBM bytes per weight and call."""
     att, h = model.attention, model.hidden
     base = att.flops_per_token(h, 0)  # flops_per_token is affine in the context
     per_ctx = att.flops_per_token(h, 1) - base
     flops = tokens * base + context_sum * per_ctx
     nbytes = model.attention_weight_bytes(attention_bits, group) + model.kv_bytes_per_token * (context_sum + tokens)
+    if attention_bits < 16 and dequant_bytes_per_weight:
+        nbytes += dequant_bytes_per_weight * model.attention_params
     return flops, nbytes
 
 

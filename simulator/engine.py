@@ -14,8 +14,11 @@ active sequence, simulator.schedule) and decoder layer:
                     expert link (on demand, priority 0) and inserted into the cache
                   prefetch (optional): copies for layer l+1 issued now at priority 1
                   shared experts                               GPU kernel ("other")
+                  loads_block_layer (a stack that issues its loads on the compute stream): wait until
+                    every on-demand copy of this layer has arrived
                   GPU experts, cached ones first, then in copy-issue order: wait for the copies
-                    (idle -> transfer_stall), expert GEMM (expert_gpu), compensation GEMMs for the
+                    (idle -> transfer_stall), expert GEMM (expert_gpu; reads the stored form, plus
+                    dequant_bytes_per_weight per weight of a low-bit form), compensation GEMMs for the
                     restored tokens (compensation) when the expert has a rank > 0
                   wait for all NDP outputs: idle time while some NDP unit computes this layer's
                     experts -> expert_ndp, the rest (CXL copies, queueing) -> transfer_stall
@@ -115,6 +118,9 @@ class Scenario:
     prefetch_hit_rate: float = 1.0
     seed: int = 0
     kernels: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KERNEL_OPS, 1.0))  # launches per op
+    dequant_bytes_per_weight: float = 0.0            # extra HBM bytes per low-bit expert weight per GPU call
+    attention_dequant_bytes_per_weight: float = 0.0  # same for low-bit attention weights
+    loads_block_layer: bool = False                  # a layer's experts wait for all its on-demand loads
 
 
 @dataclass
@@ -194,6 +200,7 @@ class _Engine:
         self.bits = sc.sizes.bits.tolist()
         self.rank = sc.sizes.rank.tolist()
         self.expert_work = cache(partial(costs.expert_work, model))  # (tokens, bytes) -> (FLOPs, bytes)
+        self.dequant_bytes = sc.dequant_bytes_per_weight * model.expert_params  # per low-bit expert call
         self.compensation_work = cache(partial(costs.compensation_work, model))
         self.works: list[dict[tuple[int, int, int], _Work]] = [{} for _ in range(model.moe_layers)]
         self._layer_offsets = np.arange(model.moe_layers, dtype=np.int64)[None, :, None] * model.num_experts
@@ -273,7 +280,8 @@ class _Engine:
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
         k = sc.kernels
         # the same ops in every layer of the step: (seconds, bytes)
-        flops, att_bytes = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group)
+        flops, att_bytes = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group,
+                                                sc.attention_dequant_bytes_per_weight)
         att = gpu.seconds(flops, att_bytes, k["attention"]), att_bytes
         flops, router_bytes = costs.router_work(model, n)
         router = gpu.seconds(flops, router_bytes, k["router"]), router_bytes
@@ -331,6 +339,7 @@ class _Engine:
         self.c["experts_ndp"] += len(ndp_items)
         prefetch = sc.prefetch and next_routing is not None
         at = None  # copies start at the stream's time: issued ahead of SimPy's on fifo links, else synced
+        loads = []
         if self.fetches or ndp_items or prefetch:
             if self.fifo:
                 at = max(env.now, gpu.t)
@@ -338,7 +347,7 @@ class _Engine:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-            self.fetch(layer, at)
+            loads = self.fetch(layer, at)
         ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
@@ -367,6 +376,12 @@ class _Engine:
             gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
                          + [item for item in gpu_items if not late.isdisjoint(item[2])])
         kernel, wait_until = gpu.kernel, gpu.wait_until
+        if sc.loads_block_layer:  # loads issued on the compute stream: no expert starts before the last
+            for copy in loads:
+                if isinstance(copy, Copy):
+                    wait_until(copy.end, "wait copy", layer)
+                else:
+                    yield from self.await_copy(copy, layer)
         for expert, w, waits in gpu_items:
             if waits and waits[0] is not None:  # the weights' copy
                 if isinstance(waits[0], Copy):  # known arrival: the stream clock idles until then
@@ -397,7 +412,10 @@ class _Engine:
         layer = moe + model.first_dense_layers
         entries, gpu_op, comp_op, ndp_op, out_bytes = (), None, None, None, 0.0
         if p.gpu_tokens:
-            flops, nbytes = self.expert_work(p.gpu_tokens, self.size[p.gpu_form][moe][expert])
+            weights = self.size[p.gpu_form][moe][expert]
+            if p.gpu_form != "full":  # an unfused dequantization reads more than the stored form
+                weights += self.dequant_bytes
+            flops, nbytes = self.expert_work(p.gpu_tokens, weights)
             gpu_op = (EXPERT_GPU, self.gpu.seconds(flops, nbytes, kernels["expert"]), nbytes, "expert", layer, expert)
             rank = self.rank[moe][expert]
             if p.comp_tokens and rank:
@@ -458,15 +476,19 @@ class _Engine:
             c[counter] += size
             self.fetches.append((key, size))
 
-    def fetch(self, layer: int, at: float | None = None) -> None:
-        """Issue the on-demand copies demand() queued, in lookup order (on a fifo link as if at `at`)."""
+    def fetch(self, layer: int, at: float | None = None) -> list:
+        """Issue the on-demand copies demand() queued, in lookup order (on a fifo link as if at `at`);
+        returns them."""
         ready, transfer = self.ready, self.expert_link.transfer
+        issued = []
         for key, size in self.fetches:
             if at is None:
-                ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
+                copy = ready[key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1])
             else:
-                ready.layers[key[0]][key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1], at)
+                copy = ready.layers[key[0]][key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1], at)
+            issued.append(copy)
         self.fetches.clear()
+        return issued
 
     def prefetch(self, moe: int, routing) -> None:
         """Speculatively copy what layer `moe` will need (see the module docstring)."""

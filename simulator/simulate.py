@@ -117,7 +117,10 @@ def build_scenario(spec: RunSpec) -> Scenario:
                     cache_policy=spec.cache_policy, batch=spec.batch, steps=spec.tokens, prompt=spec.prompt,
                     context=spec.context, top_n=spec.top_n, attention_bits=spec.attention_bits,
                     group=spec.group, prefetch=spec.prefetch, prefetch_hit_rate=spec.prefetch_hit_rate,
-                    seed=spec.seed, kernels={op: getattr(spec, f"kernels_{op}") for op in KERNEL_OPS})
+                    seed=spec.seed, kernels={op: getattr(spec, f"kernels_{op}") for op in KERNEL_OPS},
+                    dequant_bytes_per_weight=spec.dequant_bytes_per_weight,
+                    attention_dequant_bytes_per_weight=spec.attention_dequant_bytes_per_weight,
+                    loads_block_layer=spec.loads_block_layer)
 
 
 def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False) -> tuple[RunResult, dict]:

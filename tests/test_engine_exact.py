@@ -150,3 +150,50 @@ def test_step_time_is_the_hand_sum_of_roofline_and_transfer_times(policy):
                     + costs.gpu_time(gpu, *costs.lm_head_work(model, 1)))
         got = res.steps["end_s"][step] - res.steps["start_s"][step]
         assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_loads_block_layer_holds_cached_experts_until_the_layers_loads_arrive():
+    """Two tokens, 3 experts, top-2, cache of two 44 B experts: token 1 hits expert 0 and loads expert 2.
+    Overlapped (default), expert 0 runs during the copy; blocking (loads on the compute stream), both wait."""
+    model = tiny_model(top_k=2, num_experts=3)
+    trace = make_trace([[[0, 1]], [[0, 2]]], num_experts=3)
+
+    def token1(block: bool) -> list:
+        res = run(tiny_scenario("offload-lowbit", trace, model=model, cache_capacity=88.0, loads_block_layer=block),
+                  record_events=True)
+        return [r for r in timeline(res) if r[3] >= res.steps["start_s"][1] - 1e-9]
+
+    # overlapped: token 0 ends at 17.0 (copies 5.4 s each, one engine); attention 2.6 s at context 1,
+    # router 1.24 s over 3 experts, copy 1 + 44 / 10 = 5.4 s, expert 1.44 s, LM head 1.08 s
+    assert token1(False) == [
+        ("GPU", "compute stream", "attention", 17.0, 19.6),
+        ("GPU", "compute stream", "router", 19.6, 20.84),
+        ("GPU", "compute stream", "expert", 20.84, 22.28),
+        ("link cxl", "to_gpu #0", "fetch lowbit", 20.84, 26.24),
+        ("GPU", "compute stream", "wait copy", 22.28, 26.24),
+        ("GPU", "compute stream", "expert", 26.24, 27.68),
+        ("GPU", "compute stream", "lm head", 27.68, 28.76),
+    ]
+    # blocking: token 0 also runs its first expert only after both copies (ends 18.44)
+    assert token1(True) == [
+        ("GPU", "compute stream", "attention", 18.44, 21.04),
+        ("GPU", "compute stream", "router", 21.04, 22.28),
+        ("GPU", "compute stream", "wait copy", 22.28, 27.68),
+        ("link cxl", "to_gpu #0", "fetch lowbit", 22.28, 27.68),
+        ("GPU", "compute stream", "expert", 27.68, 29.12),
+        ("GPU", "compute stream", "expert", 29.12, 30.56),
+        ("GPU", "compute stream", "lm head", 30.56, 31.64),
+    ]
+
+
+def test_unfused_dequantization_adds_hbm_traffic_per_low_bit_weight():
+    """1 extra byte per expert weight (24 weights): 44 + 24 = 68 B -> 1.68 s; attention at 4 bits/group 4
+    stores 96 B, plus 0.25 B x 64 weights and 16 B of KV = 128 B -> 2.28 s (2.12 s fused). Full-precision
+    experts pay none."""
+    res = run(tiny_scenario("offload-lowbit", make_trace([[[1]]]), attention_bits=4, dequant_bytes_per_weight=1.0,
+                            attention_dequant_bytes_per_weight=0.25), record_events=True)
+    gpu = [r[2:] for r in timeline(res) if r[0] == "GPU"]
+    assert gpu == [("attention", 0.0, 2.28), ("router", 2.28, 3.44), ("wait copy", 3.44, 8.84),
+                   ("expert", 8.84, 10.52), ("lm head", 10.52, 11.6)]
+    fp16 = run(tiny_scenario("offload-fp16", make_trace([[[1]]]), dequant_bytes_per_weight=1.0), record_events=True)
+    assert [r[3:] for r in timeline(fp16) if r[2] == "expert"] == [(9.4, 10.88)]   # 48 B / 100 + 1

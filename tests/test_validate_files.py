@@ -17,6 +17,7 @@ def test_shipped_points_load_with_their_hardware():
         "rtx3060/lru+prefetch", "rtx3060/lru", "rtx3060/no-cache", "t4/lru+prefetch", "t4/lru", "t4/no-cache"]
     assert [s.cache_experts_per_layer for s in specs] == [2, 2, 0, 4, 4, 0]
     assert [s.prefetch for s in specs] == [True, False, False, True, False, False]
+    assert [p.calibrates for p in vfile.points] == [None, None, "gpu.launch_overhead"] * 2
     assert {s.model for s in specs} == {"mixtral-8x7b"}
     for s in specs:
         load_system(s.hwconfig)  # every hardware config exists and parses
@@ -48,8 +49,19 @@ def test_duplicate_names_and_bad_unit_are_rejected(tmp_path):
 
 
 def test_error_summary_is_median_and_worst_of_absolute_errors():
-    rows = [{"rel_error": e} for e in (0.1, -0.3, 0.05)]
-    assert error_summary(rows) == {"points": 3, "median_abs_rel_error": 0.1, "worst_abs_rel_error": 0.3}
+    rows = [{"rel_error": e, "calibrates": c} for e, c in ((0.1, None), (-0.3, None), (0.0, "gpu.x"), (0.05, None))]
+    assert error_summary(rows) == pytest.approx({"points": 4, "median_abs_rel_error": 0.075,
+                                                 "worst_abs_rel_error": 0.3, "held_out_points": 3,
+                                                 "held_out_median_abs_rel_error": 0.1,
+                                                 "held_out_worst_abs_rel_error": 0.3})
+
+
+def test_one_calibration_point_per_hwconfig(tmp_path):
+    path = _write(tmp_path, "source: s\nunit: tokens/s\npoints:\n"
+                            "  - {name: a, hwconfig: t4-pcie3, measured: 1.0, calibrates: gpu.launch_overhead}\n"
+                            "  - {name: b, hwconfig: t4-pcie3, measured: 2.0, calibrates: gpu.launch_overhead}\n")
+    with pytest.raises(UserError, match="at most one calibration point per hwconfig"):
+        load_validation(path)
 
 
 def test_expert_bytes_match_the_hqq_storage_the_implementation_copies():
@@ -62,3 +74,15 @@ def test_expert_bytes_match_the_hqq_storage_the_implementation_copies():
     hqq = sum(n / 4 + n / 16 + n / 16 + (n / 16 / 128) * 4 + 2 * 2 for n in weights)  # W_q, scale_q, zero_q, metas
     assert hqq == pytest.approx(model.expert_bytes(2, 32), rel=0.01)
     assert hqq > model.expert_bytes(2, 32)
+
+
+def test_calibrated_figures_still_reproduce_their_points():
+    """A hardware figure calibrated on a point (hwconfigs/rtx3060-pcie3.yaml, t4-pcie3.yaml) must still
+    reproduce it: a cost-model change that moves these points means the figure needs fitting again."""
+    from simulator.validate import validate
+
+    rows = validate(validation_files()[:1], engine="analytic")
+    fitted = [r for r in rows if r["calibrates"]]
+    assert [r["name"] for r in fitted] == ["rtx3060/no-cache", "t4/no-cache"]
+    for r in fitted:
+        assert abs(r["rel_error"]) < 0.005, r["name"]

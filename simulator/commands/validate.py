@@ -29,9 +29,12 @@ def _validate(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'point':<{width}}  {'measured':>9}  {'predicted':>9}  {'unit':<9} {'error':>7}")
     for r in rows:
+        fitted = f"  (calibrates {r['calibrates']})" if r["calibrates"] else ""
         print(f"{r['name']:<{width}}  {r['measured']:9.3f}  {r['predicted']:9.3f}  {r['unit']:<9} "
-              f"{100 * r['rel_error']:+6.1f}%")
+              f"{100 * r['rel_error']:+6.1f}%{fitted}")
     s = error_summary(rows)
-    print(f"{s['points']} points: median |error| {100 * s['median_abs_rel_error']:.1f}%, "
-          f"worst |error| {100 * s['worst_abs_rel_error']:.1f}%")
+    for prefix, what in (("", "points"), ("held_out_", "held-out points")):
+        if s[f"{prefix}points"] and (prefix == "" or s["held_out_points"] < s["points"]):
+            print(f"{s[f'{prefix}points']} {what}: median |error| {100 * s[f'{prefix}median_abs_rel_error']:.1f}%, "
+                  f"worst |error| {100 * s[f'{prefix}worst_abs_rel_error']:.1f}%")
     return 0

@@ -47,5 +47,13 @@ class RunSpec(BaseModel):
     kernels_router: float = Field(default=1, ge=0, description="kernels per MoE layer's router and dispatch")
     kernels_expert: float = Field(default=1, ge=0, description="kernels per expert computed on the GPU")
     kernels_other: float = Field(default=1, ge=0, description="kernels per shared/dense FFN and per LM head")
+    # HBM traffic of a software stack that dequantizes outside the GEMM (e.g. eager scale/zero dequant
+    # before a Triton kernel): extra bytes per weight per GPU call of a low-bit matrix; 0 = fused
+    dequant_bytes_per_weight: float = Field(default=0, ge=0, description="extra HBM bytes per low-bit expert weight per call")
+    attention_dequant_bytes_per_weight: float = Field(default=0, ge=0,
+                                                      description="extra HBM bytes per low-bit attention weight per call")
+    # a stack that issues a layer's expert loads on its compute stream (no copy stream) starts the
+    # layer's experts only when all of its on-demand loads have arrived; prefetches still overlap
+    loads_block_layer: bool = Field(default=False, description="a layer's experts wait for all its on-demand loads")
     seed: int = 0
     engine: Literal["des", "analytic"] = "des"
