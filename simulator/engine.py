@@ -77,6 +77,7 @@ RELEASE_EVERY = 4096  # decode steps between drops of the memory-mapped trace pa
 
 FETCHED = {form: f"fetched_{form}_bytes" for form in FORMS}  # counter of the bytes copied per form
 FETCH_NAME = {form: f"fetch {form}" for form in FORMS}  # event name of an on-demand copy per form
+PREFETCH_NAME = {form: f"prefetch {form}" for form in FORMS}  # and of a prefetched one
 KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
 
 
@@ -494,38 +495,41 @@ class _Engine:
         """Speculatively copy what layer `moe` will need (see the module docstring)."""
         part = self.cache.part(moe)
         experts = routing[0]
-        used = set(experts)
         num = self.model.num_experts
+        size, lookup = self.size, part.lookup
         budget = part.capacity  # never prefetch more than the cache holds (it would evict its own prefetches)
         for expert in experts:  # what l+1 needs and holds counts as used: prefetches evict other entries
             for form in FORMS:
-                if part.lookup((moe, expert, form)):
-                    budget -= self.size[form][moe][expert]
-        for expert, tokens, restored in zip(*routing):
-            p = self.sc.policy.place(moe, expert, tokens, restored, part)
-            if p.pinned or not p.gpu_tokens:
-                continue
-            for form in self.forms(moe, expert, p):
-                if (moe, expert, form) in part:
+                if lookup((moe, expert, form)):
+                    budget -= size[form][moe][expert]
+        works, work = self.works[moe], self.work
+        hit_rate, random = self.sc.prefetch_hit_rate, self.rng.random
+        used, copies, c = None, self.ready.layers[moe], self.c
+        transfer, insert, layer = self.expert_link.transfer, part.insert, moe + self.model.first_dense_layers
+        for item in zip(*routing):  # placed one by one: a policy that reads the cache sees the prefetches so far
+            for key, nbytes, counter in (works.get(item) or work(moe, *item, part)).entries:
+                if key in part:
                     continue
-                target = expert
-                if self.rng.random() >= self.sc.prefetch_hit_rate:
-                    target = next((c for c in ((expert + j) % num for j in range(1, num))
-                                   if c not in used and (moe, c, form) not in part), None)
-                    if target is None:
+                _, expert, form = key
+                if random() >= hit_rate:
+                    if used is None:
+                        used = set(experts)
+                    for j in range(expert + 1, expert + num):  # the next expert id, cyclically, ...
+                        key = (moe, j % num, form)
+                        if key[1] not in used and key not in part:  # ... l+1 does not use and the cache lacks
+                            break
+                    else:
                         continue
-                size = self.size[form][moe][target]
-                if size > budget:
+                    nbytes = size[form][moe][key[1]]
+                if nbytes > budget:
                     return
-                budget -= size
-                key = (moe, target, form)
-                self.ready[key] = self.expert_link.transfer(size, PREFETCH, f"prefetch {form}",
-                                                            moe + self.model.first_dense_layers, target)
-                part.insert(key, size)
-                self.c[FETCHED[form]] += size
-                self.c["prefetch_bytes"] += size
-                if target != expert:
-                    self.c["prefetch_wasted_bytes"] += size
+                budget -= nbytes
+                copies[key] = transfer(nbytes, PREFETCH, PREFETCH_NAME[form], layer, key[1])
+                insert(key, nbytes)
+                c[counter] += nbytes
+                c["prefetch_bytes"] += nbytes
+                if key[1] != expert:
+                    c["prefetch_wasted_bytes"] += nbytes
 
     def issue_ndp(self, moe: int, items, n: int, at: float | None = None) -> float | simpy.Event:
         """Activations GPU->CXL (on a fifo link as if at `at`); when they arrive, one op per item on its NDP
