@@ -3,7 +3,8 @@
 Two passes over the trace, in chunks of decode steps:
 1. Logical pass (exact): routing (_routed: _Engine.route for every step of a chunk at once), placements,
    cache lookups/inserts and prefetch decisions in the DES's order, by the DES's own code
-   (simulator.engine._Engine.demand/prefetch with a recording link in place of the SimPy copy engines).
+   (simulator.engine._Engine.work/lookup/fetch/prefetch with a recording link in place of the SimPy copy
+   engines: a copy is recorded as its index, the chunk's copies indexed by (step, layer) in numpy).
    Cache state never depends on timing, so hits and misses are exact.
 2. Timing (vectorised numpy over the steps of a chunk, one MoE layer at a time): every op time comes from
    simulator.costs (the same formulas the DES calls); per layer the copies are list-scheduled on the
@@ -13,7 +14,8 @@ Two passes over the trace, in chunks of decode steps:
    with idle links and units: all P x L of a chunk are timed at once from 0 and summed per step (the DES's
    arithmetic up to the order of the additions: ~1e-13 relative; tests hold it within 1%). With LRU and a
    cache-independent policy the logical pass is vectorised too (_VectorSource: LRU stack distances);
-   prefetch, LFU and offload-mixed are replayed by the DES's code, one Python call per lookup.
+   prefetch, LFU and offload-mixed are replayed by the DES's code, one lookup call per layer
+   (per expert when the placement reads the cache).
 
 Queueing approximations (contended cases only):
 - prefetch: a layer's prefetch copies are scheduled right after its demand copies; copies still queued
@@ -41,29 +43,23 @@ from simulator.schedule import BatchSchedule
 CHUNK = 256  # batch slots x decode steps evaluated together (CHUNK // batch steps: arrays stay cache-sized)
 
 
-class _Job:
-    """A copy the logical pass issued (stands in for the DES's transfer process)."""
-
-    __slots__ = ("col", "end", "layer", "nbytes", "prio", "step")
-
-    def __init__(self, nbytes: float, prio: int, step: int, layer: int):
-        self.nbytes, self.prio, self.step, self.layer, self.col, self.end = nbytes, prio, step, layer, 0, 0.0
-
-
 class _RecordingLink:
-    """Replaces a LinkDirection in the logical pass: records each transfer as a _Job."""
+    """Replaces a LinkDirection in the logical pass: records each transfer's bytes and priority; a copy is
+    its index among the run's copies (the chunk's start at `base`)."""
 
     def __init__(self):
-        self.jobs: list[_Job] = []
-        self.bytes = 0.0
-        self.step = 0   # global index of the step being replayed
-        self.layer = 0  # MoE layer whose demand/prefetch is being replayed
+        self.base = 0                   # index of the chunk's first copy
+        self.nbytes: list[float] = []   # per copy of the chunk
+        self.prio: list[int] = []
 
-    def transfer(self, nbytes, priority=DEMAND, name="copy", layer=-1, expert=-1) -> _Job:
-        job = _Job(nbytes, priority, self.step, self.layer)
-        self.jobs.append(job)
-        self.bytes += nbytes
-        return job
+    def transfer(self, nbytes, priority=DEMAND, name="copy", layer=-1, expert=-1) -> int:
+        self.nbytes.append(nbytes)
+        self.prio.append(priority)
+        return self.base + len(self.nbytes) - 1
+
+    def new_chunk(self) -> None:
+        self.base += len(self.nbytes)
+        self.nbytes, self.prio = [], []
 
 
 def _reduce_rows(op: np.ufunc, x: np.ndarray, empty) -> np.ndarray:
@@ -212,50 +208,54 @@ class LayerArrays(NamedTuple):
     n_valid: np.ndarray  # bool  [P, N]
 
 
-class _Layer:
-    """One MoE layer of every step in a chunk, as the logical replay recorded it (lists per row)."""
+class _Replay:
+    """A chunk's logical replay (P steps x L MoE layers), fed to AnalyticEngine.timing one MoE layer at a
+    time as LayerArrays; the copies' arrival times come back through scheduled()."""
 
-    def __init__(self, P: int):
-        self.gpu: list[list] = [[] for _ in range(P)]   # per row: ((expert s, comp s), [weights job, factors job])
-        self.ndp: list[list] = [[] for _ in range(P)]   # per row: (unit, op s, result bytes)
-        self.jobs: list[list[_Job]] = [[] for _ in range(P)]  # copies on the expert link issued here
+    def __init__(self, P: int, L: int):
+        self.P, self.L = P, L
+        self.gpu: list[list] = [[] for _ in range(L)]  # per layer: (row, expert s, comp s, weights' copy,
+                                                        # factors' copy) per GPU item, rows ascending; copy -1: none
+        self.ndp: list[list] = [[] for _ in range(L)]  # per layer: (row, unit, op s, result bytes) per NDP item
+        self.starts: list[int] = []  # chunk index of the first copy issued at each (row, layer), row-major
 
-
-class _ReplaySource:
-    """Feeds the replayed layers to AnalyticEngine.timing as LayerArrays."""
-
-    def __init__(self, layers: list[_Layer], first: int):
-        self.layers, self.first = layers, first
+    def close(self, rec: _RecordingLink) -> None:
+        """Index the chunk's copies (rec's) by layer: row, column among the (row, layer)'s copies."""
+        self.base = rec.base
+        self.nbytes, self.prio = np.array(rec.nbytes), np.array(rec.prio, dtype=np.int64)  # [C]
+        starts = np.array([*self.starts, len(rec.nbytes)])
+        seg = np.repeat(np.arange(self.P * self.L), np.diff(starts))  # [C] (row, layer) of each copy
+        self.row, self.layer = seg // self.L, seg % self.L
+        self.col = np.arange(len(seg)) - starts[seg]
+        self.by_layer = np.argsort(self.layer, kind="stable")          # copies by layer, then row, column
+        self.layer_cuts = np.searchsorted(self.layer[self.by_layer], np.arange(self.L + 1))
+        self.end = np.zeros(len(seg))                                  # [C] arrival, once scheduled
 
     def __call__(self, moe: int, P: int) -> LayerArrays:
-        lay = self.layers[moe]
-        G, J, N = (max(len(x) for x in rows) for rows in (lay.gpu, lay.jobs, lay.ndp))
-        g = np.zeros((4, P, G))
-        cols = np.zeros((2, P, G), dtype=np.int64)
-        jb, jp, jv = np.zeros((P, J)), np.zeros((P, J), dtype=np.int64), np.zeros((P, J), dtype=bool)
-        nu, nd, nr, nv = (np.zeros((P, N), dtype=np.int64), np.zeros((P, N)), np.zeros((P, N)),
-                          np.zeros((P, N), dtype=bool))
-        for r in range(P):
-            step = self.first + r
-            for j, ((oe, oc), waits) in enumerate(lay.gpu[r]):
-                g[0, r, j], g[1, r, j] = oe, oc
-                for w, job in enumerate(waits[:2]):
-                    if job is None or job.step != step:
-                        continue  # resident before this step: nothing to wait for
-                    if job.layer == moe:
-                        cols[w, r, j] = job.col + 1
-                    else:
-                        g[2 + w, r, j] = job.end
-            for j, job in enumerate(lay.jobs[r]):
-                jb[r, j], jp[r, j], jv[r, j] = job.nbytes, job.prio, True
-            for j, (u, d, b) in enumerate(lay.ndp[r]):
-                nu[r, j], nd[r, j], nr[r, j], nv[r, j] = u, d, b, True
-        return LayerArrays(g[0], g[1], cols[0], cols[1], g[2], g[3], jb, jp, jv, nu, nd, nr, nv)
+        jobs = self.by_layer[self.layer_cuts[moe]:self.layer_cuts[moe + 1]]
+        _, (jb, jp, jv) = _padded(self.row[jobs], P, self.nbytes[jobs], self.prio[jobs], np.ones(len(jobs), bool))
+        g = np.array(self.gpu[moe], dtype=np.float64).reshape(-1, 5)
+        row = g[:, 0].astype(np.int64)
+        cols, ext = [], []
+        for copy in g[:, 3:].astype(np.int64).T:  # weights', factors' copy -> column + 1 here, or arrival
+            col, arrival = np.zeros(len(copy), dtype=np.int64), np.zeros(len(copy))
+            chunk = np.flatnonzero(copy >= self.base)  # issued in this chunk ...
+            i = copy[chunk] - self.base
+            now = self.row[i] == row[chunk]            # ... at this step (else resident before: no wait)
+            here = now & (self.layer[i] == moe)        # at this layer, or prefetched at an earlier one
+            col[chunk[here]] = self.col[i[here]] + 1
+            arrival[chunk[now & ~here]] = self.end[i[now & ~here]]
+            cols.append(col)
+            ext.append(arrival)
+        _, (g_e, g_c, wj, fj, w_ext, f_ext) = _padded(row, P, g[:, 1], g[:, 2], *cols, *ext)
+        nd = np.array(self.ndp[moe], dtype=np.float64).reshape(-1, 4)
+        _, (nu, ndur, nr, nv) = _padded(nd[:, 0].astype(np.int64), P, nd[:, 1].astype(np.int64), nd[:, 2],
+                                        nd[:, 3], np.ones(len(nd), bool))
+        return LayerArrays(g_e, g_c, wj, fj, w_ext, f_ext, jb, jp, jv, nu, ndur, nr, nv)
 
     def scheduled(self, moe: int, ends: np.ndarray) -> None:
-        for r, jobs in enumerate(self.layers[moe].jobs):
-            for j, job in enumerate(jobs):
-                job.end = float(ends[r, j])
+        jobs = self.by_layer[self.layer_cuts[moe]:self.layer_cuts[moe + 1]]
+        self.end[jobs] = ends[self.row[jobs], self.col[jobs]]
 
 
 STATELESS_PLACEMENT = frozenset({  # policies whose place() ignores the cache (others are replayed)
@@ -611,83 +611,63 @@ class AnalyticEngine:
         self.ndp_busy = [0.0] * (system.ndp.units if system.ndp is not None else 0)
         self.gpu_busy = 0.0
         self.time = 0.0
-        self.gpu_ops_memo: dict[tuple, tuple[float, float]] = {}  # _gpu_ops is pure: memoised by its inputs
 
     # ---- logical pass for one chunk of steps ----
-    def logical(self, tok: np.ndarray, lens: np.ndarray, first: int) -> tuple[list[_Layer], dict]:
-        lg, sc, model = self.logic, self.sc, self.model
-        P, L = len(lens), model.moe_layers
+    def logical(self, tok: np.ndarray, lens: np.ndarray) -> tuple[_Replay, dict]:
+        """Replay the chunk's placements, lookups, copies and prefetches by the DES's code (what
+        _Engine.moe_layer does before it times anything)."""
+        lg, sc, model, rec = self.logic, self.sc, self.model, self.rec
+        P, L, E = len(lens), model.moe_layers, model.num_experts
         item, n_tok, n_rest = _routed(sc, tok, lens)
-        cuts = np.searchsorted(item, np.arange(P * L + 1) * model.num_experts).tolist()  # items of (step, layer)
-        item, n_tok, n_rest = (item % model.num_experts).tolist(), n_tok.tolist(), n_rest.tolist()
-        layers = [_Layer(P) for _ in range(model.moe_layers)]
+        cuts = np.searchsorted(item, np.arange(P * L + 1) * E).tolist()  # items of (step, layer)
+        item, n_tok, n_rest = (item % E).tolist(), n_tok.tolist(), n_rest.tolist()
+        rec.new_chunk()
+        replay = _Replay(P, L)
         per_step = {k: np.zeros(P) for k in ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp")}
-        ndp_units = sc.system.ndp.units if sc.system.ndp is not None else 1
+        units = sc.system.ndp.units if sc.system.ndp is not None else 1
+        c, reads_cache, work, lookup = lg.c, sc.policy.reads_cache, lg.work, lg.lookup
+        prefetch = sc.prefetch and L > 1
         for r in range(P):
-            self.rec.step = first + r
             routing = [(item[a:b], n_tok[a:b], n_rest[a:b]) for a, b in zip(cuts[r * L:(r + 1) * L], cuts[r * L + 1:])]
-            before = (lg.c["cache_hits"], lg.c["cache_misses"])
-            for moe in range(model.moe_layers):
-                part = lg.cache.part(moe)
-                lay = layers[moe]
-                first_job = len(self.rec.jobs)
-                self.rec.layer = moe
-                gpu_rows, ndp_rows = lay.gpu[r], lay.ndp[r]
-                for expert, tokens, restored in zip(*routing[moe]):
-                    p = sc.policy.place(moe, expert, tokens, restored, part)
-                    if p.ndp_tokens:
-                        ndp_rows.append((expert % ndp_units, p, expert))
-                    if p.gpu_tokens:
-                        gpu_rows.append((expert, p, () if p.pinned else lg.demand(moe, expert, p, part)))
+            before = (c["cache_hits"], c["cache_misses"])
+            n_gpu = n_ndp = 0
+            for moe in range(L):
+                part, works = lg.cache.part(moe), lg.works[moe]
+                replay.starts.append(len(rec.nbytes))
+                entries, placed, ndp_rows = [], [], replay.ndp[moe]
+                ndp_before = len(ndp_rows)
+                for it in zip(*routing[moe]):
+                    w = works.get(it) or work(moe, *it, part)
+                    if w.ndp is not None:
+                        ndp_rows.append((r, w.ndp[0] % units, w.ndp[1], w.out_bytes))
+                    if w.gpu is not None:
+                        placed.append(w)
+                        if reads_cache:  # the next placement may depend on this lookup
+                            lookup(w.entries, part)
+                        else:
+                            entries += w.entries
+                if entries:
+                    lookup(entries, part)
                 lg.fetch(moe)
-                gpu_rows[:] = [(e, p, [lg.ready.get(key) for key in keys]) for e, p, keys in gpu_rows]
-                per_step["experts_gpu"][r] += len(gpu_rows)
-                per_step["experts_ndp"][r] += len(ndp_rows)
-                lg.c["experts_gpu"] += len(gpu_rows)
-                lg.c["experts_ndp"] += len(ndp_rows)
-                if sc.prefetch and moe + 1 < model.moe_layers:
+                get, gpu_rows = lg.ready.layers[moe].get, replay.gpu[moe]
+                for w in placed:
+                    keys = w.keys
+                    gpu_rows.append((r, w.gpu[1], 0.0 if w.comp is None else w.comp[1],
+                                     get(keys[0], -1) if keys else -1, get(keys[1], -1) if len(keys) > 1 else -1))
+                n_gpu, n_ndp = n_gpu + len(placed), n_ndp + len(ndp_rows) - ndp_before
+                c["experts_gpu"] += len(placed)
+                c["experts_ndp"] += len(ndp_rows) - ndp_before
+                if prefetch and moe + 1 < L:
                     lg.prefetch(moe + 1, routing[moe + 1])
-                lay.jobs[r] = self.rec.jobs[first_job:]
-                for col, job in enumerate(lay.jobs[r]):
-                    job.col = col
-                # convert placements to op times now (sizes and ranks are per (layer, expert))
-                lay.gpu[r] = [(self._gpu_ops(moe, e, p), waits) for e, p, waits in gpu_rows]
-                lay.ndp[r] = [(u, self._ndp_op(moe, e, p), costs.activation_bytes(model, p.ndp_tokens))
-                              for u, p, e in ndp_rows]
-            per_step["cache_hits"][r] = lg.c["cache_hits"] - before[0]
-            per_step["cache_misses"][r] = lg.c["cache_misses"] - before[1]
-        self.rec.jobs = []
-        return layers, per_step
+            per_step["experts_gpu"][r], per_step["experts_ndp"][r] = n_gpu, n_ndp
+            per_step["cache_hits"][r] = c["cache_hits"] - before[0]
+            per_step["cache_misses"][r] = c["cache_misses"] - before[1]
+        replay.close(rec)
+        return replay, per_step
 
     @property
     def model(self):
         return self.sc.model
-
-    def _gpu_ops(self, moe: int, expert: int, p) -> tuple[float, float]:
-        key = (moe, expert, p.gpu_tokens, p.gpu_form, p.comp_tokens)
-        ops = self.gpu_ops_memo.get(key)
-        if ops is None:
-            ops = self.gpu_ops_memo[key] = self._gpu_ops_of(moe, expert, p)
-        return ops
-
-    def _gpu_ops_of(self, moe: int, expert: int, p) -> tuple[float, float]:
-        lg, model = self.logic, self.model
-        weights = lg.size[p.gpu_form][moe][expert]
-        if p.gpu_form != "full":  # an unfused dequantization reads more than the stored form
-            weights += lg.dequant_bytes
-        op_e = costs.gpu_time(self.gpu, *costs.expert_work(model, p.gpu_tokens, weights), self.sc.kernels["expert"])
-        rank = lg.rank[moe][expert]
-        op_c = 0.0
-        if p.comp_tokens and rank:
-            op_c = costs.gpu_time(self.gpu, *costs.compensation_work(model, p.comp_tokens, rank,
-                                                                     lg.size["factors"][moe][expert]))
-        return op_e, op_c
-
-    def _ndp_op(self, moe: int, expert: int, p) -> float:
-        lg = self.logic
-        bits = 16 if p.ndp_form == "full" else lg.bits[moe][expert]
-        flops, nbytes = costs.expert_work(self.model, p.ndp_tokens, lg.size[p.ndp_form][moe][expert])
-        return costs.ndp_time(self.sc.system.ndp, flops, nbytes, bits)
 
     # ---- timing of one chunk ----
     def timing(self, tok: np.ndarray, lens: np.ndarray, source) -> dict[str, np.ndarray]:
@@ -852,8 +832,8 @@ class AnalyticEngine:
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
             if len(idx):
-                layers, _ = self.logical(idx, np.array([len(idx)]), -1)
-                prefill = float(self.timing(idx, np.array([len(idx)]), _ReplaySource(layers, -1))["latency"][0])
+                replay, _ = self.logical(idx, np.array([len(idx)]))
+                prefill = float(self.timing(idx, np.array([len(idx)]), replay)["latency"][0])
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
@@ -871,8 +851,8 @@ class AnalyticEngine:
                 if vec is not None:  # the shared cache would evict from now on: replay the rest
                     vec.hand_over()
                     vec = None
-                layers, per_step = self.logical(tok, lens, done)
-                t = self.timing(tok, lens, _ReplaySource(layers, done))
+                replay, per_step = self.logical(tok, lens)
+                t = self.timing(tok, lens, replay)
             self._append(done, lens, t, per_step)
             sc.trace.release()  # stream: keep only this chunk's trace pages resident
             done += len(lens)

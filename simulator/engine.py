@@ -458,14 +458,6 @@ class _Engine:
         return tuple([((moe, expert, form), size[form][moe][expert], FETCHED[form])
                       for form in self.forms(moe, expert, p)])
 
-    def demand(self, moe: int, expert: int, p: Placement, part) -> list[tuple[int, int, str]]:
-        """Look up what the GPU needs, inserting misses and queueing their copies for fetch(); returns the
-        cache keys, one per form of self.forms(...) (self.ready[key] is the copy that brings it, absent
-        when it was resident before this run's copies)."""
-        entries = self.entries(moe, expert, p)
-        self.lookup(entries, part)
-        return [key for key, _, _ in entries]
-
     def lookup(self, entries, part) -> None:
         """Look up `entries` (from entries()) in cache partition `part`: count hits and misses, insert the
         misses and queue their copies for fetch()."""
@@ -478,7 +470,7 @@ class _Engine:
             self.fetches.append((key, size))
 
     def fetch(self, layer: int, at: float | None = None) -> list:
-        """Issue the on-demand copies demand() queued, in lookup order (on a fifo link as if at `at`);
+        """Issue the on-demand copies lookup() queued, in lookup order (on a fifo link as if at `at`);
         returns them."""
         ready, transfer = self.ready, self.expert_link.transfer
         issued = []
