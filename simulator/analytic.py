@@ -214,9 +214,9 @@ class _Replay:
 
     def __init__(self, P: int, L: int):
         self.P, self.L = P, L
-        self.gpu: list[list] = [[] for _ in range(L)]  # per layer: (row, expert s, comp s, weights' copy,
-                                                        # factors' copy) per GPU item, rows ascending; copy -1: none
-        self.ndp: list[list] = [[] for _ in range(L)]  # per layer: (row, unit, op s, result bytes) per NDP item
+        self.gpu: list[list] = [[] for _ in range(L)]  # per layer, flat: row, expert s, comp s, weights' copy,
+                                                        # factors' copy per GPU item, rows ascending; copy -1: none
+        self.ndp: list[list] = [[] for _ in range(L)]  # per layer, flat: row, unit, op s, result bytes per NDP item
         self.starts: list[int] = []  # chunk index of the first copy issued at each (row, layer), row-major
 
     def close(self, rec: _RecordingLink) -> None:
@@ -635,11 +635,11 @@ class AnalyticEngine:
                 part, works = lg.cache.part(moe), lg.works[moe]
                 replay.starts.append(len(rec.nbytes))
                 entries, placed, ndp_rows = [], [], replay.ndp[moe]
-                ndp_before = len(ndp_rows)
+                ndp_before = len(ndp_rows) // 4
                 for it in zip(*routing[moe]):
                     w = works.get(it) or work(moe, *it, part)
                     if w.ndp is not None:
-                        ndp_rows.append((r, w.ndp[0] % units, w.ndp[1], w.out_bytes))
+                        ndp_rows.extend((r, w.ndp[0] % units, w.ndp[1], w.out_bytes))
                     if w.gpu is not None:
                         placed.append(w)
                         if reads_cache:  # the next placement may depend on this lookup
@@ -652,11 +652,11 @@ class AnalyticEngine:
                 get, gpu_rows = lg.ready.layers[moe].get, replay.gpu[moe]
                 for w in placed:
                     keys = w.keys
-                    gpu_rows.append((r, w.gpu[1], 0.0 if w.comp is None else w.comp[1],
+                    gpu_rows.extend((r, w.gpu[1], 0.0 if w.comp is None else w.comp[1],
                                      get(keys[0], -1) if keys else -1, get(keys[1], -1) if len(keys) > 1 else -1))
-                n_gpu, n_ndp = n_gpu + len(placed), n_ndp + len(ndp_rows) - ndp_before
+                n_gpu, n_ndp = n_gpu + len(placed), n_ndp + len(ndp_rows) // 4 - ndp_before
                 c["experts_gpu"] += len(placed)
-                c["experts_ndp"] += len(ndp_rows) - ndp_before
+                c["experts_ndp"] += len(ndp_rows) // 4 - ndp_before
                 if prefetch and moe + 1 < L:
                     lg.prefetch(moe + 1, routing[moe + 1])
             per_step["experts_gpu"][r], per_step["experts_ndp"][r] = n_gpu, n_ndp
