@@ -34,9 +34,6 @@ class NDPUnits:
         self.ops = 0
         self.intervals: list[tuple[float, float]] = []  # (start, end) of ops since the engine last cleared it
 
-    def unit_of(self, expert: int) -> int:
-        return expert % self.count
-
     def seconds(self, flops: float, nbytes: float, bits: float) -> float:
         """costs.ndp_time of one op (memoised: ops repeat)."""
         key = (flops, nbytes, bits)
