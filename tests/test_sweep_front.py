@@ -40,14 +40,16 @@ def test_near_front_contains_the_front_and_grows_with_tolerance(pts, maximize, t
 
 
 def test_front_rows_per_config_and_prefer_des():
-    t = pd.DataFrame({"point": range(4), "status": ["ok", "ok", "ok", "invalid"],
-                      "hwconfig": ["a", "a", "b", "a"], "model": "m", "engine": "analytic", "bits": [2, 3, 4, 5],
-                      "tokens_per_s": [10.0, 5.0, 1.0, 99.0], "bytes_per_token": [1.0, 2.0, 9.0, 0.0]})
-    # in config a, point 1 is slower and moves more bytes than point 0; point 2 is alone in config b
-    assert front_rows(t, 0.01).tolist() == [True, False, True, False]
-    des = t.iloc[[0]].assign(engine="des", point=4, tokens_per_s=10.5)
+    t = pd.DataFrame({"point": range(5), "status": ["ok", "ok", "ok", "invalid", "ok"],
+                      "hwconfig": ["a", "a", "b", "a", "a"], "model": "m", "engine": "analytic",
+                      "policy": ["offload-lrc"] * 4 + ["gpu-resident"], "bits": [2, 3, 4, 5, 16],
+                      "tokens_per_s": [10.0, 5.0, 1.0, 99.0, 50.0], "bytes_per_token": [1.0, 2.0, 9.0, 0.0, 0.0]})
+    # in config a, point 1 is slower and moves more bytes than point 0; point 2 is alone in config b;
+    # gpu-resident (point 4) would dominate them all: a reference, confirmed but outside the fronts
+    assert front_rows(t, 0.01).tolist() == [True, False, True, False, True]
+    des = t.iloc[[0]].assign(engine="des", point=5, tokens_per_s=10.5)
     both = prefer_des(pd.concat([t, des], ignore_index=True))
-    assert both["point"].tolist() == [1, 2, 3, 4]
+    assert both["point"].tolist() == [1, 2, 3, 4, 5]
 
 
 SWEEP = """

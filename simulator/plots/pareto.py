@@ -16,9 +16,7 @@ import pandas as pd
 from simulator.errors import UserError
 from simulator.plots.style import METHODS, figure, policy_style
 from simulator.sweep.accuracy import weight_parameters
-from simulator.sweep.front import ERROR, pareto_mask, prefer_des
-
-REFERENCES = ("gpu-resident",)  # every expert in HBM: a reference point, outside the offloading fronts
+from simulator.sweep.front import ERROR, REFERENCES, pareto_mask, prefer_des
 
 
 def point_label(row: pd.Series) -> str:

@@ -7,6 +7,8 @@ prefetch) and re-run only the points that could be on a front with the DES. A fr
     with accuracy:     (tokens/s up, error down) and (link bytes/token down, error down)
     without accuracy:  (tokens/s up, link bytes/token down)
 
+Reference policies (gpu-resident: every expert in HBM, no bytes moved, no error) would dominate every
+offloading point, so fronts are taken over the other policies and reference rows are confirmed as well.
 "Could be on a front" allows for the analytic engine's error: a point is kept unless another point beats
 its engine-dependent objective (tokens/s or bytes/token) by more than a relative `tolerance` while being
 at least as good in the other objective. Accuracy does not depend on the engine, so it gets no slack.
@@ -22,6 +24,7 @@ from simulator.sweep.spec import SweepPoint
 from simulator.sweep.store import stable_id
 
 ERROR = "accuracy.rel_output_error"
+REFERENCES = ("gpu-resident",)  # every expert in HBM: a reference point, outside the offloading fronts
 THROUGHPUT, BYTES = "tokens_per_s", "bytes_per_token"
 
 
@@ -62,9 +65,10 @@ def _pairs(group: pd.DataFrame) -> list[tuple[str, str, bool]]:
 
 def front_rows(table: pd.DataFrame, tolerance: float) -> pd.Series:
     """Boolean Series over `table`'s index: finished rows that could be on a front (module docstring)."""
-    keep = pd.Series(False, index=table.index)
-    ok = table[table["status"] == "ok"]
-    for _, group in ok.groupby(["hwconfig", "model"], sort=False, dropna=False):
+    ok = table["status"] == "ok"
+    reference = table["policy"].isin(REFERENCES)
+    keep = ok & reference
+    for _, group in table[ok & ~reference].groupby(["hwconfig", "model"], sort=False, dropna=False):
         for x, y, maximize in _pairs(group):
             g = group[group[x].notna() & group[y].notna()]
             if len(g):
