@@ -13,7 +13,8 @@ Two passes over the trace, in chunks of decode steps:
    Without prefetch every copy and NDP op of a layer ends within the layer, so every (step, layer) starts
    with idle links and units: all P x L of a chunk are timed at once from 0 and summed per step (the DES's
    arithmetic up to the order of the additions: ~1e-13 relative; tests hold it within 1%). With LRU and a
-   cache-independent policy the logical pass is vectorised too (_VectorSource: LRU stack distances);
+   cache-independent policy the logical pass is vectorised too (_VectorSource: LRU stack distances), and
+   rows with the same costs (same classes of placements, same misses) are timed once (FlatRows);
    prefetch, LFU and offload-mixed are replayed by the DES's code, one lookup call per layer
    (per expert when the placement reads the cache).
 
@@ -208,6 +209,15 @@ class LayerArrays(NamedTuple):
     n_valid: np.ndarray  # bool  [P, N]
 
 
+class FlatRows(NamedTuple):
+    """The (step, layer) rows of a chunk when each is timed on its own from 0 (no prefetch), one per class:
+    the rows of a class have identical LayerArrays rows and tokens."""
+
+    la: LayerArrays   # [D] one row per class
+    step: np.ndarray  # int [D] its step
+    of: np.ndarray    # int [P L] class of each (step, layer) row, step-major
+
+
 class _Replay:
     """A chunk's logical replay (P steps x L MoE layers), fed to AnalyticEngine.timing one MoE layer at a
     time as LayerArrays; the copies' arrival times come back through scheduled()."""
@@ -279,6 +289,42 @@ def _padded(group: np.ndarray, P: int, *values: np.ndarray):
     return col, out
 
 
+def _row_classes(head: np.ndarray, codes: np.ndarray, bound: int) -> np.ndarray:
+    """Class ids [R] of rows (head [R] and codes [R, M], codes in [0, bound)): equal iff the rows are."""
+    cls = head.astype(np.int64)
+    for j in range(codes.shape[1]):
+        if int(cls.max()) >= (1 << 62) // bound:  # renumber densely before the ids would overflow
+            cls = np.unique(cls, return_inverse=True)[1]
+        cls = cls * bound + codes[:, j]
+    return cls
+
+
+def _intern(table: dict, keys: np.ndarray) -> np.ndarray:
+    """Ids [n] of rows of `keys` [n, k] in `table` (tuple of a row -> id; new rows are added)."""
+    by = np.lexsort(keys.T[::-1])
+    s = keys[by]
+    new = np.concatenate(([True], (s[1:] != s[:-1]).any(axis=1)))
+    ids = np.array([table.setdefault(k, len(table)) for k in map(tuple, s[new].tolist())], dtype=np.int64)
+    out = np.empty(len(keys), dtype=np.int64)
+    out[by] = ids[np.cumsum(new) - 1]
+    return out
+
+
+def _classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row of each class in `cls` [R] (any one; [D] ascending) and the index of each row's among them
+    [R]."""
+    by = np.argsort(cls)
+    s = cls[by]
+    new = np.concatenate(([True], s[1:] != s[:-1]))
+    one = by[new]                                  # [D] by class
+    order = np.argsort(one)
+    rank = np.empty(len(one), dtype=np.int64)
+    rank[order] = np.arange(len(one))
+    back = np.empty(len(cls), dtype=np.int64)
+    back[by] = rank[np.cumsum(new) - 1]
+    return one[order], back
+
+
 def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Routing of a chunk of steps (token indices `tok` [n], tokens per step `lens` [P]) as items: the
     distinct ((step L + MoE layer) E + expert) ascending [N], their tokens [N] and restored tokens [N]
@@ -305,7 +351,9 @@ class _VectorSource:
     each access's reuse window (_stack_hits); a shared partition is supported while every key accessed
     so far fits at once (nothing is ever evicted): the first chunk that would evict hands the cache
     state over to the replay (chunk returns None), which runs the rest. Placements are asked once per
-    (layer, expert, tokens, restored) code of the run and tabled (placements).
+    (layer, expert, tokens, restored) code of the run and tabled (placements); rows built from the
+    same classes of placements with the same misses in the same order are one class of rows (FlatRows),
+    timed once.
     """
 
     def __init__(self, eng: AnalyticEngine):
@@ -320,6 +368,11 @@ class _VectorSource:
         self.tab = {name: np.zeros(0, dtype=t) for name, t in (
             ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
             ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float))}
+        self.tab["g_cls"] = np.zeros((0, 4), dtype=np.int64)
+        self.tab["n_cls"] = np.zeros(0, dtype=np.int64)
+        self.classes: dict[tuple, int] = {}  # what a placement puts into its (step, layer) row -> class
+                                             # (keys: see placements)
+        self.repeats = True  # whether the last chunk's rows repeated (at least 2 per class on average)
         n_codes = self.L * self.E * self.K * self.K
         # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
         self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
@@ -333,7 +386,7 @@ class _VectorSource:
 
     def chunk(self, tok: np.ndarray, lens: np.ndarray) -> dict | None:
         """Logical pass over the steps of a chunk (token indices `tok` [n], tokens per step `lens` [P]):
-        updates the counters, sets self.flat (LayerArrays of the P x L (step, layer) rows) and returns
+        updates the counters, sets self.flat (FlatRows of the P x L (step, layer) rows) and returns
         the per-step counters; None when the shared cache would evict (nothing is updated then)."""
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
@@ -366,23 +419,43 @@ class _VectorSource:
                "experts_ndp": np.bincount(r, ndp, minlength=P)}
         c["experts_gpu"] += float(gpu.sum())
         c["experts_ndp"] += float(ndp.sum())
-        # copies (misses) in lookup order per (step, layer); each GPU item knows its copies' columns + 1
+        # classes of (step, layer) rows: rows with the same parts in the same order time the same
         mi, mform = ai[miss], form[miss]
-        jcol, (jb, jv) = _padded(grp[mi], G, size[miss], np.ones(len(mi), dtype=bool))
-        wcol, fcol = np.zeros(len(item), dtype=np.int64), np.zeros(len(item), dtype=np.int64)
         isw = mform != FORMS.index("factors")
-        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw] + 1, jcol[~isw] + 1
-        gi = np.flatnonzero(gpu)
+        gi, ni = np.flatnonzero(gpu), np.flatnonzero(ndp)
+        if self.repeats:  # a row: its GPU parts (with which of their copies are fetched), its NDP parts
+            fetch = np.zeros(len(item), dtype=np.int64)                         # [N] 2 weights + factors
+            fetch[mi[isw]] += 2
+            fetch[mi[~isw]] += 1
+            _, (g_codes,) = _padded(grp[gi], G, tab["g_cls"][at[gi], fetch[gi]] + 1)  # (0: padding)
+            _, (n_codes,) = _padded(grp[ni], G, tab["n_cls"][at[ni]] + 1)
+            first, of = _classes(_row_classes(np.repeat(lens, L), np.concatenate([g_codes, n_codes], axis=1),
+                                              len(self.classes) + 1))
+            self.repeats = 2 * len(first) <= G
+        else:  # telling rows apart costs about a sort per item column: not worth it when few rows repeat
+            first = of = np.arange(G)
+        D = len(first)
+        rep = np.full(G, -1)
+        rep[first] = np.arange(D)                                                # (step, layer) -> class timed there
+        # LayerArrays of one row per class: copies (misses) in lookup order, GPU and NDP items in S order
+        cut = np.searchsorted(grp, np.arange(G + 1))                             # [G + 1] items of each row
+        keep = np.repeat(rep, np.diff(cut)) >= 0                                 # [N] items of the timed rows
+        mkeep = keep[mi]
+        jcol, (jb, jv) = _padded(rep[grp[mi[mkeep]]], D, size[miss][mkeep], np.ones(int(mkeep.sum()), dtype=bool))
+        wcol, fcol = np.zeros(len(item), dtype=np.int64), np.zeros(len(item), dtype=np.int64)
+        w, f = mkeep & isw, mkeep & ~isw
+        wcol[mi[w]], fcol[mi[f]] = jcol[isw[mkeep]] + 1, jcol[~isw[mkeep]] + 1
+        gi = gi[keep[gi]]
         ga = at[gi]
-        _, (ge, gc, wj, fj) = _padded(grp[gi], G, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
-        ni = np.flatnonzero(ndp)
+        _, (ge, gc, wj, fj) = _padded(rep[grp[gi]], D, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
+        ni = ni[keep[ni]]
         na = at[ni]
         U = sc.system.ndp.units if sc.system.ndp is not None else 1
-        _, (nu, ndur, nrb, nv) = _padded(grp[ni], G, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
+        _, (nu, ndur, nrb, nv) = _padded(rep[grp[ni]], D, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
                                           np.ones(len(ni), dtype=bool))
         zeros = np.zeros_like(ge)
-        self.flat = LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
-                                jv, nu, ndur, nrb, nv)
+        self.flat = FlatRows(LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
+                                         jv, nu, ndur, nrb, nv), first // L, of)
         return per
 
     def fits_all(self, key: np.ndarray, size: np.ndarray) -> bool:
@@ -406,8 +479,10 @@ class _VectorSource:
         """Rows of self.tab answering items coded ((layer E + expert) K + tokens) K + restored [N]; the
         policy answers each code once per run. Per row: whether the GPU part exists (gpu), looks up its
         weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
-        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none) and the bytes of
-        the NDP result."""
+        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the bytes of
+        the NDP result, and the classes of what the placement puts into its (step, layer) row: of its GPU
+        part by which of its copies are fetched (g_cls [4]: 2 weights + factors) and of its NDP part
+        (n_cls); -1 once rows stopped repeating (self.repeats)."""
         at = self._rows_of(codes)
         missing = at < 0
         if missing.any():
@@ -432,8 +507,20 @@ class _VectorSource:
             fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
             ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
             rbytes = costs.activation_bytes(self.eng.model, 1) * n_tok.astype(float)
+            sizes = self.sizes.reshape(self.L, self.E, 3)
+            U = sc.system.ndp.units if sc.system.ndp is not None else 1
+            g_cls, n_cls = np.full((len(new), 4), -1), np.full(len(new), -1)
+            if self.repeats:
+                w = np.where(look, sizes[lay, ex, g_form], -1.0)               # [n] bytes of the weights
+                f = np.where(fac, sizes[lay, ex, FORMS.index("factors")], -1.0)  # [n] of the factors
+                g_cls[:] = _intern(self.classes, np.stack([  # GPU part: op s, fetched bytes (-1: none) [n, 4, 5]
+                    np.stack([np.zeros(len(new)), ops[:, 0], ops[:, 1], w if m & 2 else -np.ones(len(new)),
+                              f if m & 1 else -np.ones(len(new))], axis=1) for m in range(4)], axis=1).reshape(-1, 5)
+                                   ).reshape(-1, 4)
+                n_cls[:] = _intern(self.classes, np.stack([  # NDP part: unit, op s, result bytes [n, 5]
+                    np.ones(len(new)), ex % U, ops[:, 2], rbytes, np.zeros(len(new))], axis=1))
             ids = len(self.tab["gpu"]) + np.arange(len(new))
-            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes)):
+            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes, g_cls, n_cls)):
                 self.tab[name] = np.concatenate([self.tab[name], v])
             if self.slot is not None:
                 self.slot[new] = ids
@@ -674,9 +761,9 @@ class AnalyticEngine:
         """Per-step seconds per category, latency and link bytes of a chunk (token indices `tok` [n], step
         after step, `lens` [P] tokens per step). `source` is either a replay
         (`source(moe, P)` gives each MoE layer's LayerArrays in layer order, `source.scheduled(moe, ends)`
-        receives its copies' arrival times [P, J]), or one LayerArrays of all P x L (step, layer) rows
-        when every copy and NDP op of a layer ends within it (no prefetch): each row is then timed from
-        0 at once and the step's layers add up."""
+        receives its copies' arrival times [P, J]), or FlatRows of all P x L (step, layer) rows when every
+        copy and NDP op of a layer ends within it (no prefetch): each row is then timed from 0 -- one row
+        per class at once, its results copied to the class's other rows -- and the step's layers add up."""
         sc, model, gpu = self.sc, self.model, self.gpu
         P = len(lens)
         n = lens.astype(np.float64)                                                  # [P] tokens
@@ -698,22 +785,27 @@ class AnalyticEngine:
         acc["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
         T = (att + dense) * model.first_dense_layers
         link_bytes = {col: np.zeros(P) for col, _, _ in self.link_cols}
-        if isinstance(source, LayerArrays):  # every (step, layer) independent: one pass over all of them
+        if isinstance(source, FlatRows):  # every (step, layer) independent: one pass over one row per class
             L = model.moe_layers
-            sub = {cat: np.zeros(P * L) for cat in ("expert_gpu", "compensation", "expert_ndp", "transfer_stall")}
-            sub_bytes = {col: np.zeros(P * L) for col in link_bytes}
-            dur = self._moe_layer(source, np.zeros(P * L), np.repeat(n, L), np.repeat(shared, L),
-                                  self._link_state(P * L, keep=False), sub, sub_bytes)[0]
-            T += (att + router) * L + dur.reshape(P, L).sum(axis=1)
+            la, step, back = source
+            D = len(step)
+            self._busy(la, n[step], np.bincount(back, minlength=D).astype(np.float64) if D < len(back) else None)
+            sub = {cat: np.zeros(D) for cat in ("expert_gpu", "compensation", "expert_ndp", "transfer_stall")}
+            sub_bytes = {col: np.zeros(D) for col in link_bytes}
+            dur = self._moe_layer(la, np.zeros(D), n[step], shared[step], self._link_state(D, keep=False), sub,
+                                  sub_bytes)[0]
+            T += (att + router) * L + dur[back].reshape(P, L).sum(axis=1)
             for cat, v in sub.items():
-                acc[cat] += v.reshape(P, L).sum(axis=1)
+                acc[cat] += v[back].reshape(P, L).sum(axis=1)
             for col, v in sub_bytes.items():
-                link_bytes[col] += v.reshape(P, L).sum(axis=1)
+                link_bytes[col] += v[back].reshape(P, L).sum(axis=1)
         else:
             state = self._link_state(P)
             for moe in range(model.moe_layers):
                 T += att + router
-                T, j_end = self._moe_layer(source(moe, P), T, n, shared, state, acc, link_bytes)
+                la = source(moe, P)
+                self._busy(la, n)
+                T, j_end = self._moe_layer(la, T, n, shared, state, acc, link_bytes)
                 source.scheduled(moe, j_end)
         T += head
         out = {cat: acc[cat] for cat in CATEGORIES}
@@ -727,6 +819,22 @@ class AnalyticEngine:
         return {"efree": np.zeros((R, self.elink.dma_engines)), "ewire": np.zeros(R),
                 "cfree": np.zeros((R, self.cxl.dma_engines)) if self.cxl is not None else None,
                 "cwire": np.zeros(R), "keep": keep}
+
+    def _busy(self, la: LayerArrays, n: np.ndarray, times: np.ndarray | None = None) -> None:
+        """Adds the busy seconds of rows `la` (tokens `n` [R]; each counted `times` [R] times, default once)
+        to the links' and NDP units' totals."""
+        def total(x: np.ndarray) -> float:  # of per-row seconds x [R] or [R, M]
+            return float(x.sum() if times is None else (times @ x).sum())
+
+        if la.n_valid.shape[1]:
+            has = _reduce_rows(np.logical_or, la.n_valid, False)
+            act_b = costs.activation_bytes(self.model, 1) * n
+            self.link_busy[self.cxl.name][costs.FROM_GPU] += total(
+                np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0))
+            for u in range(self.sc.system.ndp.units):
+                self.ndp_busy[u] += total(np.where(la.n_unit == u, la.n_dur, 0.0))
+            self.link_busy[self.cxl.name][costs.TO_GPU] += total(costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes))
+        self.link_busy[self.elink.name][costs.TO_GPU] += total(costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes))
 
     def _moe_layer(self, la: LayerArrays, T: np.ndarray, n: np.ndarray, shared: np.ndarray, state: dict,
                    acc: dict, link_bytes: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -745,25 +853,19 @@ class AnalyticEngine:
             act_b = costs.activation_bytes(model, 1) * n
             act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
             link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
-            self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
-                np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
             U = sc.system.ndp.units
             ufree = np.zeros(P * U)                                     # [P U] free time of each unit
             slot = np.arange(0, P * U, U)[:, None] + la.n_unit           # [P, N] its op's unit in ufree
             op_e = np.empty((P, M_n))
             for j in range(M_n):  # padding (after a row's ops) leaves its unit's free time as good as it was
                 op_e[:, j] = ufree[slot[:, j]] = np.maximum(act_end, ufree[slot[:, j]]) + la.n_dur[:, j]
-            for u in range(U):
-                self.ndp_busy[u] += float(np.where(la.n_unit == u, la.n_dur, 0.0).sum())
             res_arr = np.where(res_valid, op_e, 0.0)
             res_dur = costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes)
             link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += _reduce_rows(np.add, la.n_rbytes, 0.0)
-            self.link_busy[self.cxl.name][costs.TO_GPU] += float(res_dur.sum())
         # -- copies on the expert link (demand + prefetch), issued at t0 in issue order
         j_valid, M_j = la.j_valid, la.j_valid.shape[1]
         j_dur = costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes)
         link_bytes[ecol] += _reduce_rows(np.add, la.j_bytes, 0.0)
-        self.link_busy[self.elink.name][costs.TO_GPU] += float(j_dur.sum())
         t0s = np.broadcast_to(t0[:, None], (P, M_j))
         j_prio = la.j_prio if sc.prefetch else None  # without prefetch every copy is a demand one
         if shared_link and M_n:  # NDP results queue with the fetches on the same direction
