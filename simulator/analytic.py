@@ -370,8 +370,7 @@ class _VectorSource:
             ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float))}
         self.tab["g_cls"] = np.zeros((0, 4), dtype=np.int64)
         self.tab["n_cls"] = np.zeros(0, dtype=np.int64)
-        self.classes: dict[tuple, int] = {}  # what a placement puts into its (step, layer) row -> class
-                                             # (keys: see placements)
+        self.classes: tuple[dict, dict] = ({}, {})  # a placement's GPU, NDP part (see placements) -> class
         self.repeats = True  # whether the last chunk's rows repeated (at least 2 per class on average)
         n_codes = self.L * self.E * self.K * self.K
         # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
@@ -430,28 +429,28 @@ class _VectorSource:
             _, (g_codes,) = _padded(grp[gi], G, tab["g_cls"][at[gi], fetch[gi]] + 1)  # (0: padding)
             _, (n_codes,) = _padded(grp[ni], G, tab["n_cls"][at[ni]] + 1)
             first, of = _classes(_row_classes(np.repeat(lens, L), np.concatenate([g_codes, n_codes], axis=1),
-                                              len(self.classes) + 1))
+                                              max(4 * len(self.classes[0]), len(self.classes[1])) + 1))
             self.repeats = 2 * len(first) <= G
         else:  # telling rows apart costs about a sort per item column: not worth it when few rows repeat
             first = of = np.arange(G)
         D = len(first)
-        rep = np.full(G, -1)
-        rep[first] = np.arange(D)                                                # (step, layer) -> class timed there
+        row, msize = grp, size[miss]                                             # [N] timed row of each item
+        if D < G:  # only the items of the timed rows (row -1: another row of their class is timed)
+            rep = np.full(G, -1)
+            rep[first] = np.arange(D)
+            row = np.repeat(rep, np.diff(np.searchsorted(grp, np.arange(G + 1))))
+            mk = row[mi] >= 0
+            mi, isw, msize = mi[mk], isw[mk], msize[mk]
+            gi, ni = gi[row[gi] >= 0], ni[row[ni] >= 0]
         # LayerArrays of one row per class: copies (misses) in lookup order, GPU and NDP items in S order
-        cut = np.searchsorted(grp, np.arange(G + 1))                             # [G + 1] items of each row
-        keep = np.repeat(rep, np.diff(cut)) >= 0                                 # [N] items of the timed rows
-        mkeep = keep[mi]
-        jcol, (jb, jv) = _padded(rep[grp[mi[mkeep]]], D, size[miss][mkeep], np.ones(int(mkeep.sum()), dtype=bool))
+        jcol, (jb, jv) = _padded(row[mi], D, msize, np.ones(len(mi), dtype=bool))
         wcol, fcol = np.zeros(len(item), dtype=np.int64), np.zeros(len(item), dtype=np.int64)
-        w, f = mkeep & isw, mkeep & ~isw
-        wcol[mi[w]], fcol[mi[f]] = jcol[isw[mkeep]] + 1, jcol[~isw[mkeep]] + 1
-        gi = gi[keep[gi]]
+        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw] + 1, jcol[~isw] + 1
         ga = at[gi]
-        _, (ge, gc, wj, fj) = _padded(rep[grp[gi]], D, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
-        ni = ni[keep[ni]]
+        _, (ge, gc, wj, fj) = _padded(row[gi], D, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
         na = at[ni]
         U = sc.system.ndp.units if sc.system.ndp is not None else 1
-        _, (nu, ndur, nrb, nv) = _padded(rep[grp[ni]], D, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
+        _, (nu, ndur, nrb, nv) = _padded(row[ni], D, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
                                           np.ones(len(ni), dtype=bool))
         zeros = np.zeros_like(ge)
         self.flat = FlatRows(LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
@@ -481,8 +480,9 @@ class _VectorSource:
         weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
         (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the bytes of
         the NDP result, and the classes of what the placement puts into its (step, layer) row: of its GPU
-        part by which of its copies are fetched (g_cls [4]: 2 weights + factors) and of its NDP part
-        (n_cls); -1 once rows stopped repeating (self.repeats)."""
+        part (op seconds, bytes of its copies) by which copies are fetched (g_cls [4]: 2 weights +
+        factors) and of its NDP part (n_cls: unit, op seconds, result bytes); -1 once rows stopped
+        repeating (self.repeats)."""
         at = self._rows_of(codes)
         missing = at < 0
         if missing.any():
@@ -513,12 +513,9 @@ class _VectorSource:
             if self.repeats:
                 w = np.where(look, sizes[lay, ex, g_form], -1.0)               # [n] bytes of the weights
                 f = np.where(fac, sizes[lay, ex, FORMS.index("factors")], -1.0)  # [n] of the factors
-                g_cls[:] = _intern(self.classes, np.stack([  # GPU part: op s, fetched bytes (-1: none) [n, 4, 5]
-                    np.stack([np.zeros(len(new)), ops[:, 0], ops[:, 1], w if m & 2 else -np.ones(len(new)),
-                              f if m & 1 else -np.ones(len(new))], axis=1) for m in range(4)], axis=1).reshape(-1, 5)
-                                   ).reshape(-1, 4)
-                n_cls[:] = _intern(self.classes, np.stack([  # NDP part: unit, op s, result bytes [n, 5]
-                    np.ones(len(new)), ex % U, ops[:, 2], rbytes, np.zeros(len(new))], axis=1))
+                g_cls[:] = 4 * _intern(self.classes[0], np.stack([ops[:, 0], ops[:, 1], w, f], axis=1)
+                                       )[:, None] + np.arange(4)  # GPU part: op s, bytes of its copies, fetched
+                n_cls[:] = _intern(self.classes[1], np.stack([ex % U, ops[:, 2], rbytes], axis=1))  # NDP part
             ids = len(self.tab["gpu"]) + np.arange(len(new))
             for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes, g_cls, n_cls)):
                 self.tab[name] = np.concatenate([self.tab[name], v])
@@ -827,7 +824,7 @@ class AnalyticEngine:
             return float(x.sum() if times is None else (times @ x).sum())
 
         if la.n_valid.shape[1]:
-            has = _reduce_rows(np.logical_or, la.n_valid, False)
+            has = la.n_valid[:, 0]  # whether the row has NDP items (they come first)
             act_b = costs.activation_bytes(self.model, 1) * n
             self.link_busy[self.cxl.name][costs.FROM_GPU] += total(
                 np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0))
@@ -849,7 +846,7 @@ class AnalyticEngine:
         t0 = T.copy()
         res_valid, M_n = la.n_valid, la.n_valid.shape[1]
         if M_n:  # -- NDP: activations out, ops FIFO per unit, results back
-            has = _reduce_rows(np.logical_or, res_valid, False)
+            has = res_valid[:, 0]  # whether the row has NDP items (they come first)
             act_b = costs.activation_bytes(model, 1) * n
             act_end = np.where(has, t0 + costs.link_time(self.cxl, costs.FROM_GPU, act_b), t0)
             link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += np.where(has, act_b, 0.0)
