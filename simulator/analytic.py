@@ -367,9 +367,8 @@ class _VectorSource:
         # per placement code answered so far (rows of self.tab, see placements)
         self.tab = {name: np.zeros(0, dtype=t) for name, t in (
             ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
-            ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float))}
-        self.tab["g_cls"] = np.zeros((0, 4), dtype=np.int64)
-        self.tab["n_cls"] = np.zeros(0, dtype=np.int64)
+            ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float), ("g_cls", np.int64),
+            ("n_cls", np.int64))}
         self.classes: tuple[dict, dict] = ({}, {})  # a placement's GPU, NDP part (see placements) -> class
         self.repeats = True  # whether the last chunk's rows repeated (at least 2 per class on average)
         n_codes = self.L * self.E * self.K * self.K
@@ -423,10 +422,10 @@ class _VectorSource:
         isw = mform != FORMS.index("factors")
         gi, ni = np.flatnonzero(gpu), np.flatnonzero(ndp)
         if self.repeats:  # a row: its GPU parts (with which of their copies are fetched), its NDP parts
-            fetch = np.zeros(len(item), dtype=np.int64)                         # [N] 2 weights + factors
-            fetch[mi[isw]] += 2
-            fetch[mi[~isw]] += 1
-            _, (g_codes,) = _padded(grp[gi], G, tab["g_cls"][at[gi], fetch[gi]] + 1)  # (0: padding)
+            g = tab["g_cls"][at] * 4 + 1                                        # [N] (0: padding) + 2 weights
+            g[mi[isw]] += 2                                                     # fetched + factors fetched
+            g[mi[~isw]] += 1
+            _, (g_codes,) = _padded(grp[gi], G, g[gi])
             _, (n_codes,) = _padded(grp[ni], G, tab["n_cls"][at[ni]] + 1)
             first, of = _classes(_row_classes(np.repeat(lens, L), np.concatenate([g_codes, n_codes], axis=1),
                                               max(4 * len(self.classes[0]), len(self.classes[1])) + 1))
@@ -480,9 +479,8 @@ class _VectorSource:
         weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
         (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the bytes of
         the NDP result, and the classes of what the placement puts into its (step, layer) row: of its GPU
-        part (op seconds, bytes of its copies) by which copies are fetched (g_cls [4]: 2 weights +
-        factors) and of its NDP part (n_cls: unit, op seconds, result bytes); -1 once rows stopped
-        repeating (self.repeats)."""
+        part (g_cls: op seconds, bytes of its copies) and of its NDP part (n_cls: unit, op seconds,
+        result bytes); -1 once rows stopped repeating (self.repeats)."""
         at = self._rows_of(codes)
         missing = at < 0
         if missing.any():
@@ -509,12 +507,11 @@ class _VectorSource:
             rbytes = costs.activation_bytes(self.eng.model, 1) * n_tok.astype(float)
             sizes = self.sizes.reshape(self.L, self.E, 3)
             U = sc.system.ndp.units if sc.system.ndp is not None else 1
-            g_cls, n_cls = np.full((len(new), 4), -1), np.full(len(new), -1)
+            g_cls, n_cls = np.full(len(new), -1), np.full(len(new), -1)
             if self.repeats:
                 w = np.where(look, sizes[lay, ex, g_form], -1.0)               # [n] bytes of the weights
                 f = np.where(fac, sizes[lay, ex, FORMS.index("factors")], -1.0)  # [n] of the factors
-                g_cls[:] = 4 * _intern(self.classes[0], np.stack([ops[:, 0], ops[:, 1], w, f], axis=1)
-                                       )[:, None] + np.arange(4)  # GPU part: op s, bytes of its copies, fetched
+                g_cls[:] = _intern(self.classes[0], np.stack([ops[:, 0], ops[:, 1], w, f], axis=1))  # GPU part
                 n_cls[:] = _intern(self.classes[1], np.stack([ex % U, ops[:, 2], rbytes], axis=1))  # NDP part
             ids = len(self.tab["gpu"]) + np.arange(len(new))
             for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes, g_cls, n_cls)):
@@ -828,8 +825,9 @@ class AnalyticEngine:
             act_b = costs.activation_bytes(self.model, 1) * n
             self.link_busy[self.cxl.name][costs.FROM_GPU] += total(
                 np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0))
-            for u in range(self.sc.system.ndp.units):
-                self.ndp_busy[u] += total(np.where(la.n_unit == u, la.n_dur, 0.0))
+            per_unit = np.bincount(la.n_unit.ravel(), (la.n_dur if times is None else la.n_dur * times[:, None]).ravel(),
+                                   minlength=len(self.ndp_busy))
+            self.ndp_busy = [b + float(x) for b, x in zip(self.ndp_busy, per_unit)]
             self.link_busy[self.cxl.name][costs.TO_GPU] += total(costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes))
         self.link_busy[self.elink.name][costs.TO_GPU] += total(costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes))
 
