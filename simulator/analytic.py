@@ -370,7 +370,7 @@ class _VectorSource:
             ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float), ("g_cls", np.int64),
             ("n_cls", np.int64))}
         self.classes: tuple[dict, dict] = ({}, {})  # a placement's GPU, NDP part (see placements) -> class
-        self.repeats = True  # whether the last chunk's rows repeated (at least 2 per class on average)
+        self.repeats = True  # rows repeated so far (2 or more per class on average): keep classing them
         n_codes = self.L * self.E * self.K * self.K
         # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
         self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
@@ -422,8 +422,8 @@ class _VectorSource:
         isw = mform != FORMS.index("factors")
         gi, ni = np.flatnonzero(gpu), np.flatnonzero(ndp)
         if self.repeats:  # a row: its GPU parts (with which of their copies are fetched), its NDP parts
-            g = tab["g_cls"][at] * 4 + 1                                        # [N] (0: padding) + 2 weights
-            g[mi[isw]] += 2                                                     # fetched + factors fetched
+            g = tab["g_cls"][at] * 4 + 1  # [N] GPU part: 4 class + 1 + 2 weights fetched + factors fetched
+            g[mi[isw]] += 2               # (0: padding)
             g[mi[~isw]] += 1
             _, (g_codes,) = _padded(grp[gi], G, g[gi])
             _, (n_codes,) = _padded(grp[ni], G, tab["n_cls"][at[ni]] + 1)
