@@ -348,20 +348,22 @@ class _Engine:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-            loads = self.fetch(layer, at)
+            if self.fetches:
+                loads = self.fetch(layer, at)
         ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
         if shared is not None:
             gpu.kernel(OTHER, *shared, "shared experts", layer)
         copies = self.ready.layers[moe]
-        if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
-            t = max(env.now, gpu.t)
-            arrived = [key for key, copy in copies.items() if copy.end <= t]
-        else:
-            arrived = [key for key, copy in copies.items() if copy.processed]
-        for key in arrived:
-            del copies[key]
+        if copies:
+            if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
+                t = max(env.now, gpu.t)
+                arrived = [key for key, copy in copies.items() if copy.end <= t]
+            else:
+                arrived = [key for key, copy in copies.items() if copy.processed]
+            for key in arrived:
+                del copies[key]
         pending = None
         if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
             gpu_items = [(expert, w, list(map(copies.get, w.keys))) for expert, w, _ in gpu_items]
