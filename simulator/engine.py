@@ -143,7 +143,10 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
     """Length of [t0, t1] covered by the union of `intervals`."""
     covered, reach = 0.0, t0
     for start, end in sorted(intervals):
-        start, end = max(start, reach), min(end, t1)
+        if reach > start:  # noqa: PLR1730 -- max() and min() are slow calls, and this runs per NDP op
+            start = reach
+        if t1 < end:  # noqa: PLR1730
+            end = t1
         if end > start:
             covered += end - start
             reach = end
@@ -343,7 +346,7 @@ class _Engine:
         loads = []
         if self.fetches or ndp_items or prefetch:
             if self.fifo:
-                at = max(env.now, gpu.t)
+                at = gpu.t if gpu.t > env.now else env.now  # noqa: FURB136 -- max() is a slow call
             else:
                 ev = gpu.sync()
                 if ev is not None:
@@ -358,7 +361,7 @@ class _Engine:
         copies = self.ready.layers[moe]
         if copies:
             if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
-                t = max(env.now, gpu.t)
+                t = gpu.t if gpu.t > env.now else env.now  # noqa: FURB136
                 arrived = [key for key, copy in copies.items() if copy.end <= t]
             else:
                 arrived = [key for key, copy in copies.items() if copy.processed]
@@ -400,7 +403,7 @@ class _Engine:
                         yield from self.await_copy(waits[1], layer)
                 kernel(*w.comp)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
-            t0 = max(env.now, gpu.t)
+            t0 = gpu.t if gpu.t > env.now else env.now  # noqa: FURB136
             end = (yield ndp_done) if isinstance(ndp_done, simpy.Event) else ndp_done  # no sync to t0 first:
             # if the outputs arrive before t0 nothing idles
             if end >= t0:

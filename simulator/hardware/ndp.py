@@ -54,7 +54,9 @@ class NDPUnits:
             unit = expert % count
             ahead = last.get(unit)
             if ahead is None:
-                start = max(at, free_at[unit])
+                start = free_at[unit]
+                if at > start:  # noqa: PLR1730 -- max() is a slow call
+                    start = at
                 op = (start + seconds, 0, i, start)
             else:  # it starts as the op ahead of it ends
                 start = ahead[0]
