@@ -379,8 +379,10 @@ class _Engine:
                 if ev is not None:
                     yield ev
                 late = {copy for copy in pending if not copy.processed}
-            gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
-                         + [item for item in gpu_items if not late.isdisjoint(item[2])])
+            ready, waiting = [], []
+            for item in gpu_items:
+                (ready if late.isdisjoint(item[2]) else waiting).append(item)
+            gpu_items = ready + waiting  # ready first, in order
         kernel, wait_until = gpu.kernel, gpu.wait_until
         if sc.loads_block_layer:  # loads issued on the compute stream: no expert starts before the last
             for copy in loads:
