@@ -69,7 +69,7 @@ from simulator.hardware.gpu import ATTENTION, CATEGORIES, COMPENSATION, EXPERT_G
 from simulator.hardware.link import DEMAND, PREFETCH, Copy, Link
 from simulator.hardware.log import EventLog
 from simulator.hardware.ndp import NDPUnits
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Policy
 from simulator.routing.trace import Trace
 from simulator.schedule import BatchSchedule
 
@@ -143,7 +143,10 @@ def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float
     """Length of [t0, t1] covered by the union of `intervals`."""
     covered, reach = 0.0, t0
     for start, end in sorted(intervals):
-        start, end = max(start, reach), min(end, t1)
+        if reach > start:  # noqa: PLR1730 -- max() and min() are slow calls, and this runs per NDP op
+            start = reach
+        if t1 < end:  # noqa: PLR1730
+            end = t1
         if end > start:
             covered += end - start
             reach = end
@@ -155,8 +158,8 @@ class _Work(NamedTuple):
     part needs and its ops, as the arguments of the calls that issue them. Memoised per (layer, expert,
     tokens, restored) when the policy's place() ignores the cache (the same routing, the same work)."""
 
-    entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter) per form of
-                                                                   # forms(); () when pinned or no GPU part
+    entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter): the stored
+                                # form, then the factors when compensated; () when pinned or no GPU part
     keys: tuple[tuple[int, int, str], ...]  # the cache keys of entries
     gpu: tuple | None    # GPU.kernel arguments of the expert GEMM; None without GPU tokens
     comp: tuple | None   # GPU.kernel arguments of the compensation GEMMs; None when not compensated
@@ -343,25 +346,27 @@ class _Engine:
         loads = []
         if self.fetches or ndp_items or prefetch:
             if self.fifo:
-                at = max(env.now, gpu.t)
+                at = gpu.t if gpu.t > env.now else env.now  # noqa: FURB136 -- max() is a slow call
             else:
                 ev = gpu.sync()
                 if ev is not None:
                     yield ev
-            loads = self.fetch(layer, at)
+            if self.fetches:
+                loads = self.fetch(layer, at)
         ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
         if shared is not None:
             gpu.kernel(OTHER, *shared, "shared experts", layer)
         copies = self.ready.layers[moe]
-        if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
-            t = max(env.now, gpu.t)
-            arrived = [key for key, copy in copies.items() if copy.end <= t]
-        else:
-            arrived = [key for key, copy in copies.items() if copy.processed]
-        for key in arrived:
-            del copies[key]
+        if copies:
+            if self.fifo:  # a copy that ends by the stream's clock needs no wait (nor would it be late)
+                t = gpu.t if gpu.t > env.now else env.now  # noqa: FURB136
+                arrived = [key for key, copy in copies.items() if copy.end <= t]
+            else:
+                arrived = [key for key, copy in copies.items() if copy.processed]
+            for key in arrived:
+                del copies[key]
         pending = None
         if copies:  # the copies this layer's experts wait for: (weights', factors') per item, None = arrived
             gpu_items = [(expert, w, list(map(copies.get, w.keys))) for expert, w, _ in gpu_items]
@@ -374,8 +379,10 @@ class _Engine:
                 if ev is not None:
                     yield ev
                 late = {copy for copy in pending if not copy.processed}
-            gpu_items = ([item for item in gpu_items if late.isdisjoint(item[2])]   # ready first, in order
-                         + [item for item in gpu_items if not late.isdisjoint(item[2])])
+            ready, waiting = [], []
+            for item in gpu_items:
+                (ready if late.isdisjoint(item[2]) else waiting).append(item)
+            gpu_items = ready + waiting  # ready first, in order
         kernel, wait_until = gpu.kernel, gpu.wait_until
         if sc.loads_block_layer:  # loads issued on the compute stream: no expert starts before the last
             for copy in loads:
@@ -398,7 +405,7 @@ class _Engine:
                         yield from self.await_copy(waits[1], layer)
                 kernel(*w.comp)
         if ndp_done is not None:  # the stream idles from its clock t0 until the last output arrives
-            t0 = max(env.now, gpu.t)
+            t0 = gpu.t if gpu.t > env.now else env.now  # noqa: FURB136
             end = (yield ndp_done) if isinstance(ndp_done, simpy.Event) else ndp_done  # no sync to t0 first:
             # if the outputs arrive before t0 nothing idles
             if end >= t0:
@@ -408,37 +415,36 @@ class _Engine:
     def work(self, moe: int, expert: int, tokens: int, restored: int, part) -> _Work:
         """Place expert `expert` of layer `moe` for `tokens` routed tokens (`restored` of them in their
         top-n) and resolve what that asks of the engine (memoised unless the policy reads the cache)."""
-        model, policy, kernels = self.model, self.sc.policy, self.sc.kernels
+        model, policy, kernels, size = self.model, self.sc.policy, self.sc.kernels, self.size
         p = policy.place(moe, expert, tokens, restored, part)
         layer = moe + model.first_dense_layers
-        entries, gpu_op, comp_op, ndp_op, out_bytes = (), None, None, None, 0.0
+        entries, keys, gpu_op, comp_op, ndp_op, out_bytes = (), (), None, None, None, 0.0
         if p.gpu_tokens:
-            weights = self.size[p.gpu_form][moe][expert]
-            if p.gpu_form != "full":  # an unfused dequantization reads more than the stored form
+            form = p.gpu_form
+            weights = stored = size[form][moe][expert]
+            if form != "full":  # an unfused dequantization reads more than the stored form
                 weights += self.dequant_bytes
             flops, nbytes = self.expert_work(p.gpu_tokens, weights)
             gpu_op = (EXPERT_GPU, self.gpu.seconds(flops, nbytes, kernels["expert"]), nbytes, "expert", layer, expert)
-            rank = self.rank[moe][expert]
+            rank, factors = self.rank[moe][expert], size["factors"][moe][expert]
             if p.comp_tokens and rank:
-                flops, nbytes = self.compensation_work(p.comp_tokens, rank, self.size["factors"][moe][expert])
+                flops, nbytes = self.compensation_work(p.comp_tokens, rank, factors)
                 comp_op = (COMPENSATION, self.gpu.seconds(flops, nbytes), nbytes, "compensation", layer, expert)
-            if not p.pinned:
-                entries = self.entries(moe, expert, p)
+            if not p.pinned:  # cache entries: the stored form, then the factors when compensated (and stored)
+                keys = ((moe, expert, form),)
+                entries = ((keys[0], stored, FETCHED[form]),)
+                if comp_op is not None and factors:
+                    keys += ((moe, expert, "factors"),)
+                    entries += ((keys[1], factors, FETCHED["factors"]),)
         if p.ndp_tokens:
             bits = 16 if p.ndp_form == "full" else self.bits[moe][expert]
-            flops, nbytes = self.expert_work(p.ndp_tokens, self.size[p.ndp_form][moe][expert])
+            flops, nbytes = self.expert_work(p.ndp_tokens, size[p.ndp_form][moe][expert])
             ndp_op = (expert, self.ndp.seconds(flops, nbytes, bits), nbytes, "expert", layer)
             out_bytes = costs.activation_bytes(model, p.ndp_tokens)
-        w = _Work(entries, tuple([entry[0] for entry in entries]), gpu_op, comp_op, ndp_op, out_bytes)
+        w = _Work(entries, keys, gpu_op, comp_op, ndp_op, out_bytes)
         if not policy.reads_cache:
             self.works[moe][expert, tokens, restored] = w
         return w
-
-    def forms(self, moe: int, expert: int, p: Placement) -> tuple[str, ...]:
-        """Cache forms the GPU part of placement `p` needs."""
-        if p.comp_tokens and self.rank[moe][expert] and self.size["factors"][moe][expert]:
-            return (p.gpu_form, "factors")
-        return (p.gpu_form,)
 
     def await_copy(self, copy: simpy.Event, layer: int):
         """Run the stream up to its clock; if event-driven `copy` has still not arrived, idle until it has."""
@@ -452,14 +458,8 @@ class _Engine:
             yield copy
             self.gpu.idled(t0, "wait copy", layer)
 
-    def entries(self, moe: int, expert: int, p: Placement) -> tuple[tuple[tuple[int, int, str], float, str], ...]:
-        """(cache key, bytes, byte counter) of each form of self.forms(...)."""
-        size = self.size
-        return tuple([((moe, expert, form), size[form][moe][expert], FETCHED[form])
-                      for form in self.forms(moe, expert, p)])
-
     def lookup(self, entries, part) -> None:
-        """Look up `entries` (from entries()) in cache partition `part`: count hits and misses, insert the
+        """Look up `entries` (_Work.entries) in cache partition `part`: count hits and misses, insert the
         misses and queue their copies for fetch()."""
         missed = part.access(entries)
         c = self.c

@@ -84,19 +84,21 @@ class ExpertCache:
             if self._lfu:
                 self._freq[key] = self._freq.get(key, 0) + 1
             return []
-        evicted = []
-        while self.used + size > self.capacity:
-            if self._lfu:
+        sizes, used, capacity, evicted = self._sizes, self.used, self.capacity, []
+        if self._lfu:
+            while used + size > capacity:
                 victim = self._victim()
-                self.used -= self._sizes.pop(victim)
+                used -= sizes.pop(victim)
                 self._stamp.pop(victim, None)
-            else:  # the least recently used
-                victim, victim_size = self._sizes.popitem(last=False)
-                self.used -= victim_size
-            evicted.append(victim)
+                evicted.append(victim)
+        else:
+            while used + size > capacity:  # the least recently used
+                victim, victim_size = sizes.popitem(last=False)
+                used -= victim_size
+                evicted.append(victim)
         self.evictions += len(evicted)
-        self._sizes[key] = size  # a new key: most recently used
-        self.used += size
+        sizes[key] = size  # a new key: most recently used
+        self.used = used + size
         if self._lfu:
             self._count(key)
         return evicted

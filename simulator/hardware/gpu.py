@@ -53,7 +53,8 @@ class GPU:
         """Enqueue one op of `seconds` (from seconds()): it starts when the stream is free and advances the
         stream clock `t`. No SimPy event: the caller yields `sync()` before anything that must happen at
         the stream's time."""
-        start = max(self.env.now, self.t)
+        t, now = self.t, self.env.now
+        start = now if now > t else t  # noqa: FURB136 -- max() is a slow call, and this runs per kernel
         end = self.t = start + seconds
         self.busy += seconds
         self.acc[category] += seconds
@@ -91,7 +92,8 @@ class GPU:
     def wait_until(self, end: float, name: str, layer: int = -1) -> None:
         """Idle the stream until `end` (a copy whose arrival time is known) without a SimPy event; the
         same attribution as idled() to transfer_stall."""
-        since = max(self.env.now, self.t)
+        t, now = self.t, self.env.now
+        since = now if now > t else t  # noqa: FURB136 -- as in kernel()
         if end > since:
             self.acc[TRANSFER_STALL] += end - since
             self.t = end

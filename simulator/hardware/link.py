@@ -102,7 +102,8 @@ class LinkDirection:
                 engine, grant = ahead.engine, ahead.end
             # wire from arrival (grant + latency, as SimPy adds it) or when the transfer ahead ends
             seconds = self._wire_seconds.get(nbytes) or self._wire_time(nbytes)
-            copy = Copy(engine, max(grant + self._latency, self._wire_tail), seconds)
+            start, tail = grant + self._latency, self._wire_tail
+            copy = Copy(engine, tail if tail > start else start, seconds)  # noqa: FURB136 -- max() is a slow call
             self._wire_tail = copy.end
             on_wire.append(copy)
             if self.log is not None:

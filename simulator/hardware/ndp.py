@@ -11,9 +11,7 @@ over CXL is the engine's job (it uses the cxl link).
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections import deque
 
 import simpy
 
@@ -46,38 +44,32 @@ class NDPUnits:
         """Submit `ops` [(expert, seconds from seconds(), bytes read, name, layer)] at time `at` (>= now): each
         queues on its expert's unit behind what that unit was given before. Returns (end, index into ops)
         per op in the order the ops end (equal ends: the op started first first)."""
-        count, busy, intervals, log = self.count, self.busy, self.intervals, self.log
-        waiting: dict[int, deque[int]] = {}   # unit -> indices of ops queued behind the one it runs
-        running: list[tuple[float, int, int, float]] = []  # heap of (end, start order, index, start)
-        for i, op in enumerate(ops):
-            unit = op[0] % count
-            if unit in waiting:
-                waiting[unit].append(i)
-                continue
-            waiting[unit] = deque()
-            start = max(at, self._free_at[unit])
-            running.append((start + op[1], len(running), i, start))
-        order = len(running)
-        heapq.heapify(running)
-        ended = []
-        while running:
-            end, _, i, start = heapq.heappop(running)
-            expert, seconds, nbytes, name, layer = ops[i]
+        count, busy, free_at, intervals, log = self.count, self.busy, self._free_at, self.intervals, self.log
+        # per op: (end, 0, index, start) when its unit is idle at `at`, else (end, 1, the op it queues behind,
+        # index, start). Sorted, that is the order SimPy would end them: by end, then start order (ops on
+        # idle units in submission order, then queued ones as their predecessors end)
+        timed = []
+        last = {}  # unit -> the last op given to it in this batch
+        for i, (expert, seconds, nbytes, name, layer) in enumerate(ops):
             unit = expert % count
+            ahead = last.get(unit)
+            if ahead is None:
+                start = free_at[unit]
+                if at > start:  # noqa: PLR1730 -- max() is a slow call
+                    start = at
+                op = (start + seconds, 0, i, start)
+            else:  # it starts as the op ahead of it ends
+                start = ahead[0]
+                op = (start + seconds, 1, ahead, i, start)
+            timed.append(op)
+            last[unit] = op
+            end = free_at[unit] = op[0]
             busy[unit] += seconds
             intervals.append((start, end))
             if log is not None:
                 log.add(self._tracks[unit], name, layer, expert, start, end, nbytes)
-            ended.append((end, i))
-            queue = waiting[unit]
-            if queue:  # the next op starts as this one ends
-                j = queue.popleft()
-                heapq.heappush(running, (end + ops[j][1], order, j, end))
-                order += 1
-            else:
-                self._free_at[unit] = end
         self.ops += len(ops)
-        return ended
+        return [(op[0], op[-2]) for op in sorted(timed)]
 
     def compute(self, expert: int, flops: float, nbytes: float, bits: float, name: str = "expert",
                 layer: int = -1):
