@@ -21,7 +21,7 @@ import numpy as np
 
 from simulator.config.model import ModelSpec, load_model
 from simulator.config.run import RunSpec
-from simulator.config.system import load_system
+from simulator.config.system import SystemSpec, load_system
 from simulator.engine import KERNEL_OPS, ExpertSizes, RunResult, Scenario, run
 from simulator.errors import UserError
 from simulator.metrics import summarize
@@ -76,8 +76,9 @@ def count_steps(trace: Trace, batch: int, tokens: int | None) -> int:
     return min(tokens, upper) if tokens is not None else upper
 
 
-def build_scenario(spec: RunSpec) -> Scenario:
-    system = load_system(spec.hwconfig)
+def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
+    """`system`: use this hardware instead of loading spec.hwconfig (e.g. a figure being calibrated)."""
+    system = system if system is not None else load_system(spec.hwconfig)
     model = load_model(spec.model)
     policy = get_policy(spec.policy)
     if not policy.compensates and (spec.rank is not None or spec.plan is not None):
@@ -123,20 +124,23 @@ def build_scenario(spec: RunSpec) -> Scenario:
                     loads_block_layer=spec.loads_block_layer)
 
 
-def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False) -> tuple[RunResult, dict]:
-    """Run one point; returns the raw result and its summary (which echoes the spec)."""
+def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False,
+             system: SystemSpec | None = None) -> tuple[RunResult, dict]:
+    """Run one point (on `system` instead of spec.hwconfig when given); returns the raw result and its
+    summary (which echoes the spec)."""
+    scenario = build_scenario(spec, system)
     if spec.engine == "analytic":  # vectorised evaluation of the same cost model (no timeline)
         from simulator.analytic import run as run_analytic
 
-        result = run_analytic(build_scenario(spec))
+        result = run_analytic(scenario)
     else:
-        result = run(build_scenario(spec), record_events=record_events, progress=progress)
+        result = run(scenario, record_events=record_events, progress=progress)
     summary = {"spec": spec.model_dump(), **summarize(result)}
     if spec.trace is not None and spec.synthetic_tokens is None:
         summary["trace"] = str(Path(spec.trace))
     return result, summary
 
 
-def simulate(spec: RunSpec) -> dict:
+def simulate(spec: RunSpec, system: SystemSpec | None = None) -> dict:
     """The summary dict of one simulation point (the sweep's entry point)."""
-    return run_spec(spec)[1]
+    return run_spec(spec, system=system)[1]

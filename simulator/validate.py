@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simulator.config.loading import load_yaml_file
 from simulator.config.run import RunSpec
+from simulator.config.system import SystemSpec, load_system
 from simulator.errors import UserError, format_validation_error
 
 VALIDATION_DIR = Path(__file__).resolve().parents[1] / "validation"
@@ -32,7 +33,8 @@ class Point(BaseModel):
     hwconfig: str
     measured: float = Field(gt=0)
     run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields of this point")
-    calibrates: str | None = Field(default=None, description="the hardware figure fitted to this point, if any")
+    calibrates: Literal["gpu.launch_overhead"] | None = Field(
+        default=None, description="the hardware figure fitted to this point, if any (see fit())")
 
 
 class ValidationFile(BaseModel):
@@ -95,6 +97,50 @@ def validate(paths: list[Path], engine: str | None = None) -> list[dict]:
                 "rel_error": (predicted - point.measured) / point.measured, "calibrates": point.calibrates,
             })
     return rows
+
+
+def _with_launch_overhead(system: SystemSpec, seconds: float) -> SystemSpec:
+    return system.model_copy(update={"gpu": system.gpu.model_copy(update={"launch_overhead": seconds})})
+
+
+def _gap(spec: RunSpec, system: SystemSpec, unit: str, measured: float) -> float:
+    """Predicted minus measured time per token (s/token for tokens/s, ms for ms/token) on `system`."""
+    from simulator.simulate import simulate
+
+    value = float(simulate(spec, system)[SUMMARY_FIELD[unit]])
+    return 1 / value - 1 / measured if unit == "tokens/s" else value - measured
+
+
+def fit_launch_overhead(spec: RunSpec, unit: str, measured: float) -> tuple[float, float]:
+    """(shipped, fitted) gpu.launch_overhead of spec.hwconfig, fitted so that `spec` predicts `measured`.
+    Time per token is affine in the overhead wherever launches are on the critical path, so secant
+    steps from the shipped value converge in two or three simulations."""
+    system = load_system(spec.hwconfig)
+    shipped = system.gpu.launch_overhead
+    scale = 1 / measured if unit == "tokens/s" else measured
+    x0, x1 = shipped, 2 * shipped + 1e-6
+    f0, f1 = (_gap(spec, _with_launch_overhead(system, x), unit, measured) for x in (x0, x1))
+    for _ in range(6):
+        if f1 == f0 or abs(f1) <= 1e-9 * scale:
+            break
+        x0, f0, x1 = x1, f1, x1 - f1 * (x1 - x0) / (f1 - f0)
+        f1 = _gap(spec, _with_launch_overhead(system, x1), unit, measured)
+    return shipped, x1
+
+
+def fit(paths: list[Path], engine: str | None = None) -> list[dict]:
+    """Each point's `calibrates:` figure fitted to its measurement (fit_launch_overhead), one record per
+    calibration point with the shipped value beside the fitted one."""
+    out = []
+    for path in paths:
+        vfile, specs = load_validation(path)
+        for point, spec in zip(vfile.points, specs):
+            if point.calibrates:
+                spec = spec.model_copy(update={"engine": engine}) if engine else spec
+                shipped, fitted = fit_launch_overhead(spec, vfile.unit, point.measured)
+                out.append({"name": point.name, "file": path.name, "hwconfig": point.hwconfig,
+                            "figure": point.calibrates, "shipped": shipped, "fitted": fitted})
+    return out
 
 
 def error_summary(rows: list[dict]) -> dict:

@@ -86,3 +86,20 @@ def test_calibrated_figures_still_reproduce_their_points():
     assert [r["name"] for r in fitted] == ["rtx3060/no-cache", "t4/no-cache"]
     for r in fitted:
         assert abs(r["rel_error"]) < 0.005, r["name"]
+
+
+def test_fit_recovers_the_shipped_calibration_and_rejects_unknown_figures(tmp_path):
+    """`moesim validate --fit` solves for each calibration point's figure: on the shipped file it lands on
+    the shipped launch overheads (34.2 us, 66.1 us, rounded to 0.1 us in the hwconfigs)."""
+    from simulator.validate import fit
+
+    fits = fit(validation_files()[:1], engine="analytic")
+    assert [(f["hwconfig"], f["figure"]) for f in fits] == [("rtx3060-pcie3", "gpu.launch_overhead"),
+                                                           ("t4-pcie3", "gpu.launch_overhead")]
+    for f in fits:
+        assert f["fitted"] == pytest.approx(f["shipped"], abs=0.05e-6)
+    bad = _write(tmp_path, "source: s\nunit: tokens/s\npoints:\n"
+                           "  - {name: a, hwconfig: t4-pcie3, measured: 1.0, calibrates: gpu.hbm_bandwidth}\n")
+    with pytest.raises(UserError) as exc:
+        load_validation(bad)
+    assert exc.value.render().startswith(f"{bad}: points.0.calibrates: ")

@@ -10,6 +10,8 @@ def register(subparsers) -> None:
     parser.add_argument("files", nargs="*", help="validation YAML files (default: every validation/*.yaml)")
     parser.add_argument("--engine", choices=["des", "analytic"], default=None,
                         help="override each point's engine (default: the point's, i.e. des)")
+    parser.add_argument("--fit", action="store_true",
+                        help="fit each point's `calibrates:` figure to its measurement and print it (shipped vs fitted)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of {name, measured, predicted, unit, rel_error, ...}")
     parser.set_defaults(func=_validate)
@@ -19,9 +21,17 @@ def _validate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from simulator.validate import error_summary, validate, validation_files
+    from simulator.validate import error_summary, fit, validate, validation_files
 
     paths = [Path(p) for p in args.files] or validation_files()
+    if args.fit:
+        fits = fit(paths, engine=args.engine)
+        if args.json:
+            print(json.dumps(fits, indent=1))
+        for f in [] if args.json else fits:
+            print(f"{f['hwconfig']}: {f['figure']} fitted {1e6 * f['fitted']:.2f} us on {f['name']} "
+                  f"(shipped {1e6 * f['shipped']:.2f} us)")
+        return 0
     rows = validate(paths, engine=args.engine)
     if args.json:
         print(json.dumps(rows, indent=1))
