@@ -11,12 +11,12 @@ Two passes over the trace, in chunks of decode steps:
    link's `dma_engines` servers (non-preemptive: demand before prefetch, then arrival, then issue order),
    NDP ops queue FIFO per unit, and the GPU stream runs ready experts first, then waits for each copy.
    Without prefetch every copy and NDP op of a layer ends within the layer, so every (step, layer) starts
-   with idle links and units: all P x L of a chunk are timed at once from 0 and summed per step (the DES's
-   arithmetic up to the order of the additions: ~1e-13 relative; tests hold it within 1%). With LRU and a
-   cache-independent policy the logical pass is vectorised too (_VectorSource: LRU stack distances), and
-   rows with the same costs (same classes of placements, same misses) are timed once (FlatRows);
-   prefetch, LFU and offload-mixed are replayed by the DES's code, one lookup call per layer
-   (per expert when the placement reads the cache).
+   with idle links and units. With LRU and a policy that does not read the cache, routing and placements
+   are vectorised (_VectorSource) and each (step, layer) row's cache lookups and timing run in a compiled
+   kernel (simulator.analytic_rows: an exact LRU and the DES's arithmetic per row, ~1e-12 relative from
+   the DES in the order of the additions); prefill, prefetch, LFU and offload-mixed are replayed by the
+   DES's code, one lookup call per layer (per expert when the placement reads the cache), and timed in
+   numpy one MoE layer at a time.
 
 Queueing approximations (contended cases only):
 - prefetch: a layer's prefetch copies are scheduled right after its demand copies; copies still queued
@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import simpy
 
-from simulator import costs
+from simulator import analytic_rows, costs
 from simulator.engine import RunResult, Scenario, _Engine
 from simulator.hardware.cache import FORMS
 from simulator.hardware.gpu import CATEGORIES
@@ -209,15 +209,6 @@ class LayerArrays(NamedTuple):
     n_valid: np.ndarray  # bool  [P, N]
 
 
-class FlatRows(NamedTuple):
-    """The (step, layer) rows of a chunk when each is timed on its own from 0 (no prefetch), one per class:
-    the rows of a class have identical LayerArrays rows and tokens."""
-
-    la: LayerArrays   # [D] one row per class
-    step: np.ndarray  # int [D] its step
-    of: np.ndarray    # int [P L] class of each (step, layer) row, step-major
-
-
 class _Replay:
     """A chunk's logical replay (P steps x L MoE layers), fed to AnalyticEngine.timing one MoE layer at a
     time as LayerArrays; the copies' arrival times come back through scheduled()."""
@@ -268,10 +259,6 @@ class _Replay:
         self.end[jobs] = ends[self.row[jobs], self.col[jobs]]
 
 
-STATELESS_PLACEMENT = frozenset({  # policies whose place() ignores the cache (others are replayed)
-    "gpu-resident", "offload-fp16", "offload-lowbit", "offload-lrc", "ndp-lowbit", "ndp-hot", "ndp-lrc"})
-
-
 def _padded(group: np.ndarray, P: int, *values: np.ndarray):
     """Scatter per-item values into [P, M] rows padded with 0 (items sorted by row; M = the largest row);
     also returns each item's column."""
@@ -287,42 +274,6 @@ def _padded(group: np.ndarray, P: int, *values: np.ndarray):
         a.reshape(-1)[at] = v
         out.append(a)
     return col, out
-
-
-def _row_classes(head: np.ndarray, codes: np.ndarray, bound: int) -> np.ndarray:
-    """Class ids [R] of rows (head [R] and codes [R, M], codes in [0, bound)): equal iff the rows are."""
-    cls = head.astype(np.int64)
-    for j in range(codes.shape[1]):
-        if int(cls.max()) >= (1 << 62) // bound:  # renumber densely before the ids would overflow
-            cls = np.unique(cls, return_inverse=True)[1]
-        cls = cls * bound + codes[:, j]
-    return cls
-
-
-def _intern(table: dict, keys: np.ndarray) -> np.ndarray:
-    """Ids [n] of rows of `keys` [n, k] in `table` (tuple of a row -> id; new rows are added)."""
-    by = np.lexsort(keys.T[::-1])
-    s = keys[by]
-    new = np.concatenate(([True], (s[1:] != s[:-1]).any(axis=1)))
-    ids = np.array([table.setdefault(k, len(table)) for k in map(tuple, s[new].tolist())], dtype=np.int64)
-    out = np.empty(len(keys), dtype=np.int64)
-    out[by] = ids[np.cumsum(new) - 1]
-    return out
-
-
-def _classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One row of each class in `cls` [R] (any one; [D] ascending) and the index of each row's among them
-    [R]."""
-    by = np.argsort(cls)
-    s = cls[by]
-    new = np.concatenate(([True], s[1:] != s[:-1]))
-    one = by[new]                                  # [D] by class
-    order = np.argsort(one)
-    rank = np.empty(len(one), dtype=np.int64)
-    rank[order] = np.arange(len(one))
-    back = np.empty(len(cls), dtype=np.int64)
-    back[by] = rank[np.cumsum(new) - 1]
-    return one[order], back
 
 
 def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,17 +294,13 @@ def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray
 
 
 class _VectorSource:
-    """Vectorised logical pass for LRU caches without prefetch and with cache-independent placements.
-
-    LRU is a stack algorithm: every access makes its key the most recent, and the resident set is the
-    longest most-recent prefix that fits, so an access hits iff its key was accessed before and the bytes
-    of the distinct keys accessed since, plus its own, fit in its partition. Per-layer partitions walk
-    each access's reuse window (_stack_hits); a shared partition is supported while every key accessed
-    so far fits at once (nothing is ever evicted): the first chunk that would evict hands the cache
-    state over to the replay (chunk returns None), which runs the rest. Placements are asked once per
-    (layer, expert, tokens, restored) code of the run and tabled (placements); rows built from the
-    same classes of placements with the same misses in the same order are one class of rows (FlatRows),
-    timed once.
+    """Logical pass and timing of chunks whose (step, layer) rows are independent: LRU cache (per-layer
+    partitions or one shared), no prefetch, placements that do not read the cache. Routing and
+    placements are vectorised here; the cache lookups and the timing of each row run in the compiled
+    kernel simulator.analytic_rows.time_rows (an exact LRU, so hits, misses and evictions are the DES's).
+    Placements are asked once per (layer, expert, tokens, restored) code of the run and tabled
+    (placements); a policy whose place() ignores the layer and expert (Policy.expert_blind) is asked
+    once per (tokens, restored).
     """
 
     def __init__(self, eng: AnalyticEngine):
@@ -361,126 +308,80 @@ class _VectorSource:
         sc, model = eng.sc, eng.model
         self.L, self.E = model.moe_layers, model.num_experts
         self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1).reshape(-1)  # [L E 3] bytes by key
-        self.last = np.full(self.L * self.E * 3, -1, dtype=np.int64)            # key -> last access stamp
-        self.stamp = 0
+        self.key_wire = costs.wire_time(eng.elink, costs.TO_GPU, self.sizes)         # [L E 3] seconds
+        K, parts = len(self.sizes), self.L if sc.cache_per_layer else 1
+        self.lru = analytic_rows.lru_state(K, parts)  # see analytic_rows.lru_access
+        self.evictions = 0
+        self.U = sc.system.ndp.units if sc.system.ndp is not None else 1
         self.K = sc.batch + 1  # > tokens per (step, layer, expert): a token's top-k are distinct experts
         # per placement code answered so far (rows of self.tab, see placements)
         self.tab = {name: np.zeros(0, dtype=t) for name, t in (
             ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
-            ("op_e", float), ("op_c", float), ("op_n", float), ("rbytes", float), ("g_cls", np.int64),
-            ("n_cls", np.int64))}
-        self.classes: tuple[dict, dict] = ({}, {})  # a placement's GPU, NDP part (see placements) -> class
-        self.repeats = True  # rows repeated so far (2 or more per class on average): keep classing them
+            ("op_e", float), ("op_c", float), ("op_n", float), ("res_wire", float), ("rbytes", float))}
         n_codes = self.L * self.E * self.K * self.K
         # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
         self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
+        self.blind: dict[tuple[int, int], tuple] = {}        # expert_blind policies: (tokens, restored) -> placement
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
         sc = eng.sc
-        return sc.cache_policy == "lru" and not sc.prefetch and sc.policy.name in STATELESS_PLACEMENT
+        return sc.cache_policy == "lru" and not sc.prefetch and not sc.policy.reads_cache
 
-    def chunk(self, tok: np.ndarray, lens: np.ndarray) -> dict | None:
-        """Logical pass over the steps of a chunk (token indices `tok` [n], tokens per step `lens` [P]):
-        updates the counters, sets self.flat (FlatRows of the P x L (step, layer) rows) and returns
-        the per-step counters; None when the shared cache would evict (nothing is updated then)."""
+    def rows(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, shared: np.ndarray) -> np.ndarray:
+        """The chunk's steps (token indices `tok` [n], tokens per step `lens` [P]; per step its tokens `n`
+        [P] and shared-expert seconds `shared` [P]) as P x L (step, layer) rows, step-major: looks up the
+        cache, updates the counters and busy totals, sets self.per_step (per-step counters) and returns
+        the rows' figures [P L, analytic_rows.ROW_FLOATS] (each row timed from 0)."""
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
         G = P * L
         item, tokens, rest = _routed(sc, tok, lens)
-        grp, ex = np.divmod(item, E)                                            # [N] (step, layer) row, expert
         le = item % (L * E)                                                     # [N] layer E + expert
         at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)  # [N] rows of self.tab
-        tab, r = self.tab, grp // L                                             # [N] step
-        # cache accesses in lookup order: per item its weights, then its factors
-        acc = np.flatnonzero(np.stack([tab["look"][at], tab["fac"][at]], axis=1).ravel())  # [A] 2 item + factors
-        ai = acc >> 1
-        form = np.where(acc & 1, FORMS.index("factors"), tab["wform"][at[ai]])
-        key = le[ai] * 3 + form                                                 # [A] (layer E + expert) 3 + form
-        size = np.take(self.sizes, key)                                         # [A] bytes
-        if not sc.cache_per_layer and not self.fits_all(key, size):
-            return None
-        hit = self.lru(key, size, P)
-        miss = ~hit
+        cut = np.searchsorted(item, np.arange(G + 1, dtype=item.dtype) * E)    # [G + 1] items of each row
+        act_b = costs.activation_bytes(eng.model, 1) * n                        # [P] bytes out to the NDP units
+        if eng.cxl is not None:
+            act_time = costs.link_time(eng.cxl, costs.FROM_GPU, act_b)
+            act_wire = costs.wire_time(eng.cxl, costs.FROM_GPU, act_b)
+            r_lat, r_engines = eng.cxl.latency, eng.cxl.dma_engines
+        else:
+            act_time = act_wire = np.zeros(P)
+            r_lat, r_engines = 0.0, 1
+        out, counts = np.zeros((G, analytic_rows.ROW_FLOATS)), np.zeros((G, analytic_rows.ROW_INTS), dtype=np.int64)
+        fetched, busy = np.zeros(3), np.zeros(3 + self.U)
+        tab = self.tab
+        self.evictions += analytic_rows.time_rows(
+            cut, at.astype(np.int64), le.astype(np.int64), L, E, self.U,
+            tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"], tab["op_c"], tab["op_n"],
+            tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire, sc.cache_per_layer, sc.cache_capacity,
+            *self.lru, np.asarray(act_time, dtype=float), np.asarray(act_wire, dtype=float), act_b, shared,
+            eng.elink.latency, eng.elink.dma_engines, r_lat, r_engines,
+            eng.cxl is not None and eng.cxl.name == eng.elink.name, sc.loads_block_layer, out, counts, fetched, busy)
+        per_row = counts.reshape(P, L, analytic_rows.ROW_INTS).sum(axis=1)     # [P, ROW_INTS]
         c = eng.logic.c
-        c["cache_hits"] += int(hit.sum())
-        c["cache_misses"] += int(miss.sum())
+        self.per_step = {}
+        for name, col in (("cache_hits", analytic_rows.HITS), ("cache_misses", analytic_rows.MISSES),
+                          ("experts_gpu", analytic_rows.N_GPU), ("experts_ndp", analytic_rows.N_NDP)):
+            self.per_step[name] = per_row[:, col].astype(float)
+            c[name] += float(per_row[:, col].sum())
         for f, name in enumerate(FORMS):
-            c[f"fetched_{name}_bytes"] += float(size[miss & (form == f)].sum())
-        self.inserts = getattr(self, "inserts", 0) + int((miss & (size <= self.cap(key // (E * 3)))).sum())
-        gpu, ndp = tab["gpu"][at], tab["ndp"][at]
-        per = {"cache_hits": np.bincount(r[ai[hit]], minlength=P).astype(float),
-               "cache_misses": np.bincount(r[ai[miss]], minlength=P).astype(float),
-               "experts_gpu": np.bincount(r, gpu, minlength=P),
-               "experts_ndp": np.bincount(r, ndp, minlength=P)}
-        c["experts_gpu"] += float(gpu.sum())
-        c["experts_ndp"] += float(ndp.sum())
-        # classes of (step, layer) rows: rows with the same parts in the same order time the same
-        mi, mform = ai[miss], form[miss]
-        isw = mform != FORMS.index("factors")
-        gi, ni = np.flatnonzero(gpu), np.flatnonzero(ndp)
-        if self.repeats:  # a row: its GPU parts (with which of their copies are fetched), its NDP parts
-            g = tab["g_cls"][at] * 4 + 1  # [N] GPU part: 4 class + 1 + 2 weights fetched + factors fetched
-            g[mi[isw]] += 2               # (0: padding)
-            g[mi[~isw]] += 1
-            _, (g_codes,) = _padded(grp[gi], G, g[gi])
-            _, (n_codes,) = _padded(grp[ni], G, tab["n_cls"][at[ni]] + 1)
-            first, of = _classes(_row_classes(np.repeat(lens, L), np.concatenate([g_codes, n_codes], axis=1),
-                                              max(4 * len(self.classes[0]), len(self.classes[1])) + 1))
-            self.repeats = 2 * len(first) <= G
-        else:  # telling rows apart costs about a sort per item column: not worth it when few rows repeat
-            first = of = np.arange(G)
-        D = len(first)
-        row, msize = grp, size[miss]                                             # [N] timed row of each item
-        if D < G:  # only the items of the timed rows (row -1: another row of their class is timed)
-            rep = np.full(G, -1)
-            rep[first] = np.arange(D)
-            row = np.repeat(rep, np.diff(np.searchsorted(grp, np.arange(G + 1))))
-            mk = row[mi] >= 0
-            mi, isw, msize = mi[mk], isw[mk], msize[mk]
-            gi, ni = gi[row[gi] >= 0], ni[row[ni] >= 0]
-        # LayerArrays of one row per class: copies (misses) in lookup order, GPU and NDP items in S order
-        jcol, (jb, jv) = _padded(row[mi], D, msize, np.ones(len(mi), dtype=bool))
-        wcol, fcol = np.zeros(len(item), dtype=np.int64), np.zeros(len(item), dtype=np.int64)
-        wcol[mi[isw]], fcol[mi[~isw]] = jcol[isw] + 1, jcol[~isw] + 1
-        ga = at[gi]
-        _, (ge, gc, wj, fj) = _padded(row[gi], D, tab["op_e"][ga], tab["op_c"][ga], wcol[gi], fcol[gi])
-        na = at[ni]
-        U = sc.system.ndp.units if sc.system.ndp is not None else 1
-        _, (nu, ndur, nrb, nv) = _padded(row[ni], D, ex[ni] % U, tab["op_n"][na], tab["rbytes"][na],
-                                          np.ones(len(ni), dtype=bool))
-        zeros = np.zeros_like(ge)
-        self.flat = FlatRows(LayerArrays(ge, gc, wj, fj, zeros, zeros, jb, np.zeros(jb.shape, dtype=np.int64),
-                                         jv, nu, ndur, nrb, nv), first // L, of)
-        return per
-
-    def fits_all(self, key: np.ndarray, size: np.ndarray) -> bool:
-        """Whether the keys accessed so far and `key` [A] (those that fit at all) fit the cache together."""
-        new = np.zeros(len(self.last), dtype=bool)
-        new[key[size <= self.eng.sc.cache_capacity]] = True
-        return float(self.sizes[new | (self.last >= 0)].sum()) <= self.eng.sc.cache_capacity
-
-    def hand_over(self) -> None:
-        """Put the cache state into the replay's cache: every key accessed so far, in access order."""
-        part = self.eng.logic.cache.part(0)
-        keys = np.flatnonzero(self.last >= 0)
-        for k in keys[np.argsort(self.last[keys])].tolist():
-            layer, rest = divmod(k, self.E * 3)
-            part.insert((layer, rest // 3, FORMS[rest % 3]), float(self.sizes[k]))
-
-    def cap(self, part: np.ndarray) -> float:
-        return self.eng.sc.cache_capacity
+            c[f"fetched_{name}_bytes"] += float(fetched[f])
+        eng.link_busy[eng.elink.name][costs.TO_GPU] += float(busy[analytic_rows.BUSY_EXPERT_LINK])
+        if eng.cxl is not None:
+            eng.link_busy[eng.cxl.name][costs.FROM_GPU] += float(busy[analytic_rows.BUSY_ACT])
+            eng.link_busy[eng.cxl.name][costs.TO_GPU] += float(busy[analytic_rows.BUSY_RESULT])
+            eng.ndp_busy = [b + float(x) for b, x in zip(eng.ndp_busy, busy[3:])]
+        return out
 
     def placements(self, codes: np.ndarray) -> np.ndarray:
         """Rows of self.tab answering items coded ((layer E + expert) K + tokens) K + restored [N]; the
         policy answers each code once per run. Per row: whether the GPU part exists (gpu), looks up its
         weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
-        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the bytes of
-        the NDP result, and the classes of what the placement puts into its (step, layer) row: of its GPU
-        part (g_cls: op seconds, bytes of its copies) and of its NDP part (n_cls: unit, op seconds,
-        result bytes); -1 once rows stopped repeating (self.repeats)."""
+        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the wire seconds
+        and bytes of the NDP result."""
         at = self._rows_of(codes)
         missing = at < 0
         if missing.any():
@@ -493,10 +394,16 @@ class _VectorSource:
             rest, restored = np.divmod(new, self.K)
             layer_expert, tokens = np.divmod(rest, self.K)
             lay, ex = np.divmod(layer_expert, self.E)
-            sc, cache = self.eng.sc, self.eng.logic.cache
-            parts = [cache.part(layer) for layer in range(self.L)]
-            ps = [sc.policy.place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
-                  zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
+            sc, eng = self.eng.sc, self.eng
+            place = sc.policy.place
+            if sc.policy.expert_blind:
+                blind, none = self.blind, eng.logic.cache.part(0)
+                ps = [blind.get(tr) or blind.setdefault(tr, place(0, 0, *tr, none))
+                      for tr in zip(tokens.tolist(), restored.tolist())]
+            else:
+                parts = [eng.logic.cache.part(layer) for layer in range(self.L)]
+                ps = [place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
+                      zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
             form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
             g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
             g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64) for x in (g_tok, c_tok, n_tok, pinned))
@@ -504,17 +411,10 @@ class _VectorSource:
             look = (g_tok > 0) & (pinned == 0)
             fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
             ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
-            rbytes = costs.activation_bytes(self.eng.model, 1) * n_tok.astype(float)
-            sizes = self.sizes.reshape(self.L, self.E, 3)
-            U = sc.system.ndp.units if sc.system.ndp is not None else 1
-            g_cls, n_cls = np.full(len(new), -1), np.full(len(new), -1)
-            if self.repeats:
-                w = np.where(look, sizes[lay, ex, g_form], -1.0)               # [n] bytes of the weights
-                f = np.where(fac, sizes[lay, ex, FORMS.index("factors")], -1.0)  # [n] of the factors
-                g_cls[:] = _intern(self.classes[0], np.stack([ops[:, 0], ops[:, 1], w, f], axis=1))  # GPU part
-                n_cls[:] = _intern(self.classes[1], np.stack([ex % U, ops[:, 2], rbytes], axis=1))  # NDP part
+            rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
+            res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
             ids = len(self.tab["gpu"]) + np.arange(len(new))
-            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, rbytes, g_cls, n_cls)):
+            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, res_wire, rbytes)):
                 self.tab[name] = np.concatenate([self.tab[name], v])
             if self.slot is not None:
                 self.slot[new] = ids
@@ -558,119 +458,6 @@ class _VectorSource:
         i = np.minimum(np.searchsorted(self.known, codes), max(len(self.known) - 1, 0))
         found = (self.known[i] == codes) if len(self.known) else np.zeros(len(codes), dtype=bool)
         return np.where(found, self.known_at[i] if len(self.known) else 0, -1)
-
-    def lru(self, key: np.ndarray, size: np.ndarray, steps: int) -> np.ndarray:
-        """Hit flags of accesses `key` [A] (in order, from `steps` steps) in their partitions; updates the
-        stamps."""
-        C = self.eng.sc.cache_capacity
-        stamps = self.stamp + np.arange(len(key))
-        self.stamp += len(key)
-        fits = size <= C
-        hit = np.zeros(len(key), dtype=bool)
-        if not self.eng.sc.cache_per_layer:  # nothing is ever evicted: hit iff seen before
-            first = np.empty(len(self.last), dtype=np.int64)
-            first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # repeated keys: the earliest access wins
-            seen = first[key] != np.arange(len(key))
-            hit = (seen | (self.last[key] >= 0)) & fits
-        else:
-            hit[fits] = self._stack_hits(key[fits], size[fits], C, steps)
-        upd = fits
-        self.last[key[upd]] = stamps[upd]
-        return hit
-
-    def _stack_hits(self, key: np.ndarray, size: np.ndarray, C: float, steps: int) -> np.ndarray:
-        """Hit flags of per-layer accesses `key` [A] (in order, all fitting) by stack distance: access i of
-        a key last used at p hits iff its size plus the bytes of the distinct keys used in (p, i) fit. The
-        keys used in earlier chunks open each layer's sequence, oldest first; the window (p, i) is walked
-        back one access d at a time for all open accesses at once (the first lags for every position by
-        array slices), counting an access m only if it is its key's last use before i (next(m) >= i), and
-        an access closes once it overflows (miss) or reaches p (hit). Work ~ accesses x their reuse
-        distance in accesses, bounded by the capacity for misses.
-        Byte counts are whole numbers, so the sums are exact in any order."""
-        sizes = self.sizes
-        old = np.flatnonzero(self.last >= 0)
-        old = old[np.argsort(self.last[old])]                   # keys of earlier chunks, oldest first
-        seq = np.concatenate([old, key])                        # [V + A]
-        narrow = np.uint16 if len(self.last) <= 1 << 16 else np.int64  # keys fit 16 bits: radix sorts
-        order = np.argsort((seq // (self.E * 3)).astype(narrow), kind="stable")  # per layer, in time order
-        seq = seq[order]
-        N = len(seq)
-        where = np.empty(N, dtype=np.int64)
-        where[order] = np.arange(N)                             # position of each input in seq
-        by_key = np.argsort(seq.astype(narrow), kind="stable")
-        same = seq[by_key[1:]] == seq[by_key[:-1]]
-        prev = np.full(N, -1, dtype=np.int64)
-        nxt = np.full(N, N, dtype=np.int64)
-        prev[by_key[1:][same]] = by_key[:-1][same]
-        nxt[by_key[:-1][same]] = by_key[1:][same]
-        sz = sizes[seq]
-        i = where[len(old):]                                    # [A] positions of this chunk's accesses
-        hit = np.zeros(len(key), dtype=bool)
-        # a layer whose distinct keys all fit together never evicts: every reuse hits
-        present = np.zeros(len(self.last), dtype=bool)
-        present[seq] = True
-        uniq = np.flatnonzero(present)
-        total = np.bincount(uniq // (self.E * 3), sizes[uniq], minlength=self.L)[key // (self.E * 3)]
-        reuse = prev[i] >= 0
-        easy = reuse & (total <= C)
-        hit[easy] = True
-        q = np.flatnonzero(reuse & ~easy)                       # open accesses (indices into key)
-        qi, qs = i[q], size[q]
-        gap = qi - prev[qi]
-        # the first lags (two steps of a layer's accesses, where most accesses close) for all positions at
-        # once, by contiguous slices: position x adds the access at lag d while d < its gap (0: not open)
-        first_lags = max(8, 2 * -(-len(key) // (self.L * steps)))
-        lag_of = np.zeros(N, dtype=np.int32)                 # (positions fit 32 bits: half the traffic)
-        lag_of[qi] = gap
-        pos, nxt32 = np.arange(N, dtype=np.int32), nxt.astype(np.int32)
-        acc = np.zeros(N)
-        d = 1
-        while d < min(first_lags, N):
-            acc[d:] += sz[:-d] * ((nxt32[:-d] > pos[d:]) & (lag_of[d:] > d))
-            d += 1
-        acc = acc[qi]
-        fit = acc + qs <= C
-        hit[q[(gap <= d) & fit]] = True
-        keep = (gap > d) & fit
-        q, qi, gap, qs, acc = q[keep], qi[keep], gap[keep], qs[keep], acc[keep]
-        by_gap = np.argsort(gap.astype(np.uint16) if N < 1 << 16 else gap, kind="stable")  # radix when small
-        q, qi, gap, qs, acc = q[by_gap], qi[by_gap], gap[by_gap], qs[by_gap], acc[by_gap]  # closing order
-        while len(q) > 4096:  # one lag at a time; m = p adds 0 (next(p) = i) and closes the access
-            m = qi - d
-            acc += sz[m] * (nxt[m] > qi)
-            k = int(np.searchsorted(gap, d, side="right"))      # the accesses reaching p now: a prefix
-            hit[q[:k]] = acc[:k] + qs[:k] <= C
-            q, qi, gap, qs, acc = q[k:], qi[k:], gap[k:], qs[k:], acc[k:]
-            d += 1
-            fit = acc + qs <= C                                 # drop overflowed ones (misses) when many
-            if fit.sum() < 0.75 * len(q):
-                q, qi, gap, qs, acc = q[fit], qi[fit], gap[fit], qs[fit], acc[fit]
-        qp = qi - gap
-        width = 8
-        while len(q):  # the few long windows: lags d .. d + width - 1 at once, widths doubling
-            m = qi[:, None] - (d + np.arange(width))                            # [Q, width]
-            inside = m > qp[:, None]
-            m = np.where(inside, m, 0)
-            acc += np.where(inside & (nxt[m] > qi[:, None]), sz[m], 0.0).sum(1)
-            fit = acc + qs <= C
-            reached = ~inside[:, -1]
-            hit[q[reached & fit]] = True
-            keep = ~reached & fit
-            q, qi, qp, qs, acc = q[keep], qi[keep], qp[keep], qs[keep], acc[keep]
-            d, width = d + width, width * 2
-        return hit
-
-    def evictions(self) -> int:
-        """Inserted entries no longer resident: inserts minus the final resident set."""
-        C, sizes = self.eng.sc.cache_capacity, self.sizes
-        parts = range(self.L) if self.eng.sc.cache_per_layer else [None]
-        resident = 0
-        for p in parts:
-            keys = np.arange(self.L * self.E * 3) if p is None else np.arange(p * self.E * 3, (p + 1) * self.E * 3)
-            keys = keys[self.last[keys] >= 0]
-            keys = keys[np.argsort(-self.last[keys])]
-            resident += int((np.cumsum(sizes[keys]) <= C).sum())
-        return getattr(self, "inserts", 0) - resident
 
 
 class AnalyticEngine:
@@ -755,9 +542,9 @@ class AnalyticEngine:
         """Per-step seconds per category, latency and link bytes of a chunk (token indices `tok` [n], step
         after step, `lens` [P] tokens per step). `source` is either a replay
         (`source(moe, P)` gives each MoE layer's LayerArrays in layer order, `source.scheduled(moe, ends)`
-        receives its copies' arrival times [P, J]), or FlatRows of all P x L (step, layer) rows when every
-        copy and NDP op of a layer ends within it (no prefetch): each row is then timed from 0 -- one row
-        per class at once, its results copied to the class's other rows -- and the step's layers add up."""
+        receives its copies' arrival times [P, J]), or a _VectorSource when every copy and NDP op of a
+        layer ends within it (no prefetch): its compiled kernel times each (step, layer) row from 0, and
+        the step's layers add up."""
         sc, model, gpu = self.sc, self.model, self.gpu
         P = len(lens)
         n = lens.astype(np.float64)                                                  # [P] tokens
@@ -779,20 +566,17 @@ class AnalyticEngine:
         acc["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
         T = (att + dense) * model.first_dense_layers
         link_bytes = {col: np.zeros(P) for col, _, _ in self.link_cols}
-        if isinstance(source, FlatRows):  # every (step, layer) independent: one pass over one row per class
+        if isinstance(source, _VectorSource):  # every (step, layer) independent: timed in the compiled kernel
             L = model.moe_layers
-            la, step, back = source
-            D = len(step)
-            self._busy(la, n[step], np.bincount(back, minlength=D).astype(np.float64) if D < len(back) else None)
-            sub = {cat: np.zeros(D) for cat in ("expert_gpu", "compensation", "expert_ndp", "transfer_stall")}
-            sub_bytes = {col: np.zeros(D) for col in link_bytes}
-            dur = self._moe_layer(la, np.zeros(D), n[step], shared[step], self._link_state(D, keep=False), sub,
-                                  sub_bytes)[0]
-            T += (att + router) * L + dur[back].reshape(P, L).sum(axis=1)
-            for cat, v in sub.items():
-                acc[cat] += v[back].reshape(P, L).sum(axis=1)
-            for col, v in sub_bytes.items():
-                link_bytes[col] += v[back].reshape(P, L).sum(axis=1)
+            rows = source.rows(tok, lens, n, shared).reshape(P, L, analytic_rows.ROW_FLOATS)
+            T += (att + router) * L + rows[:, :, analytic_rows.DUR].sum(axis=1)
+            for cat, col in (("expert_gpu", analytic_rows.EXPERT_GPU), ("compensation", analytic_rows.COMPENSATION),
+                             ("expert_ndp", analytic_rows.EXPERT_NDP), ("transfer_stall", analytic_rows.STALL)):
+                acc[cat] += rows[:, :, col].sum(axis=1)
+            link_bytes[f"bytes_{self.elink.name}_{costs.TO_GPU}"] += rows[:, :, analytic_rows.BYTES_EXPERT].sum(axis=1)
+            if self.cxl is not None:
+                link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += rows[:, :, analytic_rows.BYTES_ACT].sum(axis=1)
+                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += rows[:, :, analytic_rows.BYTES_RESULT].sum(axis=1)
         else:
             state = self._link_state(P)
             for moe in range(model.moe_layers):
@@ -941,13 +725,9 @@ class AnalyticEngine:
             tok, lens = sched.take(want)
             if not len(lens):
                 break
-            per_step = vec.chunk(tok, lens) if vec is not None else None
-            if per_step is not None:
-                t = self.timing(tok, lens, vec.flat)
+            if vec is not None:
+                t, per_step = self.timing(tok, lens, vec), vec.per_step
             else:
-                if vec is not None:  # the shared cache would evict from now on: replay the rest
-                    vec.hand_over()
-                    vec = None
                 replay, per_step = self.logical(tok, lens)
                 t = self.timing(tok, lens, replay)
             self._append(done, lens, t, per_step)
@@ -955,7 +735,7 @@ class AnalyticEngine:
             done += len(lens)
             if len(lens) < want:
                 break
-        return self._result(prefill, vec.evictions() if vec is not None else None)
+        return self._result(prefill, vec.evictions if vec is not None else None)
 
     def _append(self, first: int, lens: np.ndarray, t: dict, per_step: dict) -> None:
         rows = self.rows

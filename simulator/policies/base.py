@@ -36,6 +36,7 @@ class Policy:
     compensates: ClassVar[bool] = False   # takes --rank / --plan (low-rank factors for top-n tokens)
     slot_forms: ClassVar[tuple[str, ...]] = ("lowbit",)  # forms one expert occupies in a per-layer cache slot
     reads_cache: ClassVar[bool] = False   # place() depends on what the cache holds (else the engine memoises it)
+    expert_blind: ClassVar[bool] = False  # place() ignores layer and expert: asked once per (tokens, restored)
 
     def prepare(self, scenario: Scenario) -> None:
         """Check the scenario and precompute (e.g. a pinned set); raise UserError when it cannot run."""

@@ -13,6 +13,7 @@ from simulator.policies.base import Placement, Policy
 
 class GPUResident(Policy):
     name = "gpu-resident"
+    expert_blind = True
 
     def prepare(self, scenario) -> None:
         need = float(scenario.sizes.lowbit.sum())

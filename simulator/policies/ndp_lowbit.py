@@ -7,6 +7,7 @@ from simulator.policies.base import Placement, Policy
 
 class NDPLowbit(Policy):
     name = "ndp-lowbit"
+    expert_blind = True
     needs_ndp = True
 
     def place(self, layer, expert, tokens, restored, cache) -> Placement:

@@ -9,6 +9,7 @@ from simulator.policies.base import Placement, Policy
 
 class NDPLRC(Policy):
     name = "ndp-lrc"
+    expert_blind = True
     needs_ndp = True
     compensates = True
     slot_forms = ("lowbit", "factors")

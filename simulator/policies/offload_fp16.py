@@ -7,6 +7,7 @@ from simulator.policies.base import Placement, Policy
 
 class OffloadFP16(Policy):
     name = "offload-fp16"
+    expert_blind = True
     slot_forms = ("full",)
 
     def place(self, layer, expert, tokens, restored, cache) -> Placement:

@@ -7,6 +7,7 @@ from simulator.policies.base import Placement, Policy
 
 class OffloadLowbit(Policy):
     name = "offload-lowbit"
+    expert_blind = True
 
     def place(self, layer, expert, tokens, restored, cache) -> Placement:
         return Placement(gpu_tokens=tokens, gpu_form="lowbit")

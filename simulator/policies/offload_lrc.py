@@ -8,6 +8,7 @@ from simulator.policies.base import Placement, Policy
 
 class OffloadLRC(Policy):
     name = "offload-lrc"
+    expert_blind = True
     compensates = True
     slot_forms = ("lowbit", "factors")
 
