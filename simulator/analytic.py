@@ -318,12 +318,16 @@ class _VectorSource:
         self.tab = {name: np.zeros(0, dtype=t) for name, t in (
             ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
             ("op_e", float), ("op_c", float), ("op_n", float), ("res_wire", float), ("rbytes", float))}
+        # placement code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
         n_codes = self.L * self.E * self.K * self.K
-        # code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
-        self.slot = np.full(n_codes, -1, dtype=np.int32) if n_codes <= 1 << 24 else None
+        self.slot = np.full(n_codes if n_codes <= 1 << 22 else 0, -1, dtype=np.int64)
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
-        self.blind: dict[tuple[int, int], tuple] = {}        # expert_blind policies: (tokens, restored) -> placement
+        pairs = [(t, r) for t in range(1, self.K) for r in range(t + 1)]  # (tokens, restored)
+        if sc.policy.expert_blind and len(self.slot) and self.L * self.E * len(pairs) <= 1 << 18:
+            # few codes: table them all now (one call instead of one per chunk that meets new ones)
+            tr = np.array([t * self.K + r for t, r in pairs])
+            self.placements((np.arange(self.L * self.E)[:, None] * self.K * self.K + tr).ravel())
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
@@ -338,10 +342,8 @@ class _VectorSource:
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
         G = P * L
-        item, tokens, rest = _routed(sc, tok, lens)
-        le = item % (L * E)                                                     # [N] layer E + expert
-        at = self.placements((le.astype(np.int64) * self.K + tokens) * self.K + rest)  # [N] rows of self.tab
-        cut = np.searchsorted(item, np.arange(G + 1, dtype=item.dtype) * E)    # [G + 1] items of each row
+        experts = sc.trace.expert_ids[tok]                                      # [n, L, k]
+        lens = lens.astype(np.int64)
         act_b = costs.activation_bytes(eng.model, 1) * n                        # [P] bytes out to the NDP units
         if eng.cxl is not None:
             act_time = costs.link_time(eng.cxl, costs.FROM_GPU, act_b)
@@ -352,14 +354,21 @@ class _VectorSource:
             r_lat, r_engines = 0.0, 1
         out, counts = np.zeros((G, analytic_rows.ROW_FLOATS)), np.zeros((G, analytic_rows.ROW_INTS), dtype=np.int64)
         fetched, busy = np.zeros(3), np.zeros(3 + self.U)
-        tab = self.tab
-        self.evictions += analytic_rows.time_rows(
-            cut, at.astype(np.int64), le.astype(np.int64), L, E, self.U,
-            tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"], tab["op_c"], tab["op_n"],
-            tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire, sc.cache_per_layer, sc.cache_capacity,
-            *self.lru, np.asarray(act_time, dtype=float), np.asarray(act_wire, dtype=float), act_b, shared,
-            eng.elink.latency, eng.elink.dma_engines, r_lat, r_engines,
-            eng.cxl is not None and eng.cxl.name == eng.elink.name, sc.loads_block_layer, out, counts, fetched, busy)
+        new = np.empty(G * min(E, experts.shape[2] * int(lens.max())), dtype=np.int64)  # codes not asked yet
+        g = 0
+        while g < G:
+            tab = self.tab
+            g, evicted, m = analytic_rows.time_rows(
+                experts, lens, g, L, E, self.K, sc.top_n, self.U, self.slot, self.known, self.known_at, new,
+                tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"], tab["op_c"],
+                tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire, sc.cache_per_layer,
+                sc.cache_capacity, *self.lru, np.asarray(act_time, dtype=float), np.asarray(act_wire, dtype=float),
+                act_b, shared, eng.elink.latency, eng.elink.dma_engines, r_lat, r_engines,
+                eng.cxl is not None and eng.cxl.name == eng.elink.name, sc.loads_block_layer, out, counts,
+                fetched, busy)
+            self.evictions += evicted
+            if m:  # ask the policy, then go on from the row that stopped
+                self.placements(np.unique(new[:m]))
         per_row = counts.reshape(P, L, analytic_rows.ROW_INTS).sum(axis=1)     # [P, ROW_INTS]
         c = eng.logic.c
         self.per_step = {}
@@ -376,54 +385,44 @@ class _VectorSource:
             eng.ndp_busy = [b + float(x) for b, x in zip(eng.ndp_busy, busy[3:])]
         return out
 
-    def placements(self, codes: np.ndarray) -> np.ndarray:
-        """Rows of self.tab answering items coded ((layer E + expert) K + tokens) K + restored [N]; the
-        policy answers each code once per run. Per row: whether the GPU part exists (gpu), looks up its
-        weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
-        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the wire seconds
-        and bytes of the NDP result."""
-        at = self._rows_of(codes)
-        missing = at < 0
-        if missing.any():
-            if self.slot is not None:  # distinct codes, ascending, by marking them in the dense table
-                mark = np.zeros(len(self.slot), dtype=bool)
-                mark[codes[missing]] = True
-                new = np.flatnonzero(mark)
-            else:
-                new = np.unique(codes[missing])
-            rest, restored = np.divmod(new, self.K)
-            layer_expert, tokens = np.divmod(rest, self.K)
-            lay, ex = np.divmod(layer_expert, self.E)
-            sc, eng = self.eng.sc, self.eng
-            place = sc.policy.place
-            if sc.policy.expert_blind:
-                blind, none = self.blind, eng.logic.cache.part(0)
-                ps = [blind.get(tr) or blind.setdefault(tr, place(0, 0, *tr, none))
-                      for tr in zip(tokens.tolist(), restored.tolist())]
-            else:
-                parts = [eng.logic.cache.part(layer) for layer in range(self.L)]
-                ps = [place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
-                      zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
-            form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
-            g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
-            g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64) for x in (g_tok, c_tok, n_tok, pinned))
-            g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x)) for x in (g_form, n_form))
-            look = (g_tok > 0) & (pinned == 0)
-            fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
-            ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
-            rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
-            res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
-            ids = len(self.tab["gpu"]) + np.arange(len(new))
-            for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, res_wire, rbytes)):
-                self.tab[name] = np.concatenate([self.tab[name], v])
-            if self.slot is not None:
-                self.slot[new] = ids
-            else:
-                known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
-                order = np.argsort(known, kind="stable")
-                self.known, self.known_at = known[order], known_at[order]
-            at[missing] = self._rows_of(codes[missing])
-        return at
+    def placements(self, new: np.ndarray) -> None:
+        """Table the placements of codes ((layer E + expert) K + tokens) K + restored `new` [n] (not asked
+        before) as rows of self.tab, slot[code] -> row. The policy answers each code once per run. Per
+        row: whether the GPU part exists (gpu), looks up its weights (look, of form wform) and the factors
+        (fac) in the cache, whether an NDP part exists (ndp), the op seconds (expert GEMMs on the GPU,
+        compensation, NDP op; 0: none), the wire seconds and bytes of the NDP result."""
+        rest, restored = np.divmod(new, self.K)
+        layer_expert, tokens = np.divmod(rest, self.K)
+        lay, ex = np.divmod(layer_expert, self.E)
+        sc, eng = self.eng.sc, self.eng
+        place = sc.policy.place
+        if sc.policy.expert_blind:  # one answer per (tokens, restored), spread over the codes
+            pairs, back = np.unique(tokens * self.K + restored, return_inverse=True)
+            cache = eng.logic.cache.part(0)
+            ps = [place(0, 0, t, rs, cache) for t, rs in zip(*np.divmod(pairs, self.K))]
+        else:
+            parts = [eng.logic.cache.part(layer) for layer in range(self.L)]
+            ps = [place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
+                  zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
+            back = slice(None)
+        form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
+        g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
+        g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64)[back] for x in (g_tok, c_tok, n_tok, pinned))
+        g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x))[back] for x in (g_form, n_form))
+        look = (g_tok > 0) & (pinned == 0)
+        fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
+        ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
+        rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
+        res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
+        ids = len(self.tab["gpu"]) + np.arange(len(new))
+        if len(self.slot):
+            self.slot[new] = ids
+        else:
+            known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
+            order = np.argsort(known, kind="stable")
+            self.known, self.known_at = known[order], known_at[order]
+        for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, res_wire, rbytes)):
+            self.tab[name] = np.concatenate([self.tab[name], v])
 
     def _op_seconds(self, lay: np.ndarray, ex: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray,
                     c_tok: np.ndarray, n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
@@ -450,14 +449,6 @@ class _VectorSource:
             out[m, 2] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
                 model, n_tok[m], sizes[lay[m], ex[m], n_form[m]]), int(b))
         return out
-
-    def _rows_of(self, codes: np.ndarray) -> np.ndarray:
-        """Rows of self.tab answering `codes` [n] (-1: not asked yet)."""
-        if self.slot is not None:
-            return self.slot[codes]
-        i = np.minimum(np.searchsorted(self.known, codes), max(len(self.known) - 1, 0))
-        found = (self.known[i] == codes) if len(self.known) else np.zeros(len(codes), dtype=bool)
-        return np.where(found, self.known_at[i] if len(self.known) else 0, -1)
 
 
 class AnalyticEngine:

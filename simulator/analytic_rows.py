@@ -112,48 +112,56 @@ def _serve_in_order(arr, wtime, n, lat, engines, out):
 
 
 @numba.njit(cache=True)
-def _ends_before(a, b, end, ahead):
-    """Whether NDP op a ends before op b in SimPy's order (simulator.hardware.ndp.NDPUnits.run): by end;
-    at equal ends an op that started on an idle unit (ahead -1) first, two of those in submission order,
-    two queued ones in the order of the ops they queued behind."""
-    while True:
-        if end[a] != end[b]:
-            return end[a] < end[b]
-        if (ahead[a] < 0) != (ahead[b] < 0):
-            return ahead[a] < 0
-        if ahead[a] < 0:
-            return a < b
-        a, b = ahead[a], ahead[b]
-
-
-@numba.njit(cache=True)
 def _by_end(end, ahead, n, order):
-    """order[:n] = the ops 0 .. n-1 (ends `end`, `ahead`: the op each queued behind, -1: none) in the order
-    they end (_ends_before; an insertion sort: rows are short)."""
+    """order[:n] = the NDP ops 0 .. n-1 (ends `end`, `ahead`: the op each queued behind on its unit, -1:
+    none) in the order SimPy ends them (simulator.hardware.ndp.NDPUnits.run): by end; at equal ends an op
+    that started on an idle unit first, two of those in submission order, two queued ones in the order
+    of the ops they queued behind. An insertion sort (rows are short), the comparison inline."""
     for i in range(n):
         j = i
-        while j > 0 and _ends_before(i, order[j - 1], end, ahead):
+        while j > 0:
+            a, b = i, order[j - 1]  # does a end before b?
+            while end[a] == end[b] and ahead[a] >= 0 and ahead[b] >= 0:
+                a, b = ahead[a], ahead[b]
+            if end[a] != end[b]:
+                before = end[a] < end[b]
+            elif (ahead[a] < 0) != (ahead[b] < 0):
+                before = ahead[a] < 0
+            else:
+                before = a < b
+            if not before:
+                break
             order[j] = order[j - 1]
             j -= 1
         order[j] = i
 
 
 @numba.njit(cache=True)
-def time_rows(cut, at, le, L, E, U,                                          # the chunk's items
-              gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,  # per placement
+def time_rows(experts, lens, g0, L, E, K, top_n, U, slot, known, known_at, new,  # the chunk's routing
+              gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,  # per placement (slot's rows)
               key_size, key_wire, per_layer, capacity,                       # the cache
               last, resident, used, q_key, q_stamp, q_head, q_tail, clock,   # its LRU state (lru_state)
               act_time, act_wire, act_bytes, shared,                         # per step [P]
               e_lat, e_engines, r_lat, r_engines, shared_link, block,
               out, counts, fetched, busy):
-    """Rows g = step L + layer, items cut[g]:cut[g+1] (expert ascending; per item its placement's row `at`
-    [N] of the placement columns and layer E + expert `le` [N]). Writes out [G, ROW_FLOATS] and counts
-    [G, ROW_INTS]; adds fetched bytes per form [3] and busy seconds [3 + U]; returns the evictions.
-    Cache key of an item's weights: le 3 + form, of its factors: le 3 + 1; partition: its layer (or 0)."""
-    G = len(cut) - 1
-    M = 0
-    for g in range(G):
-        M = max(M, cut[g + 1] - cut[g])
+    """Rows g = step L + layer from g0 on, P = len(lens) steps of lens[p] tokens (experts [tokens, L, k]
+    of the chunk's tokens, step after step): per row its items, the union S of its tokens' experts
+    (ascending), each with the row of its placement code ((layer E + expert) K + tokens) K + restored in
+    the placement columns: slot[code] when the dense table `slot` is used (non-empty), else by binary
+    search in the sorted codes `known` (rows known_at). Writes out [P L, ROW_FLOATS] and counts
+    [P L, ROW_INTS]; adds fetched bytes per form [3] and busy seconds [3 + U]. Returns (the row it
+    stopped at, the evictions, m): P L when done (m = 0); else the first row with placement codes not
+    asked yet, before any state changed for it, and the m codes of it and the rows after that are not
+    asked yet, into new (with repeats).
+    Cache key of an item's weights: (layer E + expert) 3 + form, of its factors: ... 3 + 1; partition:
+    its layer (or 0 when shared)."""
+    G = len(lens) * L
+    M = min(E, experts.shape[2] * max(lens.max(), 1)) if len(lens) else 0  # most items a row can have
+    first = np.zeros(len(lens) + 1, dtype=np.int64)
+    for p in range(len(lens)):
+        first[p + 1] = first[p] + lens[p]
+    cnt, rst = np.zeros(E, dtype=np.int64), np.zeros(E, dtype=np.int64)
+    items, rows = np.zeros(E, dtype=np.int64), np.zeros(E, dtype=np.int64)
     j_arr = np.zeros(2 * M + M)          # transfers of a row on the expert link: copies, then NDP results
     j_wire = np.zeros(2 * M + M)
     j_end = np.zeros(2 * M + M)
@@ -167,22 +175,65 @@ def time_rows(cut, at, le, L, E, U,                                          # t
     ufree = np.zeros(max(U, 1))
     u_last = np.zeros(max(U, 1), dtype=np.int64)
     evictions = 0
-    for g in range(G):
+    stop, m = G, 0
+    for g in range(g0, G):
         step, layer = g // L, g % L
         part = layer if per_layer else 0
+        n_items = 0  # the union S of the step's tokens' experts at this layer, ascending
+        scan = 4 * lens[step] * experts.shape[2] >= E  # many: count, then scan the experts in order
+        for i in range(first[step], first[step + 1]):
+            for j in range(experts.shape[2]):
+                e = experts[i, layer, j]
+                if cnt[e] == 0 and not scan:  # few: insertion
+                    k = n_items
+                    while k > 0 and items[k - 1] > e:
+                        items[k] = items[k - 1]
+                        k -= 1
+                    items[k] = e
+                    n_items += 1
+                cnt[e] += 1
+                if j < top_n:
+                    rst[e] += 1
+        if scan:
+            for e in range(E):
+                if cnt[e]:
+                    items[n_items] = e
+                    n_items += 1
+        for i in range(n_items):
+            e = items[i]
+            code = ((layer * E + e) * K + cnt[e]) * K + rst[e]
+            if len(slot):
+                rows[i] = slot[code]
+            else:  # binary search (no call: see lru_access)
+                lo, hi = 0, len(known)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if known[mid] < code:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                rows[i] = known_at[lo] if lo < len(known) and known[lo] == code else -1
+            if rows[i] < 0:
+                new[m] = code
+                m += 1
+            cnt[e] = rst[e] = 0
+        if m:  # placements not asked yet: collect those of the rows left, then return
+            if stop == G:
+                stop = g
+            continue
         # -- cache lookups of the GPU items, in item order: weights, then factors
         if q_tail[part] + 2 * M > q_key.shape[1]:
             lru_room(part, 2 * M, last, resident, q_key, q_stamp, q_head, q_tail)
         nj = n_gpu = n_ndp = hits = 0
-        for a in range(cut[g], cut[g + 1]):
-            t = at[a]
+        for a in range(n_items):
+            t = rows[a]
             if gpu[t]:
                 w_copy[n_gpu] = f_copy[n_gpu] = -1
                 if look[t]:
                     for which in range(2):
                         if which == 1 and not fac[t]:
                             break
-                        key = le[a] * 3 + (wform[t] if which == 0 else 1)
+                        key = (layer * E + items[a]) * 3 + (wform[t] if which == 0 else 1)
                         hit, ev = lru_access(key, key_size, part, capacity, last, resident, used, q_key, q_stamp,
                                              q_head, q_tail, clock)
                         evictions += ev
@@ -217,10 +268,10 @@ def time_rows(cut, at, le, L, E, U,                                          # t
             ufree[:] = 0.0
             u_last[:] = -1
             k = 0
-            for a in range(cut[g], cut[g + 1]):
-                t = at[a]
+            for a in range(n_items):
+                t = rows[a]
                 if ndp[t]:
-                    u = (le[a] % E) % U
+                    u = items[a] % U
                     e = max(act_end, ufree[u]) + op_n[t]
                     ufree[u] = e
                     r_ahead[k] = u_last[u]
@@ -277,7 +328,7 @@ def time_rows(cut, at, le, L, E, U,                                          # t
                     f = max(0.0, j_end[f_copy[i]]) if f_copy[i] >= 0 else 0.0
                     if (max(w, f) > T0) == ready:
                         continue
-                    t = at[g_items[i]]
+                    t = rows[g_items[i]]
                     wait = max(w - T, 0.0)
                     stall += wait
                     T += wait + op_e[t]
@@ -288,7 +339,7 @@ def time_rows(cut, at, le, L, E, U,                                          # t
                     sum_c += op_c[t]
         else:
             for i in range(n_gpu):
-                t = at[g_items[i]]
+                t = rows[g_items[i]]
                 T += op_e[t]
                 T += op_c[t]
                 sum_e += op_e[t]
@@ -303,4 +354,4 @@ def time_rows(cut, at, le, L, E, U,                                          # t
             T = max(T, done)
         out[g, STALL] = stall + block_stall
         out[g, DUR] = T
-    return evictions
+    return stop, evictions, m
