@@ -8,9 +8,7 @@ Run: python benchmarks/analytic_speedup.py [--tokens N] [--repeat R]
 from __future__ import annotations
 
 import argparse
-
 import time
-
 
 from simulator import analytic, engine
 from simulator.config.run import RunSpec

@@ -34,7 +34,8 @@ from typing import NamedTuple
 import numpy as np
 import simpy
 
-from simulator import analytic_rows, costs
+from simulator import analytic_kernel as kernel
+from simulator import costs
 from simulator.engine import RunResult, Scenario, _Engine
 from simulator.hardware.cache import FORMS
 from simulator.hardware.gpu import CATEGORIES
@@ -294,13 +295,12 @@ def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray
 
 
 class _VectorSource:
-    """Logical pass and timing of chunks whose (step, layer) rows are independent: LRU cache (per-layer
-    partitions or one shared), no prefetch, placements that do not read the cache. Routing and
-    placements are vectorised here; the cache lookups and the timing of each row run in the compiled
-    kernel simulator.analytic_rows.time_rows (an exact LRU, so hits, misses and evictions are the DES's).
-    Placements are asked once per (layer, expert, tokens, restored) code of the run and tabled
-    (placements); a policy whose place() ignores the layer and expert (Policy.expert_blind) is asked
-    once per (tokens, restored).
+    """Logical pass and timing of chunks with an LRU cache (per-layer partitions or one shared) and a
+    policy whose placements do not read the cache, with or without prefetch, in the compiled kernel
+    simulator.analytic_kernel.run_steps (routing, an exact LRU, the prefetch draws from the DES's own
+    Generator, then the timing of each step's layers). Placements are asked once per (layer, expert,
+    tokens, restored) code of the run and tabled (placements); a policy whose place() ignores the layer
+    and expert (Policy.expert_blind) is asked once per (tokens, restored), all up front when few.
     """
 
     def __init__(self, eng: AnalyticEngine):
@@ -310,8 +310,10 @@ class _VectorSource:
         self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1).reshape(-1)  # [L E 3] bytes by key
         self.key_wire = costs.wire_time(eng.elink, costs.TO_GPU, self.sizes)         # [L E 3] seconds
         K, parts = len(self.sizes), self.L if sc.cache_per_layer else 1
-        self.lru = analytic_rows.lru_state(K, parts)  # see analytic_rows.lru_access
-        self.evictions = 0
+        self.lru = kernel.lru_state(K, parts)  # see analytic_kernel.lru_access
+        self.copy_step = np.full(K, -1, dtype=np.int64)  # per key: run step of its latest copy ...
+        self.copy_end = np.zeros(K)                       # ... and its arrival from that step's start
+        self.totals = np.zeros(kernel.TOTALS)
         self.U = sc.system.ndp.units if sc.system.ndp is not None else 1
         self.K = sc.batch + 1  # > tokens per (step, layer, expert): a token's top-k are distinct experts
         # per placement code answered so far (rows of self.tab, see placements)
@@ -323,25 +325,26 @@ class _VectorSource:
         self.slot = np.full(n_codes if n_codes <= 1 << 22 else 0, -1, dtype=np.int64)
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
-        pairs = [(t, r) for t in range(1, self.K) for r in range(t + 1)]  # (tokens, restored)
+        pairs = [(t, r) for t in range(1, sc.batch + 1) for r in range(t + 1)]  # (tokens, restored)
         if sc.policy.expert_blind and len(self.slot) and self.L * self.E * len(pairs) <= 1 << 18:
             # few codes: table them all now (one call instead of one per chunk that meets new ones)
             tr = np.array([t * self.K + r for t, r in pairs])
             self.placements((np.arange(self.L * self.E)[:, None] * self.K * self.K + tr).ravel())
+        self.steps_done = 0
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
         sc = eng.sc
-        return sc.cache_policy == "lru" and not sc.prefetch and not sc.policy.reads_cache
+        return sc.cache_policy == "lru" and not sc.policy.reads_cache
 
-    def rows(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, shared: np.ndarray) -> np.ndarray:
-        """The chunk's steps (token indices `tok` [n], tokens per step `lens` [P]; per step its tokens `n`
-        [P] and shared-expert seconds `shared` [P]) as P x L (step, layer) rows, step-major: looks up the
-        cache, updates the counters and busy totals, sets self.per_step (per-step counters) and returns
-        the rows' figures [P L, analytic_rows.ROW_FLOATS] (each row timed from 0)."""
+    def steps(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, pre: np.ndarray, layer_pre: np.ndarray,
+              shared: np.ndarray) -> np.ndarray:
+        """Run the chunk's steps (token indices `tok` [n], tokens per step `lens` [P]; per step its tokens
+        `n` [P] and the seconds before the first MoE layer `pre`, before each MoE layer's experts
+        (attention + router) `layer_pre` and of the shared experts `shared`, all [P]): updates the counters and busy totals, sets self.per_step (per-step counters) and returns
+        the steps' figures [P, analytic_kernel.STEP_FLOATS]."""
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
-        G = P * L
         experts = sc.trace.expert_ids[tok]                                      # [n, L, k]
         lens = lens.astype(np.int64)
         act_b = costs.activation_bytes(eng.model, 1) * n                        # [P] bytes out to the NDP units
@@ -352,38 +355,47 @@ class _VectorSource:
         else:
             act_time = act_wire = np.zeros(P)
             r_lat, r_engines = 0.0, 1
-        out, counts = np.zeros((G, analytic_rows.ROW_FLOATS)), np.zeros((G, analytic_rows.ROW_INTS), dtype=np.int64)
-        fetched, busy = np.zeros(3), np.zeros(3 + self.U)
-        new = np.empty(G * min(E, experts.shape[2] * int(lens.max())), dtype=np.int64)  # codes not asked yet
-        g = 0
-        while g < G:
+        out, counts = np.zeros((P, kernel.STEP_FLOATS)), np.zeros((P, kernel.STEP_INTS), dtype=np.int64)
+        totals, ndp_busy = np.zeros(kernel.TOTALS), np.zeros(self.U)
+        new = np.empty(P * L * min(E, experts.shape[2] * int(lens.max())), dtype=np.int64)  # codes not tabled
+        f64 = lambda x: np.ascontiguousarray(np.broadcast_to(x, (P,)), dtype=float)
+        s = 0
+        while s < P:
             tab = self.tab
-            g, evicted, m = analytic_rows.time_rows(
-                experts, lens, g, L, E, self.K, sc.top_n, self.U, self.slot, self.known, self.known_at, new,
-                tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"], tab["op_c"],
-                tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire, sc.cache_per_layer,
-                sc.cache_capacity, *self.lru, np.asarray(act_time, dtype=float), np.asarray(act_wire, dtype=float),
-                act_b, shared, eng.elink.latency, eng.elink.dma_engines, r_lat, r_engines,
-                eng.cxl is not None and eng.cxl.name == eng.elink.name, sc.loads_block_layer, out, counts,
-                fetched, busy)
-            self.evictions += evicted
-            if m:  # ask the policy, then go on from the row that stopped
+            s, m = kernel.run_steps(
+                experts, lens, s, self.steps_done, L, E, self.K, sc.top_n, self.U, self.slot, self.known,
+                self.known_at, new, tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"],
+                tab["op_c"], tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire,
+                sc.cache_per_layer, sc.cache_capacity, *self.lru, sc.prefetch and L > 1, sc.prefetch_hit_rate,
+                eng.logic.rng, self.copy_step, self.copy_end, f64(pre), f64(layer_pre), f64(shared),
+                f64(act_time), f64(act_wire), f64(act_b), eng.elink.latency, eng.elink.dma_engines, r_lat,
+                r_engines, eng.cxl is not None and eng.cxl.name == eng.elink.name, sc.loads_block_layer, out,
+                counts, totals, ndp_busy)
+            if m:  # ask the policy, then go on from the step that stopped
                 self.placements(np.unique(new[:m]))
-        per_row = counts.reshape(P, L, analytic_rows.ROW_INTS).sum(axis=1)     # [P, ROW_INTS]
+        self.steps_done += P
+        self.totals += totals
         c = eng.logic.c
         self.per_step = {}
-        for name, col in (("cache_hits", analytic_rows.HITS), ("cache_misses", analytic_rows.MISSES),
-                          ("experts_gpu", analytic_rows.N_GPU), ("experts_ndp", analytic_rows.N_NDP)):
-            self.per_step[name] = per_row[:, col].astype(float)
-            c[name] += float(per_row[:, col].sum())
+        for name, col in (("cache_hits", kernel.HITS), ("cache_misses", kernel.MISSES),
+                          ("experts_gpu", kernel.N_GPU), ("experts_ndp", kernel.N_NDP)):
+            self.per_step[name] = counts[:, col].astype(float)
+            c[name] += float(counts[:, col].sum())
         for f, name in enumerate(FORMS):
-            c[f"fetched_{name}_bytes"] += float(fetched[f])
-        eng.link_busy[eng.elink.name][costs.TO_GPU] += float(busy[analytic_rows.BUSY_EXPERT_LINK])
+            c[f"fetched_{name}_bytes"] += float(totals[kernel.FETCHED_LOWBIT + f])
+        if sc.prefetch:
+            c["prefetch_bytes"] += float(totals[kernel.PREFETCH_BYTES])
+            c["prefetch_wasted_bytes"] += float(totals[kernel.PREFETCH_WASTED])
+        eng.link_busy[eng.elink.name][costs.TO_GPU] += float(totals[kernel.BUSY_EXPERT_LINK])
         if eng.cxl is not None:
-            eng.link_busy[eng.cxl.name][costs.FROM_GPU] += float(busy[analytic_rows.BUSY_ACT])
-            eng.link_busy[eng.cxl.name][costs.TO_GPU] += float(busy[analytic_rows.BUSY_RESULT])
-            eng.ndp_busy = [b + float(x) for b, x in zip(eng.ndp_busy, busy[3:])]
+            eng.link_busy[eng.cxl.name][costs.FROM_GPU] += float(totals[kernel.BUSY_ACT])
+            eng.link_busy[eng.cxl.name][costs.TO_GPU] += float(totals[kernel.BUSY_RESULT])
+            eng.ndp_busy = [b + float(x) for b, x in zip(eng.ndp_busy, ndp_busy)]
         return out
+
+    @property
+    def evictions(self) -> int:
+        return int(self.totals[kernel.EVICTIONS])
 
     def placements(self, new: np.ndarray) -> None:
         """Table the placements of codes ((layer E + expert) K + tokens) K + restored `new` [n] (not asked
@@ -557,17 +569,16 @@ class AnalyticEngine:
         acc["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
         T = (att + dense) * model.first_dense_layers
         link_bytes = {col: np.zeros(P) for col, _, _ in self.link_cols}
-        if isinstance(source, _VectorSource):  # every (step, layer) independent: timed in the compiled kernel
-            L = model.moe_layers
-            rows = source.rows(tok, lens, n, shared).reshape(P, L, analytic_rows.ROW_FLOATS)
-            T += (att + router) * L + rows[:, :, analytic_rows.DUR].sum(axis=1)
-            for cat, col in (("expert_gpu", analytic_rows.EXPERT_GPU), ("compensation", analytic_rows.COMPENSATION),
-                             ("expert_ndp", analytic_rows.EXPERT_NDP), ("transfer_stall", analytic_rows.STALL)):
-                acc[cat] += rows[:, :, col].sum(axis=1)
-            link_bytes[f"bytes_{self.elink.name}_{costs.TO_GPU}"] += rows[:, :, analytic_rows.BYTES_EXPERT].sum(axis=1)
+        if isinstance(source, _VectorSource):  # routing, cache, prefetch and timing in the compiled kernel
+            steps = source.steps(tok, lens, n, T, att + router, shared)
+            for cat, col in (("expert_gpu", kernel.EXPERT_GPU), ("compensation", kernel.COMPENSATION),
+                             ("expert_ndp", kernel.EXPERT_NDP), ("transfer_stall", kernel.STALL)):
+                acc[cat] += steps[:, col]
+            link_bytes[f"bytes_{self.elink.name}_{costs.TO_GPU}"] += steps[:, kernel.BYTES_EXPERT]
             if self.cxl is not None:
-                link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += rows[:, :, analytic_rows.BYTES_ACT].sum(axis=1)
-                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += rows[:, :, analytic_rows.BYTES_RESULT].sum(axis=1)
+                link_bytes[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += steps[:, kernel.BYTES_ACT]
+                link_bytes[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += steps[:, kernel.BYTES_RESULT]
+            T = steps[:, kernel.LATENCY].copy()
         else:
             state = self._link_state(P)
             for moe in range(model.moe_layers):

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import analytic, analytic_rows
+from simulator import analytic
+from simulator import analytic_kernel as analytic_rows
 from simulator.config.run import RunSpec
 from simulator.hardware.cache import PartitionedCache
 from simulator.simulate import run_spec

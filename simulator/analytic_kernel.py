@@ -1,0 +1,462 @@
+"""Compiled kernel of the analytic fast path: decode steps with an LRU cache, with or without prefetch.
+
+Per step (its tokens' routing), one MoE layer after the other, the kernel does what simulator.engine
+does, in the same order, with the arithmetic of simulator.analytic's timing:
+1. the union S of the layer's experts (ascending) and each one's placement (tabled per code by the
+   caller from Policy.place; a step whose codes are not all tabled stops the kernel before it starts);
+2. the cache lookups of its GPU items in item order (weights, then factors): an exact byte-capacity LRU
+   (simulator.hardware.cache.ExpertCache: a hit refreshes the key; a miss inserts it, evicting least
+   recently used keys until it fits; a key larger than its partition streams through), one partition per
+   MoE layer or one shared; every miss is an on-demand copy on the expert link;
+3. with prefetch, _Engine.prefetch for the next layer: refresh what it needs and holds (off the budget),
+   then per entry it needs and lacks one draw from the DES's own numpy Generator (the same stream):
+   below the hit rate the entry, else the next expert id (cyclically) the layer does not use and the
+   cache lacks, copied at prefetch priority and inserted, until the next copy would exceed the budget;
+4. timing from the layer start t0: activations out to the NDP units, their ops FIFO per unit, results
+   back as they end (equal ends in SimPy's order); copies (issued at t0: on-demand first, then prefetches)
+   and, when the experts live in the NDP memory, the results share the expert link's DMA engines and
+   wire, which each pick the best transfer arrived (demand before prefetch, then arrival, then issue
+   order); the link state carries over to the next layer (prefetches overlap it) and is dropped at the
+   step's end; the GPU stream runs the shared experts, [waits for the layer's on-demand loads], then the
+   ready experts first and each other one as its copies arrive (a copy issued at an earlier layer of
+   the step counts from its arrival, one from an earlier step is resident), and waits for the last NDP
+   result: idle time while an NDP unit computes is expert_ndp, the rest transfer_stall.
+
+Everything that does not depend on the cache state (op seconds of each placement, bytes and wire seconds
+of each cache key, per-step attention/router/shared/head seconds) comes from simulator.costs in numpy
+before. numba compiles the kernel on first use and caches it under __pycache__, so later processes only
+load it (about 0.3 s, once per process). The hot functions call no others that take arrays: such a call
+costs reference counting on every array argument, per call.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+DEMAND, PREFETCH = 0, 1  # transfer priorities (simulator.hardware.link)
+# columns of the per-step float output
+LATENCY, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(8)
+STEP_FLOATS = 8
+# columns of the per-step int output
+HITS, MISSES, N_GPU, N_NDP = range(4)
+STEP_INTS = 4
+# slots of the run totals (then one busy total per NDP unit)
+(BUSY_EXPERT_LINK, BUSY_ACT, BUSY_RESULT, FETCHED_LOWBIT, FETCHED_FACTORS, FETCHED_FULL, PREFETCH_BYTES,
+ PREFETCH_WASTED, EVICTIONS) = range(9)
+TOTALS = 9
+
+
+def lru_state(keys: int, parts: int) -> tuple:
+    """Empty LRU state of `parts` partitions over cache keys 0 .. keys - 1 (see lru_access)."""
+    Q = 4 * (keys // parts) + 64  # queue slots per partition: > its keys + a step's accesses (lru_room)
+    return (np.zeros(keys, dtype=np.int64), np.zeros(keys, dtype=bool), np.zeros(parts),
+            np.zeros((parts, Q), dtype=np.int64), np.zeros((parts, Q), dtype=np.int64),
+            np.zeros(parts, dtype=np.int64), np.zeros(parts, dtype=np.int64), np.zeros(1, dtype=np.int64))
+
+
+@numba.njit(cache=True)
+def lru_access(key, key_size, part, capacity, last, resident, used, q_key, q_stamp, q_head, q_tail, clock):
+    """One access of cache key `key` in partition `part`: (hit, evictions). Recency is a stamp per key
+    (last [K]); each partition queues (key, stamp) per access in stamp order (q_key/q_stamp [parts, Q],
+    live slots q_head:q_tail), so its least recently used resident key is the first queued entry whose
+    stamp is still its key's (older entries of a key are stale and skipped). `resident` [K] and `used`
+    [parts] bytes are updated in place; key_size [K] bytes per key. The queue must have a free slot
+    (lru_room)."""
+    if resident[key]:
+        clock[0] += 1
+        last[key] = clock[0]
+        t = q_tail[part]
+        q_key[part, t] = key
+        q_stamp[part, t] = clock[0]
+        q_tail[part] = t + 1
+        return True, 0
+    size = key_size[key]
+    if size > capacity:  # streams through: never resident
+        return False, 0
+    u, h, evicted = used[part], q_head[part], 0
+    while u + size > capacity and h < q_tail[part]:  # ExpertCache.insert's arithmetic: used -= victim,
+        victim = q_key[part, h]                          # then used + size
+        if resident[victim] and q_stamp[part, h] == last[victim]:
+            u -= key_size[victim]
+            resident[victim] = False
+            evicted += 1
+        h += 1
+    q_head[part] = h
+    used[part] = u + size
+    resident[key] = True
+    clock[0] += 1
+    last[key] = clock[0]
+    t = q_tail[part]
+    q_key[part, t] = key
+    q_stamp[part, t] = clock[0]
+    q_tail[part] = t + 1
+    return False, evicted
+
+
+@numba.njit(cache=True)
+def lru_room(part, need, last, resident, q_key, q_stamp, q_head, q_tail):
+    """Make room for `need` more accesses in partition `part`'s queue: when it lacks them, keep only the
+    live entries (one per resident key), in order, at its front."""
+    if q_tail[part] + need <= q_key.shape[1]:
+        return
+    t = 0
+    for i in range(q_head[part], q_tail[part]):
+        k = q_key[part, i]
+        if resident[k] and q_stamp[part, i] == last[k]:
+            q_key[part, t] = k
+            q_stamp[part, t] = q_stamp[part, i]
+            t += 1
+    q_head[part], q_tail[part] = 0, t
+
+
+@numba.njit(cache=True)
+def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
+    """Transfers 0 .. n-1 (arrival `arr`, priority `prio`, wire seconds `wire_s`; listed by arrival, ties in
+    issue order) on one link direction whose DMA engines are free at `engines` [c] and wire at wire[0]
+    (simulator.hardware.link), both updated: each engine freed first takes the best transfer arrived by
+    then (lower priority value, then list order), pays `lat`, then holds the wire. Writes the arrivals
+    into `end`; `done` [>= n] is scratch."""
+    one_prio = True
+    for j in range(1, n):
+        one_prio = one_prio and prio[j] == prio[0]
+    for j in range(n):
+        done[j] = False
+    first = 0  # the first transfer not served yet
+    for _ in range(n):
+        srv, tf = 0, engines[0]
+        for e in range(1, len(engines)):
+            if engines[e] < tf:
+                srv, tf = e, engines[e]
+        while done[first]:
+            first += 1
+        pick = first  # one priority: the first in the list (the earliest arrived) ...
+        if not one_prio:  # ... else the best arrived by the time an engine takes one
+            tstar = max(tf, arr[first])  # arr[first]: the earliest arrival not served (listed ascending)
+            for j in range(first + 1, n):
+                if arr[j] > tstar:
+                    break
+                if not done[j] and prio[j] < prio[pick]:
+                    pick = j
+        t = max(tf, arr[pick]) + lat
+        t = max(t, wire[0])
+        t += wire_s[pick]
+        end[pick] = t
+        engines[srv] = t
+        wire[0] = t
+        done[pick] = True
+
+
+@numba.njit(cache=True)
+def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, known_at, new,  # routing
+              gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,             # placements
+              key_size, key_wire, per_layer, capacity,                                    # the cache
+              last, resident, used, q_key, q_stamp, q_head, q_tail, clock,                # LRU state
+              prefetch, hit_rate, rng, copy_step, copy_end,                               # prefetch
+              pre, layer_pre, shared, act_time, act_wire, act_bytes,                      # per step [P]
+              e_lat, e_engines, r_lat, r_engines, shared_link, block,
+              out, counts, totals, ndp_busy):
+    """Steps s0 .. P-1 of a chunk (P = len(lens) steps of lens[p] tokens; experts [tokens, L, k] of the
+    chunk's tokens, step after step; the run's step index is step_base + p). An item's placement is the
+    row of its code ((layer E + expert) K + tokens) K + restored in the placement columns: slot[code]
+    when the dense table `slot` is used (non-empty), else by binary search in the sorted codes `known`
+    (rows known_at). Cache key: (layer E + expert) 3 + form (FORMS order); partition: its layer, or 0
+    when shared. copy_step/copy_end [K]: run step and arrival of each key's latest copy.
+    Per step: out [P, STEP_FLOATS] (time from the step start to the end of its last MoE layer,
+    categories, link bytes) and counts
+    [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy seconds per unit [U].
+    Returns (the step it stopped at, m): P and 0 when done; else the first step with placement codes not
+    tabled yet (before any state changed for it), and the m codes of it and of the steps after it that
+    are not tabled, into `new` (with repeats)."""
+    P = len(lens)
+    k_slots = experts.shape[2]
+    M = 0  # most items a layer can have
+    for p in range(P):
+        M = max(M, min(E, k_slots * lens[p]))
+    first = np.zeros(P + 1, dtype=np.int64)
+    for p in range(P):
+        first[p + 1] = first[p] + lens[p]
+    cnt, rst = np.zeros(E, dtype=np.int64), np.zeros(E, dtype=np.int64)
+    used_by_next = np.zeros(E, dtype=np.bool_)
+    items, rows = np.zeros((L, max(M, 1)), dtype=np.int64), np.zeros((L, max(M, 1)), dtype=np.int64)
+    n_items = np.zeros(L, dtype=np.int64)
+    J = 6 * M + 1  # transfers a layer can have on the expert link: 2 M copies, 3 M prefetches, M results
+    j_arr, j_wire, j_end = np.zeros(J), np.zeros(J), np.zeros(J)
+    j_prio, j_key = np.zeros(J, dtype=np.int64), np.zeros(J, dtype=np.int64)
+    done = np.zeros(J, dtype=np.bool_)
+    r_arr, r_wire, r_end = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1)  # NDP results, in op order
+    r_order, r_ahead = np.zeros(M + 1, dtype=np.int64), np.zeros(M + 1, dtype=np.int64)
+    s_arr, s_wire, s_prio = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1, dtype=np.int64)
+    g_items = np.zeros(M + 1, dtype=np.int64)
+    ufree = np.zeros(max(U, 1))
+    u_last = np.zeros(max(U, 1), dtype=np.int64)
+    e_free, e_wire = np.zeros(e_engines), np.zeros(1)
+    r_free, r_wire_t = np.zeros(r_engines), np.zeros(1)
+    stop, m = P, 0
+    for s in range(s0, P):
+        gs = step_base + s
+        # -- route every layer of the step (the prefetch of layer l needs layer l + 1's placements)
+        for layer in range(L):
+            n = 0  # the union S of the step's tokens' experts at this layer, ascending
+            scan = 4 * lens[s] * k_slots >= E  # many: count, then scan the experts in order
+            for i in range(first[s], first[s + 1]):
+                for j in range(k_slots):
+                    e = experts[i, layer, j]
+                    if cnt[e] == 0 and not scan:  # few: insertion
+                        k = n
+                        while k > 0 and items[layer, k - 1] > e:
+                            items[layer, k] = items[layer, k - 1]
+                            k -= 1
+                        items[layer, k] = e
+                        n += 1
+                    cnt[e] += 1
+                    if j < top_n:
+                        rst[e] += 1
+            if scan:
+                for e in range(E):
+                    if cnt[e]:
+                        items[layer, n] = e
+                        n += 1
+            n_items[layer] = n
+            for i in range(n):
+                e = items[layer, i]
+                code = ((layer * E + e) * K + cnt[e]) * K + rst[e]
+                if len(slot):
+                    rows[layer, i] = slot[code]
+                else:  # binary search
+                    lo, hi = 0, len(known)
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if known[mid] < code:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    rows[layer, i] = known_at[lo] if lo < len(known) and known[lo] == code else -1
+                if rows[layer, i] < 0:
+                    new[m] = code
+                    m += 1
+                cnt[e] = rst[e] = 0
+        if m:  # placements not tabled: collect those of the steps left, then return
+            if stop == P:
+                stop = s
+            continue
+        T = pre[s]
+        e_free[:] = 0.0
+        e_wire[0] = 0.0
+        r_free[:] = 0.0
+        r_wire_t[0] = 0.0
+        for layer in range(L):
+            T += layer_pre[s]
+            t0 = T
+            part = layer if per_layer else 0
+            for p_ in (part, layer + 1 if per_layer and prefetch and layer + 1 < L else part):
+                if q_tail[p_] + 8 * M + 8 > q_key.shape[1]:  # a layer's accesses in a partition: < 8 M
+                    lru_room(p_, 8 * M + 8, last, resident, q_key, q_stamp, q_head, q_tail)
+            # -- demand lookups of the GPU items, in item order: weights, then factors
+            nj = n_gpu = n_ndp = hits = 0
+            for a in range(n_items[layer]):
+                t = rows[layer, a]
+                if gpu[t]:
+                    if look[t]:
+                        for which in range(2):
+                            if which == 1 and not fac[t]:
+                                break
+                            key = (layer * E + items[layer, a]) * 3 + (wform[t] if which == 0 else 1)
+                            hit, ev = lru_access(key, key_size, part, capacity, last, resident, used, q_key,
+                                                 q_stamp, q_head, q_tail, clock)
+                            totals[EVICTIONS] += ev
+                            if hit:
+                                hits += 1
+                            else:
+                                j_arr[nj], j_wire[nj], j_prio[nj], j_key[nj] = t0, key_wire[key], DEMAND, key
+                                totals[FETCHED_LOWBIT + key % 3] += key_size[key]
+                                nj += 1
+                    g_items[n_gpu] = a
+                    n_gpu += 1
+                if ndp[t]:
+                    n_ndp += 1
+            counts[s, HITS] += hits
+            counts[s, MISSES] += nj
+            counts[s, N_GPU] += n_gpu
+            counts[s, N_NDP] += n_ndp
+            n_demand = nj
+            # -- prefetch for the next layer (simulator.engine._Engine.prefetch)
+            if prefetch and layer + 1 < L:
+                nxt = layer + 1
+                p2 = nxt if per_layer else 0
+                budget = capacity
+                for i in range(n_items[nxt]):
+                    e = items[nxt, i]
+                    used_by_next[e] = True
+                    for form in range(3):  # what the layer needs and holds: refreshed, off the budget
+                        key = (nxt * E + e) * 3 + form
+                        if resident[key]:
+                            lru_access(key, key_size, p2, capacity, last, resident, used, q_key, q_stamp,
+                                       q_head, q_tail, clock)
+                            budget -= key_size[key]
+                full = False
+                for i in range(n_items[nxt]):
+                    t = rows[nxt, i]
+                    if not (gpu[t] and look[t]):
+                        continue
+                    e = items[nxt, i]
+                    for which in range(2):
+                        if which == 1 and not fac[t]:
+                            break
+                        form = wform[t] if which == 0 else 1
+                        key = (nxt * E + e) * 3 + form
+                        if resident[key]:
+                            continue
+                        if rng.random() >= hit_rate:  # a wrong guess: the next expert id (cyclically)
+                            key = -1                    # the layer does not use and the cache lacks
+                            for jj in range(e + 1, e + E):
+                                cand = (nxt * E + jj % E) * 3 + form
+                                if not used_by_next[jj % E] and not resident[cand]:
+                                    key = cand
+                                    break
+                            if key < 0:
+                                continue
+                        nbytes = key_size[key]
+                        if nbytes > budget:
+                            full = True
+                            break
+                        budget -= nbytes
+                        j_arr[nj], j_wire[nj], j_prio[nj], j_key[nj] = t0, key_wire[key], PREFETCH, key
+                        nj += 1
+                        hit, ev = lru_access(key, key_size, p2, capacity, last, resident, used, q_key, q_stamp,
+                                             q_head, q_tail, clock)
+                        totals[EVICTIONS] += ev
+                        totals[FETCHED_LOWBIT + form] += nbytes
+                        totals[PREFETCH_BYTES] += nbytes
+                        if (key // 3) % E != e:
+                            totals[PREFETCH_WASTED] += nbytes
+                    if full:
+                        break
+                for i in range(n_items[nxt]):
+                    used_by_next[items[nxt, i]] = False
+            for j in range(nj):
+                totals[BUSY_EXPERT_LINK] += j_wire[j]
+                out[s, BYTES_EXPERT] += key_size[j_key[j]]
+            # -- NDP: activations out, ops FIFO per unit, results back as they end
+            act_end = t0
+            ops_end = -np.inf
+            if n_ndp:
+                act_end = t0 + act_time[s]
+                out[s, BYTES_ACT] += act_bytes[s]
+                totals[BUSY_ACT] += act_wire[s]
+                ufree[:] = 0.0
+                u_last[:] = -1
+                k = 0
+                for a in range(n_items[layer]):
+                    t = rows[layer, a]
+                    if ndp[t]:
+                        u = items[layer, a] % U
+                        e_ = max(act_end, ufree[u]) + op_n[t]
+                        ufree[u] = e_
+                        ndp_busy[u] += op_n[t]
+                        totals[BUSY_RESULT] += res_wire[t]
+                        out[s, BYTES_RESULT] += rbytes[t]
+                        ops_end = max(ops_end, e_)
+                        r_arr[k], r_wire[k], r_ahead[k] = e_, res_wire[t], u_last[u]
+                        u_last[u] = k
+                        k += 1
+                # the order SimPy ends them (simulator.hardware.ndp.NDPUnits.run): by end; at equal
+                # ends an op started on an idle unit first, two of those in submission order, two
+                # queued ones in the order of the ops they queued behind (an insertion sort)
+                for i in range(n_ndp):
+                    j = i
+                    while j > 0:
+                        a_, b_ = i, r_order[j - 1]
+                        while r_arr[a_] == r_arr[b_] and r_ahead[a_] >= 0 and r_ahead[b_] >= 0:
+                            a_, b_ = r_ahead[a_], r_ahead[b_]
+                        if r_arr[a_] != r_arr[b_]:
+                            before = r_arr[a_] < r_arr[b_]
+                        elif (r_ahead[a_] < 0) != (r_ahead[b_] < 0):
+                            before = r_ahead[a_] < 0
+                        else:
+                            before = a_ < b_
+                        if not before:
+                            break
+                        r_order[j] = r_order[j - 1]
+                        j -= 1
+                    r_order[j] = i
+            # -- transfers: copies at t0 (listed in issue order), NDP results as their ops end
+            done_t = -np.inf
+            n = nj
+            if n_ndp:
+                if shared_link:  # behind the copies on the same link direction
+                    for k in range(n_ndp):
+                        o = r_order[k]
+                        j_arr[nj + k], j_wire[nj + k], j_prio[nj + k] = r_arr[o], r_wire[o], DEMAND
+                    n = nj + n_ndp
+                else:
+                    for k in range(n_ndp):
+                        o = r_order[k]
+                        s_arr[k], s_wire[k], s_prio[k] = r_arr[o], r_wire[o], DEMAND
+                    _schedule(s_arr, s_prio, s_wire, n_ndp, r_lat, r_free, r_wire_t, r_end, done)
+                    for k in range(n_ndp):
+                        done_t = max(done_t, r_end[k])
+            _schedule(j_arr, j_prio, j_wire, n, e_lat, e_free, e_wire, j_end, done)
+            for k in range(nj, n):
+                done_t = max(done_t, j_end[k])
+            for j in range(nj):  # the keys' latest copies
+                copy_step[j_key[j]] = gs
+                copy_end[j_key[j]] = j_end[j]
+            # -- GPU stream
+            T += shared[s]
+            block_stall = 0.0
+            if block and n_demand:  # no expert starts before the layer's last on-demand load has arrived
+                latest = 0.0
+                for k in range(n_demand):
+                    latest = max(latest, j_end[k])
+                blocked = max(T, latest)
+                block_stall = blocked - T
+                T = blocked
+            sum_e = sum_c = stall = 0.0
+            T0 = T
+            late = False
+            for i in range(n_gpu):
+                a = g_items[i]
+                t = rows[layer, a]
+                w = f = 0.0
+                if look[t]:
+                    key = (layer * E + items[layer, a]) * 3 + wform[t]
+                    if copy_step[key] == gs:
+                        w = copy_end[key]
+                    if fac[t] and copy_step[key - wform[t] + 1] == gs:
+                        f = copy_end[key - wform[t] + 1]
+                late = late or max(w, f) > T0
+            for ready in (True, False):  # ready experts first, then the others in order
+                if ready and not late:
+                    continue
+                for i in range(n_gpu):
+                    a = g_items[i]
+                    t = rows[layer, a]
+                    w = f = 0.0
+                    if look[t]:
+                        key = (layer * E + items[layer, a]) * 3 + wform[t]
+                        if copy_step[key] == gs:
+                            w = copy_end[key]
+                        if fac[t] and copy_step[key - wform[t] + 1] == gs:
+                            f = copy_end[key - wform[t] + 1]
+                    if late and (max(w, f) > T0) == ready:
+                        continue
+                    wait = max(w - T, 0.0)
+                    stall += wait
+                    T += wait + op_e[t]
+                    wait = max(f - T, 0.0) if op_c[t] > 0 else 0.0
+                    stall += wait
+                    T += wait + op_c[t]
+                    sum_e += op_e[t]
+                    sum_c += op_c[t]
+            out[s, EXPERT_GPU] += sum_e
+            out[s, COMPENSATION] += sum_c
+            if n_ndp:  # the last NDP result; the units were busy over [act_end, last op end]
+                gap = max(done_t - T, 0.0)
+                busy_ndp = max(ops_end - max(act_end, T), 0.0) if gap > 0 else 0.0
+                out[s, EXPERT_NDP] += busy_ndp
+                stall += gap - busy_ndp
+                T = max(T, done_t)
+            out[s, STALL] += stall + block_stall
+        out[s, LATENCY] = T
+    return stop, m
