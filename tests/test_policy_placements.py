@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.engine import run
 from simulator.errors import UserError
@@ -62,3 +64,25 @@ def test_mixed_loads_full_precision_only_for_top_n_experts():
     res = run(tiny_scenario("offload-mixed", trace, model=model, top_n=1))
     assert res.counters["fetched_full_bytes"] == 48 and res.counters["fetched_lowbit_bytes"] == 44
     assert np.isclose(res.steps["bytes_cxl_to_gpu"][0], 92)
+
+
+BLIND = sorted(name for name in POLICIES if get_policy(name).expert_blind)
+
+
+def test_expert_blind_policies_are_the_ones_without_per_expert_state():
+    assert BLIND == ["gpu-resident", "ndp-lowbit", "ndp-lrc", "offload-fp16", "offload-lowbit", "offload-lrc"]
+
+
+@pytest.mark.parametrize("name", BLIND)
+@given(layer=st.integers(0, 1), expert=st.integers(0, 3), tokens=st.integers(1, 6), data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_expert_blind_placements_ignore_layer_and_expert(name, layer, expert, tokens, data):
+    """The analytic path asks an expert_blind policy once per (tokens, restored): its answer after
+    prepare() must not depend on the layer or the expert."""
+    restored = data.draw(st.integers(0, tokens))
+    model = tiny_model(num_experts=4, top_k=2, layers=2)
+    trace = make_trace([[[0, 1], [2, 3]], [[1, 2], [3, 0]]], num_experts=4)  # [T=2, L=2, k=2]
+    sc = tiny_scenario(name, trace, model=model)
+    sc.policy.prepare(sc)
+    cache = ExpertCache(1e9)
+    assert sc.policy.place(layer, expert, tokens, restored, cache) == sc.policy.place(0, 0, tokens, restored, cache)

@@ -1,0 +1,88 @@
+"""The compiled kernel of the analytic path (simulator.analytic_kernel): its LRU against the DES's
+ExpertCache on arbitrary access sequences, and whole runs through it (caches that evict, prefetch)
+against the DES."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator import analytic
+from simulator import analytic_kernel as kernel
+from simulator.config.run import RunSpec
+from simulator.hardware.cache import PartitionedCache
+from simulator.simulate import run_spec
+
+
+@settings(max_examples=80, deadline=None)
+@given(parts=st.integers(1, 3), per_part=st.integers(1, 6), capacity=st.integers(0, 24),
+       sizes=st.lists(st.integers(1, 12), min_size=18, max_size=18),
+       accesses=st.lists(st.integers(0, 17), max_size=300))
+def test_lru_matches_expert_cache(parts, per_part, capacity, sizes, accesses):
+    K = parts * per_part
+    key_size = np.array(sizes[:K], dtype=float)
+    ref = PartitionedCache(capacity, "lru", layers=parts)
+    state = kernel.lru_state(K, parts)  # small queues: 300 accesses compact them several times
+    last, resident, used, q_key, q_stamp, q_head, q_tail, _clock = state
+    for k in (a % K for a in accesses):
+        part = k // per_part
+        cache = ref.part(part)
+        before = cache.evictions
+        want_hit = not cache.access([(k, float(key_size[k]))])
+        kernel.lru_room(part, 1, last, resident, q_key, q_stamp, q_head, q_tail)
+        hit, evicted = kernel.lru_access(k, key_size, part, float(capacity), *state)
+        assert (hit, evicted) == (want_hit, cache.evictions - before)
+    for p in range(parts):
+        assert sorted(ref.part(p).keys()) == [k for k in range(p * per_part, (p + 1) * per_part) if resident[k]]
+        assert used[p] == ref.part(p).used
+
+
+@pytest.mark.parametrize("kw", [
+    {"policy": "offload-fp16", "hwconfig": "h100-pcie5", "cache_bytes": 24e9},    # one shared cache, evicting
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 3},  # per layer
+    {"policy": "ndp-lrc", "cache_experts_per_layer": 2, "batch": 4},            # NDP results on the same link
+])
+def test_evicting_caches_run_in_the_kernel_and_match_the_des(monkeypatch, kw):
+    def no_replay(*a):
+        raise AssertionError("replayed by the DES's code")
+
+    monkeypatch.setattr(analytic.AnalyticEngine, "logical", no_replay)
+    spec = {"tokens": 200, **kw}
+    des = run_spec(RunSpec(**spec))[1]
+    ana = run_spec(RunSpec(engine="analytic", **spec))[1]
+    assert ana["cache_evictions"] > 0
+    for key in ("cache_hits", "cache_misses", "cache_evictions", "experts_gpu_per_step", "experts_ndp_per_step",
+                "fetched_bytes"):
+        assert ana.get(key) == des.get(key), key
+    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=1e-9)
+    for link, by_dir in des["link_bytes"].items():
+        assert ana["link_bytes"][link] == pytest.approx(by_dir, rel=1e-12), link
+
+
+@pytest.mark.parametrize("kw", [
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 4, "prefetch_hit_rate": 0.7},
+    {"policy": "offload-lowbit", "hwconfig": "h100-pcie5", "cache_bytes": 3e9, "prefetch_hit_rate": 0.5},  # shared
+    {"policy": "ndp-lrc", "cache_experts_per_layer": 2, "batch": 4, "prefetch_hit_rate": 0.9},
+])
+def test_prefetch_runs_in_the_kernel_with_the_des_draws(monkeypatch, kw):
+    """Prefetch decisions use the DES's Generator in the DES's order: every counter equals the DES's;
+    the times differ only by the documented queueing approximation (module docstring of analytic)."""
+    def no_replay(*a):
+        raise AssertionError("replayed by the DES's code")
+
+    monkeypatch.setattr(analytic.AnalyticEngine, "logical", no_replay)
+    spec = {"tokens": 160, "prefetch": True, **kw}
+    des = run_spec(RunSpec(**spec))[1]
+    ana = run_spec(RunSpec(engine="analytic", **spec))[1]
+    assert ana["prefetch_bytes"] > 0 and ana["prefetch_wasted_bytes"] > 0
+    for key in ("cache_hits", "cache_misses", "cache_evictions", "prefetch_bytes", "prefetch_wasted_bytes",
+                "fetched_bytes", "experts_gpu_per_step", "experts_ndp_per_step"):
+        assert ana.get(key) == des.get(key), key
+    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=0.01)
+
+
+def test_summary_keys_compared_above_exist():
+    summary = run_spec(RunSpec(tokens=4, prefetch=True, policy="offload-lrc", hwconfig="h100-pcie5"))[1]
+    for key in ("cache_hits", "cache_misses", "cache_evictions", "prefetch_bytes", "prefetch_wasted_bytes",
+                "fetched_bytes", "experts_gpu_per_step", "experts_ndp_per_step"):
+        assert key in summary, key
