@@ -1,29 +1,28 @@
 """The analytic fast path (`--engine analytic`): the DES's cost model evaluated without SimPy.
 
-Two passes over the trace, in chunks of decode steps:
-1. Logical pass (exact): routing (_routed: _Engine.route for every step of a chunk at once), placements,
-   cache lookups/inserts and prefetch decisions in the DES's order, by the DES's own code
-   (simulator.engine._Engine.work/lookup/fetch/prefetch with a recording link in place of the SimPy copy
-   engines: a copy is recorded as its index, the chunk's copies indexed by (step, layer) in numpy).
-   Cache state never depends on timing, so hits and misses are exact.
-2. Timing (vectorised numpy over the steps of a chunk, one MoE layer at a time): every op time comes from
-   simulator.costs (the same formulas the DES calls); per layer the copies are list-scheduled on the
-   link's `dma_engines` servers (non-preemptive: demand before prefetch, then arrival, then issue order),
-   NDP ops queue FIFO per unit, and the GPU stream runs ready experts first, then waits for each copy.
-   Without prefetch every copy and NDP op of a layer ends within the layer, so every (step, layer) starts
-   with idle links and units. With LRU and a policy that does not read the cache, routing and placements
-   are vectorised (_VectorSource) and each (step, layer) row's cache lookups and timing run in a compiled
-   kernel (simulator.analytic_rows: an exact LRU and the DES's arithmetic per row, ~1e-12 relative from
-   the DES in the order of the additions); prefill, prefetch, LFU and offload-mixed are replayed by the
-   DES's code, one lookup call per layer (per expert when the placement reads the cache), and timed in
-   numpy one MoE layer at a time.
+The trace runs in chunks of decode steps (after the prompt, one step of all its tokens). Cache state
+never depends on timing, so hits, misses, evictions and prefetch decisions are the DES's exactly; every
+op time comes from simulator.costs (the formulas the DES calls). Two ways to run a chunk:
+- LRU cache and a policy whose placement does not read the cache (every policy but offload-mixed),
+  with or without prefetch: the compiled kernel simulator.analytic_kernel (_VectorSource) does the
+  routing, an exact LRU, the prefetch draws from the DES's own Generator, and the timing of each step
+  one MoE layer after the other (about 50-100x faster than the DES).
+- LFU or offload-mixed: a logical pass replays the DES's own code (simulator.engine._Engine.work/lookup/
+  fetch/prefetch with a recording link in place of the SimPy copy engines), then numpy times the chunk's
+  steps together, one MoE layer at a time (_moe_layer, _schedule).
+Both time a layer alike: copies are scheduled on the link's `dma_engines` servers (non-preemptive: an
+engine that frees takes the best copy arrived by then: demand before prefetch, then arrival, then issue
+order), NDP ops queue FIFO per unit, and the GPU stream runs ready experts first, then waits for each
+copy. Without prefetch every copy and NDP op of a layer ends within the layer, so nothing contends
+across layers and the result is the DES's up to the order of the float additions (~1e-12 relative).
 
 Queueing approximations (contended cases only):
 - prefetch: a layer's prefetch copies are scheduled right after its demand copies; copies still queued
   when the next layer issues its demand copies keep their place (the DES lets the new demand copies
   overtake them), and copies still in flight at the end of a step are dropped from the next step's link
   state (the DES keeps them);
-- ties between events at the same instant are resolved by issue order (SimPy by event-queue order).
+- ties between events at the same instant are resolved by issue order (SimPy by event-queue order),
+  except NDP results, which the kernel orders as SimPy ends their ops.
 """
 
 from __future__ import annotations
@@ -315,7 +314,15 @@ class _VectorSource:
         self.copy_end = np.zeros(K)                       # ... and its arrival from that step's start
         self.totals = np.zeros(kernel.TOTALS)
         self.U = sc.system.ndp.units if sc.system.ndp is not None else 1
-        self.K = sc.batch + 1  # > tokens per (step, layer, expert): a token's top-k are distinct experts
+        self.steps_done = 0  # run steps so far (prefill included)
+        self.codes(sc.batch)
+
+    def codes(self, most: int) -> None:
+        """Start the placement table for steps of at most `most` tokens: codes ((layer E + expert) K +
+        tokens) K + restored with K = most + 1 (> tokens per (step, layer, expert): a token's top-k are
+        distinct experts)."""
+        sc = self.eng.sc
+        self.K = most + 1
         # per placement code answered so far (rows of self.tab, see placements)
         self.tab = {name: np.zeros(0, dtype=t) for name, t in (
             ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
@@ -325,12 +332,11 @@ class _VectorSource:
         self.slot = np.full(n_codes if n_codes <= 1 << 22 else 0, -1, dtype=np.int64)
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
-        pairs = [(t, r) for t in range(1, sc.batch + 1) for r in range(t + 1)]  # (tokens, restored)
+        pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)]  # (tokens, restored)
         if sc.policy.expert_blind and len(self.slot) and self.L * self.E * len(pairs) <= 1 << 18:
             # few codes: table them all now (one call instead of one per chunk that meets new ones)
             tr = np.array([t * self.K + r for t, r in pairs])
             self.placements((np.arange(self.L * self.E)[:, None] * self.K * self.K + tr).ravel())
-        self.steps_done = 0
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
@@ -711,16 +717,22 @@ class AnalyticEngine:
     def run(self) -> RunResult:
         sc = self.sc
         sched = BatchSchedule(sc.trace.sequence_bounds(), sc.batch)
+        vec = _VectorSource(self) if _VectorSource.usable(self) else None
         prefill = 0.0
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
             if len(idx):
-                replay, _ = self.logical(idx, np.array([len(idx)]))
-                prefill = float(self.timing(idx, np.array([len(idx)]), replay)["latency"][0])
+                lens = np.array([len(idx)])
+                if vec is not None:  # one step of all prompt tokens, then the table for decode steps
+                    vec.codes(len(idx))
+                    prefill = float(self.timing(idx, lens, vec)["latency"][0])
+                    vec.codes(sc.batch)
+                else:
+                    replay, _ = self.logical(idx, lens)
+                    prefill = float(self.timing(idx, lens, replay)["latency"][0])
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
-        vec = _VectorSource(self) if _VectorSource.usable(self) and not sc.prompt else None
         done, per_chunk = 0, max(1, CHUNK // sc.batch)
         while sc.steps is None or done < sc.steps:
             want = per_chunk if sc.steps is None else min(per_chunk, sc.steps - done)

@@ -86,3 +86,23 @@ def test_summary_keys_compared_above_exist():
     for key in ("cache_hits", "cache_misses", "cache_evictions", "prefetch_bytes", "prefetch_wasted_bytes",
                 "fetched_bytes", "experts_gpu_per_step", "experts_ndp_per_step"):
         assert key in summary, key
+
+
+@pytest.mark.parametrize("kw", [
+    {"policy": "offload-lrc", "hwconfig": "rtx4090-pcie4", "prompt": 64, "batch": 2},
+    {"policy": "ndp-lrc", "prompt": 32, "batch": 4, "cache_experts_per_layer": 4},
+])
+def test_prefill_runs_in_the_kernel_and_leaves_the_des_cache(monkeypatch, kw):
+    """The prompt is one step of all its tokens (its own placement codes); the cache it leaves is the
+    decode's starting cache, as in the DES."""
+    def no_replay(*a):
+        raise AssertionError("replayed by the DES's code")
+
+    monkeypatch.setattr(analytic.AnalyticEngine, "logical", no_replay)
+    spec = {"tokens": 96, **kw}
+    des = run_spec(RunSpec(**spec))[1]
+    ana = run_spec(RunSpec(engine="analytic", **spec))[1]
+    assert ana["prefill_s"] == pytest.approx(des["prefill_s"], rel=1e-12)
+    for key in ("cache_hits", "cache_misses", "cache_evictions", "fetched_bytes"):
+        assert ana[key] == des[key], key
+    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=1e-9)
