@@ -42,6 +42,7 @@ from simulator.hardware.link import DEMAND
 from simulator.schedule import BatchSchedule
 
 CHUNK = 256  # batch slots x decode steps evaluated together (CHUNK // batch steps: arrays stay cache-sized)
+KERNEL_CHUNK = 2048  # the same for the compiled kernel (per chunk: Python overhead; arrays ~ KB per step)
 
 
 class _RecordingLink:
@@ -456,10 +457,10 @@ class _VectorSource:
         out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
         rank = sc.sizes.rank[lay, ex]
         comp = (g_tok > 0) & (c_tok > 0) & (rank > 0)
-        for rk in np.unique(rank[comp]):
-            m = comp & (rank == rk)
-            out[m, 1] = costs.gpu_time(gpu, *costs.compensation_work(
-                model, c_tok[m], int(rk), sc.sizes.factors[lay[m], ex[m]]))
+        ci = np.flatnonzero(comp)
+        ranks, of = np.unique(rank[ci], return_inverse=True)  # FLOPs per token by rank: a table, not a loop
+        per_token = np.array([model.factor_flops_per_token(int(rk)) for rk in ranks])
+        out[ci, 1] = costs.gpu_time(gpu, per_token[of] * c_tok[ci], sc.sizes.factors[lay[ci], ex[ci]])
         ni = np.flatnonzero(n_tok > 0)
         bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[lay[ni], ex[ni]])
         for b in np.unique(bits):
@@ -733,7 +734,7 @@ class AnalyticEngine:
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
-        done, per_chunk = 0, max(1, CHUNK // sc.batch)
+        done, per_chunk = 0, max(1, (CHUNK if vec is None else KERNEL_CHUNK) // sc.batch)
         while sc.steps is None or done < sc.steps:
             want = per_chunk if sc.steps is None else min(per_chunk, sc.steps - done)
             tok, lens = sched.take(want)

@@ -187,7 +187,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     r_arr, r_wire, r_end = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1)  # NDP results, in op order
     r_order, r_ahead = np.zeros(M + 1, dtype=np.int64), np.zeros(M + 1, dtype=np.int64)
     s_arr, s_wire, s_prio = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1, dtype=np.int64)
-    g_items = np.zeros(M + 1, dtype=np.int64)
+    g_items = np.zeros(M + 1, dtype=np.int64)  # per GPU item of a layer: its item, its copies' arrivals
+    g_w, g_f = np.zeros(M + 1), np.zeros(M + 1)
     ufree = np.zeros(max(U, 1))
     u_last = np.zeros(max(U, 1), dtype=np.int64)
     e_free, e_wire = np.zeros(e_engines), np.zeros(1)
@@ -413,9 +414,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 block_stall = blocked - T
                 T = blocked
             sum_e = sum_c = stall = 0.0
-            T0 = T
             late = False
-            for i in range(n_gpu):
+            for i in range(n_gpu):  # when the copies of each GPU item arrive (0: resident before the step)
                 a = g_items[i]
                 t = rows[layer, a]
                 w = f = 0.0
@@ -425,30 +425,30 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         w = copy_end[key]
                     if fac[t] and copy_step[key - wform[t] + 1] == gs:
                         f = copy_end[key - wform[t] + 1]
-                late = late or max(w, f) > T0
-            for ready in (True, False):  # ready experts first, then the others in order
-                if ready and not late:
-                    continue
+                g_w[i], g_f[i] = w, f
+                late = late or max(w, f) > T
+            if not late:  # the kernels back to back
                 for i in range(n_gpu):
-                    a = g_items[i]
-                    t = rows[layer, a]
-                    w = f = 0.0
-                    if look[t]:
-                        key = (layer * E + items[layer, a]) * 3 + wform[t]
-                        if copy_step[key] == gs:
-                            w = copy_end[key]
-                        if fac[t] and copy_step[key - wform[t] + 1] == gs:
-                            f = copy_end[key - wform[t] + 1]
-                    if late and (max(w, f) > T0) == ready:
-                        continue
-                    wait = max(w - T, 0.0)
-                    stall += wait
-                    T += wait + op_e[t]
-                    wait = max(f - T, 0.0) if op_c[t] > 0 else 0.0
-                    stall += wait
-                    T += wait + op_c[t]
+                    t = rows[layer, g_items[i]]
+                    T += op_e[t]
+                    T += op_c[t]
                     sum_e += op_e[t]
                     sum_c += op_c[t]
+            else:  # ready experts first, then the others in order, each waiting for its copies
+                T0 = T
+                for ready in (True, False):
+                    for i in range(n_gpu):
+                        if (max(g_w[i], g_f[i]) > T0) == ready:
+                            continue
+                        t = rows[layer, g_items[i]]
+                        wait = max(g_w[i] - T, 0.0)
+                        stall += wait
+                        T += wait + op_e[t]
+                        wait = max(g_f[i] - T, 0.0) if op_c[t] > 0 else 0.0
+                        stall += wait
+                        T += wait + op_c[t]
+                        sum_e += op_e[t]
+                        sum_c += op_c[t]
             out[s, EXPERT_GPU] += sum_e
             out[s, COMPENSATION] += sum_c
             if n_ndp:  # the last NDP result; the units were busy over [act_end, last op end]
