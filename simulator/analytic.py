@@ -77,11 +77,11 @@ def _reduce_rows(op: np.ufunc, x: np.ndarray, empty) -> np.ndarray:
 
 
 def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.ndarray | None, lat: float,
-              wtime: np.ndarray, valid: np.ndarray, keep: bool = True) -> np.ndarray:
+              wtime: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Copies [P, J] on one link direction (simulator.hardware.link): a copy takes a free engine (free
     times `engines` [P, c]; a freed engine takes the best arrived copy by priority `prio` (None: one
     priority for all), arrival, column order), pays `lat`, then holds the wire (free time `wire` [P])
-    for `wtime`; both are updated in place (unless not `keep`: the caller drops them). Wire order = engine
+    for `wtime`; both are updated in place. Wire order = engine
     order (exact for FIFO traffic). Returns the arrival times [P, J].
     In a row whose copies share one priority the best arrived copy is always the earliest of the rest
     (arrival, then column), and in a row whose copies arrive together it is the first by (priority,
@@ -92,7 +92,7 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
         return np.zeros((P, J))
     a = np.where(valid, arr, np.inf)
     if prio is None:
-        return _serve_in_order(engines, wire, arr, lat, wtime, valid, np.argsort(a, axis=1, kind="stable"), keep)
+        return _serve_in_order(engines, wire, arr, lat, wtime, valid, np.argsort(a, axis=1, kind="stable"))
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     one_prio = np.where(valid, prio, hi).min(axis=1) == np.where(valid, prio, lo).max(axis=1)
     one_arr = a.min(axis=1) == np.where(valid, arr, -np.inf).max(axis=1)
@@ -111,7 +111,7 @@ def _schedule(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, prio: np.n
 
 
 def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat: float, wtime: np.ndarray,
-                    valid: np.ndarray, order: np.ndarray, keep: bool = True) -> np.ndarray:
+                    valid: np.ndarray, order: np.ndarray) -> np.ndarray:
     """_schedule of rows served in a fixed order: per row, the copies `order` [P, J] lists, valid ones
     first; each takes the engine freed first. One pass over the columns, on the rows that still have
     copies (rows sorted by their number of copies, so those are a leading block). The wire serves one
@@ -144,12 +144,11 @@ def _serve_in_order(engines: np.ndarray, wire: np.ndarray, arr: np.ndarray, lat:
         if not idle:
             e[r, srv] = t
         wir[:n] = t
-    if idle and keep:  # the engines free last: the last c of (earlier free times ascending, this row's ends)
+    if idle:  # the engines free last: the last c of (earlier free times ascending, this row's ends)
         at = count[by_count, None] + np.arange(c)                # [P, c] in that sequence
         eng = np.where(at < c, np.take_along_axis(np.sort(eng, axis=1), np.minimum(at, c - 1), axis=1),
                        np.take_along_axis(out, np.maximum(at - c, 0), axis=1))
-    if keep:
-        engines[by_count], wire[by_count] = eng, wir
+    engines[by_count], wire[by_count] = eng, wir
     end = np.zeros((P, J))
     end.reshape(-1)[flat] = out
     return end
@@ -369,14 +368,15 @@ class _VectorSource:
         s = 0
         while s < P:
             tab = self.tab
-            s, m = kernel.run_steps(
-                experts, lens, s, self.steps_done, L, E, self.K, sc.top_n, self.U, self.slot, self.known,
+            s, m = kernel.run_steps(  # scalars cast: one compiled signature whatever the config's types
+                experts, lens, s, self.steps_done, L, E, self.K, int(sc.top_n), self.U, self.slot, self.known,
                 self.known_at, new, tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"],
                 tab["op_c"], tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire,
-                sc.cache_per_layer, sc.cache_capacity, *self.lru, sc.prefetch and L > 1, sc.prefetch_hit_rate,
-                eng.logic.rng, self.copy_step, self.copy_end, f64(pre), f64(layer_pre), f64(shared),
-                f64(act_time), f64(act_wire), f64(act_b), eng.elink.latency, eng.elink.dma_engines, r_lat,
-                r_engines, eng.cxl is not None and eng.cxl.name == eng.elink.name, sc.loads_block_layer, out,
+                bool(sc.cache_per_layer), float(sc.cache_capacity), *self.lru, bool(sc.prefetch and L > 1),
+                float(sc.prefetch_hit_rate), eng.logic.rng, self.copy_step, self.copy_end, f64(pre),
+                f64(layer_pre), f64(shared), f64(act_time), f64(act_wire), f64(act_b), float(eng.elink.latency),
+                int(eng.elink.dma_engines), float(r_lat), int(r_engines),
+                bool(eng.cxl is not None and eng.cxl.name == eng.elink.name), bool(sc.loads_block_layer), out,
                 counts, totals, ndp_busy)
             if m:  # ask the policy, then go on from the step that stopped
                 self.placements(np.unique(new[:m]))
@@ -600,29 +600,23 @@ class AnalyticEngine:
         out.update(link_bytes)
         return out
 
-    def _link_state(self, R: int, keep: bool = True) -> dict:
-        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows; `keep`:
-        whether a layer's end state is needed (the next layer starts from it)."""
+    def _link_state(self, R: int) -> dict:
+        """Free times of the expert link's engines and wire, and of the CXL link's, for R rows."""
         return {"efree": np.zeros((R, self.elink.dma_engines)), "ewire": np.zeros(R),
                 "cfree": np.zeros((R, self.cxl.dma_engines)) if self.cxl is not None else None,
-                "cwire": np.zeros(R), "keep": keep}
+                "cwire": np.zeros(R)}
 
-    def _busy(self, la: LayerArrays, n: np.ndarray, times: np.ndarray | None = None) -> None:
-        """Adds the busy seconds of rows `la` (tokens `n` [R]; each counted `times` [R] times, default once)
-        to the links' and NDP units' totals."""
-        def total(x: np.ndarray) -> float:  # of per-row seconds x [R] or [R, M]
-            return float(x.sum() if times is None else (times @ x).sum())
-
+    def _busy(self, la: LayerArrays, n: np.ndarray) -> None:
+        """Adds the busy seconds of rows `la` (tokens `n` [R]) to the links' and NDP units' totals."""
         if la.n_valid.shape[1]:
             has = la.n_valid[:, 0]  # whether the row has NDP items (they come first)
             act_b = costs.activation_bytes(self.model, 1) * n
-            self.link_busy[self.cxl.name][costs.FROM_GPU] += total(
-                np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0))
-            per_unit = np.bincount(la.n_unit.ravel(), (la.n_dur if times is None else la.n_dur * times[:, None]).ravel(),
-                                   minlength=len(self.ndp_busy))
+            self.link_busy[self.cxl.name][costs.FROM_GPU] += float(
+                np.where(has, costs.wire_time(self.cxl, costs.FROM_GPU, act_b), 0.0).sum())
+            per_unit = np.bincount(la.n_unit.ravel(), la.n_dur.ravel(), minlength=len(self.ndp_busy))
             self.ndp_busy = [b + float(x) for b, x in zip(self.ndp_busy, per_unit)]
-            self.link_busy[self.cxl.name][costs.TO_GPU] += total(costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes))
-        self.link_busy[self.elink.name][costs.TO_GPU] += total(costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes))
+            self.link_busy[self.cxl.name][costs.TO_GPU] += float(costs.wire_time(self.cxl, costs.TO_GPU, la.n_rbytes).sum())
+        self.link_busy[self.elink.name][costs.TO_GPU] += float(costs.wire_time(self.elink, costs.TO_GPU, la.j_bytes).sum())
 
     def _moe_layer(self, la: LayerArrays, T: np.ndarray, n: np.ndarray, shared: np.ndarray, state: dict,
                    acc: dict, link_bytes: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -631,7 +625,7 @@ class AnalyticEngine:
         [R] and the copies' arrival times [R, J]."""
         sc, model = self.sc, self.model
         P = len(T)
-        efree, ewire, cfree, cwire, keep = (state[k] for k in ("efree", "ewire", "cfree", "cwire", "keep"))
+        efree, ewire, cfree, cwire = (state[k] for k in ("efree", "ewire", "cfree", "cwire"))
         ecol = f"bytes_{self.elink.name}_{costs.TO_GPU}"
         shared_link = self.cxl is not None and self.cxl.name == self.elink.name
         t0 = T.copy()
@@ -661,11 +655,11 @@ class AnalyticEngine:
                              None if j_prio is None else
                              np.concatenate([j_prio, np.full((P, M_n), DEMAND)], axis=1),
                              self.elink.latency, np.concatenate([j_dur, res_dur], axis=1),
-                             np.concatenate([j_valid, res_valid], axis=1), keep)
+                             np.concatenate([j_valid, res_valid], axis=1))
             j_end, r_end = ends[:, :M_j], ends[:, M_j:]
         else:
-            j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid, keep)
-            r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid, keep) if M_n else None
+            j_end = _schedule(efree, ewire, t0s, j_prio, self.elink.latency, j_dur, j_valid)
+            r_end = _schedule(cfree, cwire, res_arr, None, self.cxl.latency, res_dur, res_valid) if M_n else None
         # -- GPU stream: shared experts, then ready experts first, each waiting for its copies
         T += shared
         block_stall = 0.0

@@ -50,10 +50,13 @@ def test_uncontended_within_one_percent(kw):
         assert ana["breakdown_ms_per_token"][cat] == pytest.approx(ms, rel=0.01, abs=1e-6), cat
 
 
-@pytest.mark.parametrize("extra", [{}, {"loads_block_layer": True}], ids=["overlapped", "loads-block-layer"])
+@pytest.mark.parametrize("extra", [{}, {"loads_block_layer": True},
+                                   {"cache_policy": "lfu"},                  # replayed: the DES's cache code
+                                   {"policy": "offload-mixed"}],             # replayed: placement reads the cache
+                         ids=["overlapped", "loads-block-layer", "lfu-replay", "mixed-replay"])
 def test_contended_prefetch_error_is_reported_and_small(capsys, extra):
     des, ana = _both({"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8,
-                          "prefetch": True, "prefetch_hit_rate": 0.8, "tokens": 24, **extra})
+                      "prefetch": True, "prefetch_hit_rate": 0.8, "tokens": 24, **extra})
     err = ana["tokens_per_s"] / des["tokens_per_s"] - 1
     with capsys.disabled():
         print(f"\nanalytic vs DES, offload-lrc + prefetch (contended link) {extra}: {err:+.2%}")
