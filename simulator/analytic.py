@@ -747,21 +747,23 @@ class AnalyticEngine:
         return self._result(prefill, vec.evictions if vec is not None else None)
 
     def _append(self, first: int, lens: np.ndarray, t: dict, per_step: dict) -> None:
-        rows = self.rows
+        def put(name: str, x) -> None:  # the step column `name` (array "d") takes the per-step values x [P]
+            self.rows[name].frombytes(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+
         start = self.time + np.concatenate(([0.0], np.cumsum(t["latency"])[:-1]))
         self.time += float(t["latency"].sum())
-        rows["step"].extend(range(first, first + len(lens)))
-        rows["tokens"].extend(lens.astype(float).tolist())
-        rows["start_s"].extend(start.tolist())
-        rows["end_s"].extend((start + t["latency"]).tolist())
+        put("step", np.arange(first, first + len(lens)))
+        put("tokens", lens)
+        put("start_s", start)
+        put("end_s", start + t["latency"])
         for cat in CATEGORIES:
-            rows[cat].extend(t[cat].tolist())
+            put(cat, t[cat])
             if cat not in ("expert_ndp", "transfer_stall"):
                 self.gpu_busy += float(t[cat].sum())
         for key, col in per_step.items():
-            rows[key].extend(col.tolist())
+            put(key, col)
         for col, _, _ in self.link_cols:
-            rows[col].extend(t[col].tolist())
+            put(col, t[col])
 
     def _result(self, prefill: float, evictions: int | None) -> RunResult:
         c = self.logic.c

@@ -47,28 +47,33 @@ STEP_INTS = 4
 TOTALS = 9
 
 
+KEY_BITS = 24  # a queue entry is stamp << KEY_BITS | key
+KEY_MASK = (1 << KEY_BITS) - 1
+
+
 def lru_state(keys: int, parts: int) -> tuple:
     """Empty LRU state of `parts` partitions over cache keys 0 .. keys - 1 (see lru_access)."""
+    if keys >= 1 << KEY_BITS:
+        raise ValueError(f"{keys} cache keys: the LRU queue packs keys into {KEY_BITS} bits")
     Q = 4 * (keys // parts) + 64  # queue slots per partition: > its keys + a step's accesses (lru_room)
     return (np.zeros(keys, dtype=np.int64), np.zeros(keys, dtype=bool), np.zeros(parts),
-            np.zeros((parts, Q), dtype=np.int64), np.zeros((parts, Q), dtype=np.int64),
-            np.zeros(parts, dtype=np.int64), np.zeros(parts, dtype=np.int64), np.zeros(1, dtype=np.int64))
+            np.zeros((parts, Q), dtype=np.int64), np.zeros(parts, dtype=np.int64), np.zeros(parts, dtype=np.int64),
+            np.zeros(1, dtype=np.int64))
 
 
 @numba.njit(cache=True)
-def lru_access(key, key_size, part, capacity, last, resident, used, q_key, q_stamp, q_head, q_tail, clock):
+def lru_access(key, key_size, part, capacity, last, resident, used, queue, q_head, q_tail, clock):
     """One access of cache key `key` in partition `part`: (hit, evictions). Recency is a stamp per key
-    (last [K]); each partition queues (key, stamp) per access in stamp order (q_key/q_stamp [parts, Q],
-    live slots q_head:q_tail), so its least recently used resident key is the first queued entry whose
-    stamp is still its key's (older entries of a key are stale and skipped). `resident` [K] and `used`
-    [parts] bytes are updated in place; key_size [K] bytes per key. The queue must have a free slot
-    (lru_room)."""
+    (last [K]); each partition queues stamp << KEY_BITS | key per access, in stamp order (queue
+    [parts, Q], live slots q_head:q_tail), so its least recently used resident key is the first queued
+    entry whose stamp is still its key's (older entries of a key are stale and skipped). `resident` [K]
+    and `used` [parts] bytes are updated in place; key_size [K] bytes per key. The queue must have a free
+    slot (lru_room)."""
     if resident[key]:
         clock[0] += 1
         last[key] = clock[0]
         t = q_tail[part]
-        q_key[part, t] = key
-        q_stamp[part, t] = clock[0]
+        queue[part, t] = clock[0] << KEY_BITS | key
         q_tail[part] = t + 1
         return True, 0
     size = key_size[key]
@@ -76,8 +81,8 @@ def lru_access(key, key_size, part, capacity, last, resident, used, q_key, q_sta
         return False, 0
     u, h, evicted = used[part], q_head[part], 0
     while u + size > capacity and h < q_tail[part]:  # ExpertCache.insert's arithmetic: used -= victim,
-        victim = q_key[part, h]                          # then used + size
-        if resident[victim] and q_stamp[part, h] == last[victim]:
+        victim = queue[part, h] & KEY_MASK               # then used + size
+        if resident[victim] and queue[part, h] >> KEY_BITS == last[victim]:
             u -= key_size[victim]
             resident[victim] = False
             evicted += 1
@@ -88,24 +93,22 @@ def lru_access(key, key_size, part, capacity, last, resident, used, q_key, q_sta
     clock[0] += 1
     last[key] = clock[0]
     t = q_tail[part]
-    q_key[part, t] = key
-    q_stamp[part, t] = clock[0]
+    queue[part, t] = clock[0] << KEY_BITS | key
     q_tail[part] = t + 1
     return False, evicted
 
 
 @numba.njit(cache=True)
-def lru_room(part, need, last, resident, q_key, q_stamp, q_head, q_tail):
+def lru_room(part, need, last, resident, queue, q_head, q_tail):
     """Make room for `need` more accesses in partition `part`'s queue: when it lacks them, keep only the
     live entries (one per resident key), in order, at its front."""
-    if q_tail[part] + need <= q_key.shape[1]:
+    if q_tail[part] + need <= queue.shape[1]:
         return
     t = 0
     for i in range(q_head[part], q_tail[part]):
-        k = q_key[part, i]
-        if resident[k] and q_stamp[part, i] == last[k]:
-            q_key[part, t] = k
-            q_stamp[part, t] = q_stamp[part, i]
+        k = queue[part, i] & KEY_MASK
+        if resident[k] and queue[part, i] >> KEY_BITS == last[k]:
+            queue[part, t] = queue[part, i]
             t += 1
     q_head[part], q_tail[part] = 0, t
 
@@ -151,7 +154,7 @@ def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
 def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, known_at, new,  # routing
               gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,             # placements
               key_size, key_wire, per_layer, capacity,                                    # the cache
-              last, resident, used, q_key, q_stamp, q_head, q_tail, clock,                # LRU state
+              last, resident, used, queue, q_head, q_tail, clock,                         # LRU state
               prefetch, hit_rate, rng, copy_step, copy_end,                               # prefetch
               pre, layer_pre, shared, act_time, act_wire, act_bytes,                      # per step [P]
               e_lat, e_engines, r_lat, r_engines, shared_link, block,
@@ -251,8 +254,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
             t0 = T
             part = layer if per_layer else 0
             for p_ in (part, layer + 1 if per_layer and prefetch and layer + 1 < L else part):
-                if q_tail[p_] + 8 * M + 8 > q_key.shape[1]:  # a layer's accesses in a partition: < 8 M
-                    lru_room(p_, 8 * M + 8, last, resident, q_key, q_stamp, q_head, q_tail)
+                if q_tail[p_] + 8 * M + 8 > queue.shape[1]:  # a layer's accesses in a partition: < 8 M
+                    lru_room(p_, 8 * M + 8, last, resident, queue, q_head, q_tail)
             # -- demand lookups of the GPU items, in item order: weights, then factors
             nj = n_gpu = n_ndp = hits = 0
             for a in range(n_items[layer]):
@@ -263,9 +266,10 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                             if which == 1 and not fac[t]:
                                 break
                             key = (layer * E + items[layer, a]) * 3 + (wform[t] if which == 0 else 1)
-                            hit, ev = lru_access(key, key_size, part, capacity, last, resident, used, q_key,
-                                                 q_stamp, q_head, q_tail, clock)
-                            totals[EVICTIONS] += ev
+                            hit, ev = lru_access(key, key_size, part, capacity, last, resident, used, queue,
+                                                 q_head, q_tail, clock)
+                            if ev:
+                                totals[EVICTIONS] += ev
                             if hit:
                                 hits += 1
                             else:
@@ -292,8 +296,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                     for form in range(3):  # what the layer needs and holds: refreshed, off the budget
                         key = (nxt * E + e) * 3 + form
                         if resident[key]:
-                            lru_access(key, key_size, p2, capacity, last, resident, used, q_key, q_stamp,
-                                       q_head, q_tail, clock)
+                            lru_access(key, key_size, p2, capacity, last, resident, used, queue, q_head,
+                                       q_tail, clock)
                             budget -= key_size[key]
                 full = False
                 for i in range(n_items[nxt]):
@@ -324,8 +328,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         budget -= nbytes
                         j_arr[nj], j_wire[nj], j_prio[nj], j_key[nj] = t0, key_wire[key], PREFETCH, key
                         nj += 1
-                        hit, ev = lru_access(key, key_size, p2, capacity, last, resident, used, q_key, q_stamp,
-                                             q_head, q_tail, clock)
+                        hit, ev = lru_access(key, key_size, p2, capacity, last, resident, used, queue, q_head,
+                                             q_tail, clock)
                         totals[EVICTIONS] += ev
                         totals[FETCHED_LOWBIT + form] += nbytes
                         totals[PREFETCH_BYTES] += nbytes
@@ -415,7 +419,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 T = blocked
             sum_e = sum_c = stall = 0.0
             late = False
-            for i in range(n_gpu):  # when the copies of each GPU item arrive (0: resident before the step)
+            for i in range(n_gpu if nj or prefetch else 0):  # when each GPU item's copies arrive (0: resident
+                                                              # before the step; none issued: none pending)
                 a = g_items[i]
                 t = rows[layer, a]
                 w = f = 0.0

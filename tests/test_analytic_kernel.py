@@ -23,13 +23,13 @@ def test_lru_matches_expert_cache(parts, per_part, capacity, sizes, accesses):
     key_size = np.array(sizes[:K], dtype=float)
     ref = PartitionedCache(capacity, "lru", layers=parts)
     state = kernel.lru_state(K, parts)  # small queues: 300 accesses compact them several times
-    last, resident, used, q_key, q_stamp, q_head, q_tail, _clock = state
+    last, resident, used, queue, q_head, q_tail, _clock = state
     for k in (a % K for a in accesses):
         part = k // per_part
         cache = ref.part(part)
         before = cache.evictions
         want_hit = not cache.access([(k, float(key_size[k]))])
-        kernel.lru_room(part, 1, last, resident, q_key, q_stamp, q_head, q_tail)
+        kernel.lru_room(part, 1, last, resident, queue, q_head, q_tail)
         hit, evicted = kernel.lru_access(k, key_size, part, float(capacity), *state)
         assert (hit, evicted) == (want_hit, cache.evictions - before)
     for p in range(parts):
