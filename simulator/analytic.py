@@ -411,8 +411,7 @@ class _VectorSource:
         (fac) in the cache, whether an NDP part exists (ndp), the op seconds (expert GEMMs on the GPU,
         compensation, NDP op; 0: none), the wire seconds and bytes of the NDP result."""
         rest, restored = np.divmod(new, self.K)
-        layer_expert, tokens = np.divmod(rest, self.K)
-        lay, ex = np.divmod(layer_expert, self.E)
+        le, tokens = np.divmod(rest, self.K)                   # [n] layer E + expert, tokens
         sc, eng = self.eng.sc, self.eng
         place = sc.policy.place
         if sc.policy.expert_blind:  # one answer per (tokens, restored), spread over the codes
@@ -421,6 +420,7 @@ class _VectorSource:
             ps = [place(0, 0, t, rs, cache) for t, rs in zip(*np.divmod(pairs, self.K))]
         else:
             parts = [eng.logic.cache.part(layer) for layer in range(self.L)]
+            lay, ex = np.divmod(le, self.E)
             ps = [place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
                   zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
             back = slice(None)
@@ -429,8 +429,8 @@ class _VectorSource:
         g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64)[back] for x in (g_tok, c_tok, n_tok, pinned))
         g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x))[back] for x in (g_form, n_form))
         look = (g_tok > 0) & (pinned == 0)
-        fac = look & (c_tok > 0) & (sc.sizes.rank[lay, ex] > 0) & (sc.sizes.factors[lay, ex] > 0)
-        ops = self._op_seconds(lay, ex, g_tok, g_form, c_tok, n_tok, n_form)
+        fac = look & (c_tok > 0) & (sc.sizes.rank.ravel()[le] > 0) & (sc.sizes.factors.ravel()[le] > 0)
+        ops = self._op_seconds(le, g_tok, g_form, c_tok, n_tok, n_form)
         rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
         res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
         ids = len(self.tab["gpu"]) + np.arange(len(new))
@@ -443,30 +443,28 @@ class _VectorSource:
         for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, res_wire, rbytes)):
             self.tab[name] = np.concatenate([self.tab[name], v])
 
-    def _op_seconds(self, lay: np.ndarray, ex: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray,
-                    c_tok: np.ndarray, n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
+    def _op_seconds(self, le: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray, c_tok: np.ndarray,
+                    n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
         """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
-        (layer, expert) [n]: pure functions of the placement code."""
+        experts layer E + expert `le` [n]: pure functions of the placement code."""
         sc, model, gpu = self.eng.sc, self.eng.model, self.eng.gpu
-        sizes = self.sizes.reshape(self.L, self.E, 3)
-        out = np.zeros((len(lay), 3))
+        rank, factors, bits = (x.ravel() for x in (sc.sizes.rank, sc.sizes.factors, sc.sizes.bits))  # [L E]
+        out = np.zeros((len(le), 3))
         gi = np.flatnonzero(g_tok > 0)
-        wsz = sizes[lay[gi], ex[gi], g_form[gi]]
+        wsz = self.sizes[le[gi] * 3 + g_form[gi]]
         if sc.dequant_bytes_per_weight:  # an unfused dequantization reads more than a low-bit form
             wsz = wsz + np.where(g_form[gi] != FORMS.index("full"), self.eng.logic.dequant_bytes, 0.0)
         out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
-        rank = sc.sizes.rank[lay, ex]
-        comp = (g_tok > 0) & (c_tok > 0) & (rank > 0)
-        ci = np.flatnonzero(comp)
-        ranks, of = np.unique(rank[ci], return_inverse=True)  # FLOPs per token by rank: a table, not a loop
-        per_token = np.array([model.factor_flops_per_token(int(rk)) for rk in ranks])
-        out[ci, 1] = costs.gpu_time(gpu, per_token[of] * c_tok[ci], sc.sizes.factors[lay[ci], ex[ci]])
+        ranks, rank_of = np.unique(rank, return_inverse=True)  # FLOPs per token by rank: a table, not a loop
+        per_token = np.array([model.factor_flops_per_token(int(rk)) for rk in ranks])[rank_of]  # [L E]
+        ci = np.flatnonzero((g_tok > 0) & (c_tok > 0) & (rank[le] > 0))
+        out[ci, 1] = costs.gpu_time(gpu, per_token[le[ci]] * c_tok[ci], factors[le[ci]])
         ni = np.flatnonzero(n_tok > 0)
-        bits = np.where(n_form[ni] == FORMS.index("full"), 16, sc.sizes.bits[lay[ni], ex[ni]])
-        for b in np.unique(bits):
-            m = ni[bits == b]
+        n_bits = np.where(n_form[ni] == FORMS.index("full"), 16, bits[le[ni]])
+        for b in np.unique(n_bits):
+            m = ni[n_bits == b]
             out[m, 2] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
-                model, n_tok[m], sizes[lay[m], ex[m], n_form[m]]), int(b))
+                model, n_tok[m], self.sizes[le[m] * 3 + n_form[m]]), int(b))
         return out
 
 

@@ -47,26 +47,28 @@ class BatchSchedule:
         return idx
 
     def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """The next `count` decode steps (fewer when the trace ends) at once: their token indices [n],
-        step after step, and the tokens of each step [P]. With one slot left the steps are its sequences'
-        tokens back to back."""
-        if len(self._slots) != 1:
-            steps = []
-            while len(steps) < count and (idx := self.next_step()) is not None:
-                steps.append(idx)
-            tok = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
-            return tok, np.array([len(idx) for idx in steps], dtype=np.int64)
-        slot, parts, left = self._slots[0], [], count
-        while left:
-            while slot[0] >= slot[1] and self._next < len(self._bounds):
-                slot[:] = self._bounds[self._next]
-                self._next += 1
-            if slot[0] >= slot[1]:
-                self._slots = []
+        """The next `count` decode steps (fewer when the trace ends) at once, as next_step() would give
+        them: their token indices [n], step after step, and the tokens of each step [P]. Runs of steps in
+        which no slot's sequence ends are built whole."""
+        toks, lens, done = [], [], 0
+        while done < count:
+            active = []
+            for slot in self._slots:  # as next_step: ended slots take the next sequences, or retire
+                while slot[0] >= slot[1] and self._next < len(self._bounds):
+                    slot[:] = self._bounds[self._next]
+                    self._next += 1
+                if slot[0] < slot[1]:
+                    active.append(slot)
+            self._slots = active
+            if not active:
                 break
-            stop = min(slot[1], slot[0] + left)
-            parts.append(np.arange(slot[0], stop))
-            left -= stop - slot[0]
-            slot[0] = stop
-        tok = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        return tok, np.ones(len(tok), dtype=np.int64)
+            run = min(count - done, *(end - cursor for cursor, end in active))  # no sequence ends within
+            cursors = np.array([cursor for cursor, _ in active], dtype=np.int64)
+            toks.append((np.arange(run, dtype=np.int64)[:, None] + cursors).ravel())  # [run, B] step-major
+            lens.append(np.full(run, len(active), dtype=np.int64))
+            for slot in active:
+                slot[0] += run
+            done += run
+        if not toks:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(toks), np.concatenate(lens)
