@@ -114,12 +114,26 @@ def lru_room(part, need, last, resident, queue, q_head, q_tail):
 
 
 @numba.njit(cache=True)
-def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
+def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done, idle):
     """Transfers 0 .. n-1 (arrival `arr`, priority `prio`, wire seconds `wire_s`; listed by arrival, ties in
     issue order) on one link direction whose DMA engines are free at `engines` [c] and wire at wire[0]
     (simulator.hardware.link), both updated: each engine freed first takes the best transfer arrived by
     then (lower priority value, then list order), pays `lat`, then holds the wire. Writes the arrivals
-    into `end`; `done` [>= n] is scratch."""
+    into `end`; `done` [>= n] is scratch. `idle`: one priority and every engine and the wire free by the
+    first arrival (no prefetch), so transfer j takes the engine transfer j - c frees (no search)."""
+    c = len(engines)
+    if idle:
+        w = wire[0]
+        for j in range(n):
+            t = arr[j] + lat if j < c else max(end[j - c], arr[j]) + lat
+            t = max(t, w)
+            t += wire_s[j]
+            end[j] = t
+            w = t
+        wire[0] = w
+        for i in range(min(n, c)):  # the engines free last
+            engines[i] = end[n - 1 - i]
+        return
     one_prio = True
     for j in range(1, n):
         one_prio = one_prio and prio[j] == prio[0]
@@ -128,7 +142,7 @@ def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
     first = 0  # the first transfer not served yet
     for _ in range(n):
         srv, tf = 0, engines[0]
-        for e in range(1, len(engines)):
+        for e in range(1, c):
             if engines[e] < tf:
                 srv, tf = e, engines[e]
         while done[first]:
@@ -189,10 +203,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     done = np.zeros(J, dtype=np.bool_)
     r_arr, r_wire, r_end = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1)  # NDP results, in op order
     r_order, r_ahead = np.zeros(M + 1, dtype=np.int64), np.zeros(M + 1, dtype=np.int64)
+    r_key, r_pos = np.zeros(M + 1), np.zeros(M + 1, dtype=np.int64)  # sort keys; position of each op
     s_arr, s_wire, s_prio = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1, dtype=np.int64)
     g_items = np.zeros(M + 1, dtype=np.int64)  # per GPU item of a layer: its item, its copies' arrivals
     g_w, g_f = np.zeros(M + 1), np.zeros(M + 1)
     ufree = np.zeros(max(U, 1))
+    unit_of = np.arange(E) % max(U, 1)  # NDP unit of each expert
     u_last = np.zeros(max(U, 1), dtype=np.int64)
     e_free, e_wire = np.zeros(e_engines), np.zeros(1)
     r_free, r_wire_t = np.zeros(r_engines), np.zeros(1)
@@ -274,7 +290,7 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                                 hits += 1
                             else:
                                 j_arr[nj], j_wire[nj], j_prio[nj], j_key[nj] = t0, key_wire[key], DEMAND, key
-                                totals[FETCHED_LOWBIT + key % 3] += key_size[key]
+                                totals[FETCHED_LOWBIT + (wform[t] if which == 0 else 1)] += key_size[key]
                                 nj += 1
                     g_items[n_gpu] = a
                     n_gpu += 1
@@ -339,9 +355,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         break
                 for i in range(n_items[nxt]):
                     used_by_next[items[nxt, i]] = False
+            wire_sum = bytes_sum = 0.0
             for j in range(nj):
-                totals[BUSY_EXPERT_LINK] += j_wire[j]
-                out[s, BYTES_EXPERT] += key_size[j_key[j]]
+                wire_sum += j_wire[j]
+                bytes_sum += key_size[j_key[j]]
+            totals[BUSY_EXPERT_LINK] += wire_sum
+            out[s, BYTES_EXPERT] += bytes_sum
             # -- NDP: activations out, ops FIFO per unit, results back as they end
             act_end = t0
             ops_end = -np.inf
@@ -352,39 +371,57 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 ufree[:] = 0.0
                 u_last[:] = -1
                 k = 0
+                wire_sum = bytes_sum = 0.0
                 for a in range(n_items[layer]):
                     t = rows[layer, a]
                     if ndp[t]:
-                        u = items[layer, a] % U
+                        u = unit_of[items[layer, a]]
                         e_ = max(act_end, ufree[u]) + op_n[t]
                         ufree[u] = e_
                         ndp_busy[u] += op_n[t]
-                        totals[BUSY_RESULT] += res_wire[t]
-                        out[s, BYTES_RESULT] += rbytes[t]
+                        wire_sum += res_wire[t]
+                        bytes_sum += rbytes[t]
                         ops_end = max(ops_end, e_)
                         r_arr[k], r_wire[k], r_ahead[k] = e_, res_wire[t], u_last[u]
                         u_last[u] = k
                         k += 1
-                # the order SimPy ends them (simulator.hardware.ndp.NDPUnits.run): by end; at equal
-                # ends an op started on an idle unit first, two of those in submission order, two
-                # queued ones in the order of the ops they queued behind (an insertion sort)
+                totals[BUSY_RESULT] += wire_sum
+                out[s, BYTES_RESULT] += bytes_sum
+                # the order SimPy ends them (simulator.hardware.ndp.NDPUnits.run): by end (an insertion
+                # sort: layers are short), then at equal ends the ops that started on an idle unit in
+                # submission order, then the queued ones in the order of the ops they queued behind
+                tie = False
                 for i in range(n_ndp):
+                    x = r_arr[i]
                     j = i
-                    while j > 0:
-                        a_, b_ = i, r_order[j - 1]
-                        while r_arr[a_] == r_arr[b_] and r_ahead[a_] >= 0 and r_ahead[b_] >= 0:
-                            a_, b_ = r_ahead[a_], r_ahead[b_]
-                        if r_arr[a_] != r_arr[b_]:
-                            before = r_arr[a_] < r_arr[b_]
-                        elif (r_ahead[a_] < 0) != (r_ahead[b_] < 0):
-                            before = r_ahead[a_] < 0
-                        else:
-                            before = a_ < b_
-                        if not before:
-                            break
+                    while j > 0 and r_key[j - 1] > x:
+                        r_key[j] = r_key[j - 1]
                         r_order[j] = r_order[j - 1]
                         j -= 1
+                    r_key[j] = x
                     r_order[j] = i
+                    tie = tie or (j > 0 and r_key[j - 1] == x)
+                for i in range(n_ndp if tie else 0):
+                    r_pos[r_order[i]] = i
+                i = 0
+                while tie and i < n_ndp:
+                    j = i + 1
+                    while j < n_ndp and r_key[j] == r_key[i]:
+                        j += 1
+                    if j - i > 1:  # equal ends (an op's predecessor ends earlier: its position is final)
+                        for a_ in range(i, j):
+                            o = r_order[a_]
+                            r_key[a_] = o if r_ahead[o] < 0 else n_ndp + r_pos[r_ahead[o]]
+                        for a_ in range(i + 1, j):
+                            x, o = r_key[a_], r_order[a_]
+                            b_ = a_
+                            while b_ > i and r_key[b_ - 1] > x:
+                                r_key[b_], r_order[b_] = r_key[b_ - 1], r_order[b_ - 1]
+                                b_ -= 1
+                            r_key[b_], r_order[b_] = x, o
+                        for a_ in range(i, j):
+                            r_pos[r_order[a_]] = a_
+                    i = j
             # -- transfers: copies at t0 (listed in issue order), NDP results as their ops end
             done_t = -np.inf
             n = nj
@@ -398,10 +435,10 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                     for k in range(n_ndp):
                         o = r_order[k]
                         s_arr[k], s_wire[k], s_prio[k] = r_arr[o], r_wire[o], DEMAND
-                    _schedule(s_arr, s_prio, s_wire, n_ndp, r_lat, r_free, r_wire_t, r_end, done)
+                    _schedule(s_arr, s_prio, s_wire, n_ndp, r_lat, r_free, r_wire_t, r_end, done, not prefetch)
                     for k in range(n_ndp):
                         done_t = max(done_t, r_end[k])
-            _schedule(j_arr, j_prio, j_wire, n, e_lat, e_free, e_wire, j_end, done)
+            _schedule(j_arr, j_prio, j_wire, n, e_lat, e_free, e_wire, j_end, done, not prefetch)
             for k in range(nj, n):
                 done_t = max(done_t, j_end[k])
             for j in range(nj):  # the keys' latest copies
