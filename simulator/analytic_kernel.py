@@ -114,26 +114,30 @@ def lru_room(part, need, last, resident, queue, q_head, q_tail):
 
 
 @numba.njit(cache=True)
-def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done, idle):
+def _serve_idle(arr, wire_s, n, lat, engines, wire, end):
+    """_schedule of transfers of one priority on a link whose DMA engines and wire are all free by the
+    first arrival (no prefetch): transfer j takes the engine transfer j - c frees (no search)."""
+    c = len(engines)
+    w = wire[0]
+    for j in range(n):
+        t = arr[j] + lat if j < c else max(end[j - c], arr[j]) + lat
+        t = max(t, w)
+        t += wire_s[j]
+        end[j] = t
+        w = t
+    wire[0] = w
+    for i in range(min(n, c)):  # the engines free last
+        engines[i] = end[n - 1 - i]
+
+
+@numba.njit(cache=True)
+def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
     """Transfers 0 .. n-1 (arrival `arr`, priority `prio`, wire seconds `wire_s`; listed by arrival, ties in
     issue order) on one link direction whose DMA engines are free at `engines` [c] and wire at wire[0]
     (simulator.hardware.link), both updated: each engine freed first takes the best transfer arrived by
     then (lower priority value, then list order), pays `lat`, then holds the wire. Writes the arrivals
-    into `end`; `done` [>= n] is scratch. `idle`: one priority and every engine and the wire free by the
-    first arrival (no prefetch), so transfer j takes the engine transfer j - c frees (no search)."""
+    into `end`; `done` [>= n] is scratch."""
     c = len(engines)
-    if idle:
-        w = wire[0]
-        for j in range(n):
-            t = arr[j] + lat if j < c else max(end[j - c], arr[j]) + lat
-            t = max(t, w)
-            t += wire_s[j]
-            end[j] = t
-            w = t
-        wire[0] = w
-        for i in range(min(n, c)):  # the engines free last
-            engines[i] = end[n - 1 - i]
-        return
     one_prio = True
     for j in range(1, n):
         one_prio = one_prio and prio[j] == prio[0]
@@ -435,10 +439,16 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                     for k in range(n_ndp):
                         o = r_order[k]
                         s_arr[k], s_wire[k], s_prio[k] = r_arr[o], r_wire[o], DEMAND
-                    _schedule(s_arr, s_prio, s_wire, n_ndp, r_lat, r_free, r_wire_t, r_end, done, not prefetch)
+                    if prefetch:
+                        _schedule(s_arr, s_prio, s_wire, n_ndp, r_lat, r_free, r_wire_t, r_end, done)
+                    else:
+                        _serve_idle(s_arr, s_wire, n_ndp, r_lat, r_free, r_wire_t, r_end)
                     for k in range(n_ndp):
                         done_t = max(done_t, r_end[k])
-            _schedule(j_arr, j_prio, j_wire, n, e_lat, e_free, e_wire, j_end, done, not prefetch)
+            if prefetch:
+                _schedule(j_arr, j_prio, j_wire, n, e_lat, e_free, e_wire, j_end, done)
+            else:  # every copy and result of the layer before has arrived: the link is idle
+                _serve_idle(j_arr, j_wire, n, e_lat, e_free, e_wire, j_end)
             for k in range(nj, n):
                 done_t = max(done_t, j_end[k])
             for j in range(nj):  # the keys' latest copies
