@@ -335,8 +335,9 @@ class _VectorSource:
         pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)]  # (tokens, restored)
         if sc.policy.expert_blind and len(self.slot) and self.L * self.E * len(pairs) <= 1 << 18:
             # few codes: table them all now (one call instead of one per chunk that meets new ones)
-            tr = np.array([t * self.K + r for t, r in pairs])
-            self.placements((np.arange(self.L * self.E)[:, None] * self.K * self.K + tr).ravel())
+            t, r = np.array(pairs).T[:, None, :]                              # [1, Q] each
+            le = np.arange(self.L * self.E)[:, None]                          # [LE, 1]
+            self._table(((le * self.K + t) * self.K + r).ravel(), le, t, r)
 
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
@@ -406,24 +407,34 @@ class _VectorSource:
 
     def placements(self, new: np.ndarray) -> None:
         """Table the placements of codes ((layer E + expert) K + tokens) K + restored `new` [n] (not asked
-        before) as rows of self.tab, slot[code] -> row. The policy answers each code once per run. Per
-        row: whether the GPU part exists (gpu), looks up its weights (look, of form wform) and the factors
-        (fac) in the cache, whether an NDP part exists (ndp), the op seconds (expert GEMMs on the GPU,
-        compensation, NDP op; 0: none), the wire seconds and bytes of the NDP result."""
+        before) as rows of self.tab, slot[code] -> row (see _table)."""
         rest, restored = np.divmod(new, self.K)
-        le, tokens = np.divmod(rest, self.K)                   # [n] layer E + expert, tokens
+        le, tokens = np.divmod(rest, self.K)
+        self._table(new, le, tokens, restored)
+
+    def _table(self, new: np.ndarray, le: np.ndarray, tokens: np.ndarray, restored: np.ndarray) -> None:
+        """Table codes `new` [n] of experts layer E + expert `le`, `tokens` and `restored` (broadcasting
+        together to an array whose ravel is in the order of `new`: [n] each, or experts [LE, 1] by
+        (tokens, restored) [1, Q]). The policy answers each code once per run, an expert_blind one once
+        per (tokens, restored). Per row of self.tab: whether the GPU part exists (gpu), looks up its
+        weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
+        (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the wire seconds
+        and bytes of the NDP result."""
         sc, eng = self.eng.sc, self.eng
+        shape = np.broadcast_shapes(np.shape(le), np.shape(tokens), np.shape(restored))
         place = sc.policy.place
         if sc.policy.expert_blind:  # one answer per (tokens, restored), spread over the codes
-            pairs, back = np.unique(tokens * self.K + restored, return_inverse=True)
+            pairs, back = np.unique(np.ravel(tokens * self.K + restored), return_inverse=True)
+            back = back.reshape(np.shape(tokens * self.K + restored))
             cache = eng.logic.cache.part(0)
             ps = [place(0, 0, t, rs, cache) for t, rs in zip(*np.divmod(pairs, self.K))]
         else:
             parts = [eng.logic.cache.part(layer) for layer in range(self.L)]
-            lay, ex = np.divmod(le, self.E)
+            lay, ex = np.divmod(np.broadcast_to(le, shape).ravel(), self.E)
             ps = [place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
-                  zip(lay.tolist(), ex.tolist(), tokens.tolist(), restored.tolist())]
-            back = slice(None)
+                  zip(lay.tolist(), ex.tolist(), np.broadcast_to(tokens, shape).ravel().tolist(),
+                      np.broadcast_to(restored, shape).ravel().tolist())]
+            back = np.arange(len(ps)).reshape(shape)
         form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
         g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
         g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64)[back] for x in (g_tok, c_tok, n_tok, pinned))
@@ -440,32 +451,32 @@ class _VectorSource:
             known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
             order = np.argsort(known, kind="stable")
             self.known, self.known_at = known[order], known_at[order]
-        for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops.T, res_wire, rbytes)):
-            self.tab[name] = np.concatenate([self.tab[name], v])
+        for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, ops[..., 0], ops[..., 1], ops[..., 2],
+                                      res_wire, rbytes)):
+            self.tab[name] = np.concatenate([self.tab[name], np.broadcast_to(v, shape).ravel()])
 
     def _op_seconds(self, le: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray, c_tok: np.ndarray,
                     n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
-        """Op seconds [n, 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
-        experts layer E + expert `le` [n]: pure functions of the placement code."""
+        """Op seconds [..., 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
+        experts layer E + expert `le`; the arguments broadcast together (e.g. [n] each, or experts [LE, 1]
+        by placements [1, Q]): pure functions of the placement code."""
         sc, model, gpu = self.eng.sc, self.eng.model, self.eng.gpu
         rank, factors, bits = (x.ravel() for x in (sc.sizes.rank, sc.sizes.factors, sc.sizes.bits))  # [L E]
-        out = np.zeros((len(le), 3))
-        gi = np.flatnonzero(g_tok > 0)
-        wsz = self.sizes[le[gi] * 3 + g_form[gi]]
+        wsz = self.sizes[le * 3 + g_form]
         if sc.dequant_bytes_per_weight:  # an unfused dequantization reads more than a low-bit form
-            wsz = wsz + np.where(g_form[gi] != FORMS.index("full"), self.eng.logic.dequant_bytes, 0.0)
-        out[gi, 0] = costs.gpu_time(gpu, *costs.expert_work(model, g_tok[gi], wsz), sc.kernels["expert"])
+            wsz = wsz + np.where(g_form != FORMS.index("full"), self.eng.logic.dequant_bytes, 0.0)
+        op_e = np.where(g_tok > 0, costs.gpu_time(gpu, *costs.expert_work(model, g_tok, wsz), sc.kernels["expert"]), 0.0)
         ranks, rank_of = np.unique(rank, return_inverse=True)  # FLOPs per token by rank: a table, not a loop
         per_token = np.array([model.factor_flops_per_token(int(rk)) for rk in ranks])[rank_of]  # [L E]
-        ci = np.flatnonzero((g_tok > 0) & (c_tok > 0) & (rank[le] > 0))
-        out[ci, 1] = costs.gpu_time(gpu, per_token[le[ci]] * c_tok[ci], factors[le[ci]])
-        ni = np.flatnonzero(n_tok > 0)
-        n_bits = np.where(n_form[ni] == FORMS.index("full"), 16, bits[le[ni]])
-        for b in np.unique(n_bits):
-            m = ni[n_bits == b]
-            out[m, 2] = costs.ndp_time(sc.system.ndp, *costs.expert_work(
-                model, n_tok[m], self.sizes[le[m] * 3 + n_form[m]]), int(b))
-        return out
+        comp = (g_tok > 0) & (c_tok > 0) & (rank[le] > 0)
+        op_c = np.where(comp, costs.gpu_time(gpu, per_token[le] * c_tok, factors[le]), 0.0)
+        n_bits = np.where(n_form == FORMS.index("full"), 16, bits[le])
+        n_sz = self.sizes[le * 3 + n_form]
+        op_n = np.zeros(np.broadcast_shapes(np.shape(le), np.shape(n_tok)))
+        for b in np.unique(n_bits[np.broadcast_to(n_tok > 0, n_bits.shape)]) if sc.system.ndp is not None else ():
+            op_n = np.where((n_tok > 0) & (n_bits == b), costs.ndp_time(
+                sc.system.ndp, *costs.expert_work(model, n_tok, n_sz), int(b)), op_n)
+        return np.stack(np.broadcast_arrays(op_e, op_c, op_n), axis=-1)
 
 
 class AnalyticEngine:
