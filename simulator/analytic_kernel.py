@@ -206,14 +206,15 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     j_prio, j_key = np.zeros(J, dtype=np.int64), np.zeros(J, dtype=np.int64)
     done = np.zeros(J, dtype=np.bool_)
     r_arr, r_wire, r_end = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1)  # NDP results, in op order
-    r_order, r_ahead = np.zeros(M + 1, dtype=np.int64), np.zeros(M + 1, dtype=np.int64)
-    r_key, r_pos = np.zeros(M + 1), np.zeros(M + 1, dtype=np.int64)  # sort keys; position of each op
+    r_order, r_pos = np.zeros(M + 1, dtype=np.int64), np.zeros(M + 1, dtype=np.int64)  # end order; position
     s_arr, s_wire, s_prio = np.zeros(M + 1), np.zeros(M + 1), np.zeros(M + 1, dtype=np.int64)
     g_items = np.zeros(M + 1, dtype=np.int64)  # per GPU item of a layer: its item, its copies' arrivals
     g_w, g_f = np.zeros(M + 1), np.zeros(M + 1)
     ufree = np.zeros(max(U, 1))
     unit_of = np.arange(E) % max(U, 1)  # NDP unit of each expert
-    u_last = np.zeros(max(U, 1), dtype=np.int64)
+    u_count, u_head = np.zeros(max(U, 1), dtype=np.int64), np.zeros(max(U, 1), dtype=np.int64)
+    u_ops = np.zeros((max(U, 1), M + 1), dtype=np.int64)  # per unit: its ops of the layer, in order
+    act_units = np.zeros(max(U, 1), dtype=np.int64)
     e_free, e_wire = np.zeros(e_engines), np.zeros(1)
     r_free, r_wire_t = np.zeros(r_engines), np.zeros(1)
     stop, m = P, 0
@@ -373,9 +374,9 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 out[s, BYTES_ACT] += act_bytes[s]
                 totals[BUSY_ACT] += act_wire[s]
                 ufree[:] = 0.0
-                u_last[:] = -1
-                k = 0
+                u_count[:] = 0
                 wire_sum = bytes_sum = 0.0
+                k = 0
                 for a in range(n_items[layer]):
                     t = rows[layer, a]
                     if ndp[t]:
@@ -386,46 +387,44 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         wire_sum += res_wire[t]
                         bytes_sum += rbytes[t]
                         ops_end = max(ops_end, e_)
-                        r_arr[k], r_wire[k], r_ahead[k] = e_, res_wire[t], u_last[u]
-                        u_last[u] = k
+                        r_arr[k], r_wire[k] = e_, res_wire[t]
+                        u_ops[u, u_count[u]] = k  # each unit's ops end in submission order
+                        u_count[u] += 1
                         k += 1
                 totals[BUSY_RESULT] += wire_sum
                 out[s, BYTES_RESULT] += bytes_sum
-                # the order SimPy ends them (simulator.hardware.ndp.NDPUnits.run): by end (an insertion
-                # sort: layers are short), then at equal ends the ops that started on an idle unit in
-                # submission order, then the queued ones in the order of the ops they queued behind
-                tie = False
+                # the order SimPy ends them (simulator.hardware.ndp.NDPUnits.run), a merge of the units'
+                # lists: by end; at equal ends an op that started on an idle unit (its unit's first)
+                # first, two of those in submission order, two queued ones in the order of the ops they
+                # queued behind (already merged: they end earlier)
+                n_units = 0
+                for u in range(U):
+                    if u_count[u]:
+                        act_units[n_units] = u
+                        u_head[u] = 0
+                        n_units += 1
                 for i in range(n_ndp):
-                    x = r_arr[i]
-                    j = i
-                    while j > 0 and r_key[j - 1] > x:
-                        r_key[j] = r_key[j - 1]
-                        r_order[j] = r_order[j - 1]
-                        j -= 1
-                    r_key[j] = x
-                    r_order[j] = i
-                    tie = tie or (j > 0 and r_key[j - 1] == x)
-                for i in range(n_ndp if tie else 0):
-                    r_pos[r_order[i]] = i
-                i = 0
-                while tie and i < n_ndp:
-                    j = i + 1
-                    while j < n_ndp and r_key[j] == r_key[i]:
-                        j += 1
-                    if j - i > 1:  # equal ends (an op's predecessor ends earlier: its position is final)
-                        for a_ in range(i, j):
-                            o = r_order[a_]
-                            r_key[a_] = o if r_ahead[o] < 0 else n_ndp + r_pos[r_ahead[o]]
-                        for a_ in range(i + 1, j):
-                            x, o = r_key[a_], r_order[a_]
-                            b_ = a_
-                            while b_ > i and r_key[b_ - 1] > x:
-                                r_key[b_], r_order[b_] = r_key[b_ - 1], r_order[b_ - 1]
-                                b_ -= 1
-                            r_key[b_], r_order[b_] = x, o
-                        for a_ in range(i, j):
-                            r_pos[r_order[a_]] = a_
-                    i = j
+                    best, bu = -1, -1
+                    for q in range(n_units):
+                        u = act_units[q]
+                        if u_head[u] == u_count[u]:
+                            continue
+                        o = u_ops[u, u_head[u]]
+                        if best < 0 or r_arr[o] < r_arr[best]:
+                            best, bu = o, u
+                        elif r_arr[o] == r_arr[best]:
+                            o_idle, b_idle = u_head[u] == 0, u_head[bu] == 0
+                            if o_idle != b_idle:
+                                better = o_idle
+                            elif o_idle:
+                                better = o < best
+                            else:
+                                better = r_pos[u_ops[u, u_head[u] - 1]] < r_pos[u_ops[bu, u_head[bu] - 1]]
+                            if better:
+                                best, bu = o, u
+                    r_order[i] = best
+                    r_pos[best] = i
+                    u_head[bu] += 1
             # -- transfers: copies at t0 (listed in issue order), NDP results as their ops end
             done_t = -np.inf
             n = nj
