@@ -45,6 +45,10 @@ STEP_INTS = 4
 (BUSY_EXPERT_LINK, BUSY_ACT, BUSY_RESULT, FETCHED_LOWBIT, FETCHED_FACTORS, FETCHED_FULL, PREFETCH_BYTES,
  PREFETCH_WASTED, EVICTIONS) = range(9)
 TOTALS = 9
+# index of the lowest set bit of a 64-bit word w: DEBRUIJN[((w & -w) * DEBRUIJN_MUL) >> 58]
+DEBRUIJN_MUL = np.uint64(0x03F79D71B4CB0A89)
+DEBRUIJN = np.zeros(64, dtype=np.int64)
+DEBRUIJN[[(int(DEBRUIJN_MUL) << i & (1 << 64) - 1) >> 58 for i in range(64)]] = np.arange(64)
 
 
 KEY_BITS = 24  # a queue entry is stamp << KEY_BITS | key
@@ -198,6 +202,7 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     for p in range(P):
         first[p + 1] = first[p] + lens[p]
     cnt, rst = np.zeros(E, dtype=np.int64), np.zeros(E, dtype=np.int64)
+    mask = np.zeros((E + 63) // 64, dtype=np.uint64)  # experts of a (step, layer), a bit each
     used_by_next = np.zeros(E, dtype=np.bool_)
     items, rows = np.zeros((L, max(M, 1)), dtype=np.int64), np.zeros((L, max(M, 1)), dtype=np.int64)
     n_items = np.zeros(L, dtype=np.int64)
@@ -222,26 +227,22 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
         gs = step_base + s
         # -- route every layer of the step (the prefetch of layer l needs layer l + 1's placements)
         for layer in range(L):
-            n = 0  # the union S of the step's tokens' experts at this layer, ascending
-            scan = 4 * lens[s] * k_slots >= E  # many: count, then scan the experts in order
+            n = 0  # the union S of the step's tokens' experts at this layer, ascending: a bit per expert
             for i in range(first[s], first[s + 1]):
                 for j in range(k_slots):
                     e = experts[i, layer, j]
-                    if cnt[e] == 0 and not scan:  # few: insertion
-                        k = n
-                        while k > 0 and items[layer, k - 1] > e:
-                            items[layer, k] = items[layer, k - 1]
-                            k -= 1
-                        items[layer, k] = e
-                        n += 1
+                    mask[e >> 6] |= np.uint64(1) << np.uint64(e & 63)
                     cnt[e] += 1
                     if j < top_n:
                         rst[e] += 1
-            if scan:
-                for e in range(E):
-                    if cnt[e]:
-                        items[layer, n] = e
-                        n += 1
+            for w in range(len(mask)):  # set bits low to high (de Bruijn: the lowest bit's index)
+                word = mask[w]
+                while word:
+                    low = word & (~word + np.uint64(1))
+                    items[layer, n] = w * 64 + DEBRUIJN[np.int64((low * DEBRUIJN_MUL) >> np.uint64(58))]
+                    n += 1
+                    word ^= low
+                mask[w] = 0
             n_items[layer] = n
             for i in range(n):
                 e = items[layer, i]
