@@ -451,13 +451,12 @@ class _VectorSource:
             known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
             order = np.argsort(known, kind="stable")
             self.known, self.known_at = known[order], known_at[order]
-        for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, ops[..., 0], ops[..., 1], ops[..., 2],
-                                      res_wire, rbytes)):
+        for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops, res_wire, rbytes)):
             self.tab[name] = np.concatenate([self.tab[name], np.broadcast_to(v, shape).ravel()])
 
     def _op_seconds(self, le: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray, c_tok: np.ndarray,
                     n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
-        """Op seconds [..., 3] (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
+        """Op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none) of placements of
         experts layer E + expert `le`; the arguments broadcast together (e.g. [n] each, or experts [LE, 1]
         by placements [1, Q]): pure functions of the placement code."""
         sc, model, gpu = self.eng.sc, self.eng.model, self.eng.gpu
@@ -473,10 +472,11 @@ class _VectorSource:
         n_bits = np.where(n_form == FORMS.index("full"), 16, bits[le])
         n_sz = self.sizes[le * 3 + n_form]
         op_n = np.zeros(np.broadcast_shapes(np.shape(le), np.shape(n_tok)))
-        for b in np.unique(n_bits[np.broadcast_to(n_tok > 0, n_bits.shape)]) if sc.system.ndp is not None else ():
-            op_n = np.where((n_tok > 0) & (n_bits == b), costs.ndp_time(
-                sc.system.ndp, *costs.expert_work(model, n_tok, n_sz), int(b)), op_n)
-        return np.stack(np.broadcast_arrays(op_e, op_c, op_n), axis=-1)
+        for b in np.unique(np.append(bits, 16)) if sc.system.ndp is not None else ():  # by the unit's precision
+            on = (n_tok > 0) & (n_bits == b)
+            if on.any():
+                op_n = np.where(on, costs.ndp_time(sc.system.ndp, *costs.expert_work(model, n_tok, n_sz), int(b)), op_n)
+        return op_e, op_c, op_n
 
 
 class AnalyticEngine:
