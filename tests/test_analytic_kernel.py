@@ -106,3 +106,13 @@ def test_prefill_runs_in_the_kernel_and_leaves_the_des_cache(monkeypatch, kw):
     for key in ("cache_hits", "cache_misses", "cache_evictions", "fetched_bytes"):
         assert ana[key] == des[key], key
     assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=1e-9)
+
+
+def test_one_compiled_signature_whatever_the_configuration():
+    """Every run passes the kernel the same argument types (scalars cast), so it compiles once per
+    install, not once per configuration (each compile costs seconds)."""
+    for kw in ({"policy": "ndp-lrc", "batch": 3, "prompt": 4}, {"policy": "offload-fp16", "hwconfig": "a100-pcie4"},
+               {"policy": "offload-lrc", "hwconfig": "t4-pcie3", "prefetch": True, "cache_experts_per_layer": 2,
+                "loads_block_layer": True}):
+        run_spec(RunSpec(engine="analytic", tokens=6, **kw))
+    assert len(kernel.run_steps.signatures) == 1
