@@ -29,8 +29,8 @@ class BatchSchedule:
             slot[0] = stop
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def next_step(self) -> np.ndarray | None:
-        """Token indices [B_active] of the next decode step, or None when the trace is exhausted."""
+    def _refill(self) -> list[list[int]]:
+        """Slots whose sequence ended take the next unused sequences, or retire; returns the active ones."""
         active = []
         for slot in self._slots:
             while slot[0] >= slot[1] and self._next < len(self._bounds):
@@ -39,6 +39,11 @@ class BatchSchedule:
             if slot[0] < slot[1]:
                 active.append(slot)
         self._slots = active
+        return active
+
+    def next_step(self) -> np.ndarray | None:
+        """Token indices [B_active] of the next decode step, or None when the trace is exhausted."""
+        active = self._refill()
         if not active:
             return None
         idx = np.fromiter((s[0] for s in active), dtype=np.int64, count=len(active))
@@ -52,14 +57,7 @@ class BatchSchedule:
         which no slot's sequence ends are built whole."""
         toks, lens, done = [], [], 0
         while done < count:
-            active = []
-            for slot in self._slots:  # as next_step: ended slots take the next sequences, or retire
-                while slot[0] >= slot[1] and self._next < len(self._bounds):
-                    slot[:] = self._bounds[self._next]
-                    self._next += 1
-                if slot[0] < slot[1]:
-                    active.append(slot)
-            self._slots = active
+            active = self._refill()
             if not active:
                 break
             run = min(count - done, *(end - cursor for cursor, end in active))  # no sequence ends within
