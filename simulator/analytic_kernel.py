@@ -188,8 +188,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     (rows known_at). Cache key: (layer E + expert) 3 + form (FORMS order); partition: its layer, or 0
     when shared. copy_step/copy_end [K]: run step and arrival of each key's latest copy.
     Per step: out [P, STEP_FLOATS] (time from the step start to the end of its last MoE layer,
-    categories, link bytes) and counts
-    [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy seconds per unit [U].
+    categories, link bytes) and counts [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy
+    seconds per unit [U].
     Returns (the step it stopped at, m): P and 0 when done; else the first step with placement codes not
     tabled yet (before any state changed for it), and the m codes of it and of the steps after it that
     are not tabled, into `new` (with repeats)."""
@@ -206,7 +206,7 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     used_by_next = np.zeros(E, dtype=np.bool_)
     items, rows = np.zeros((L, max(M, 1)), dtype=np.int64), np.zeros((L, max(M, 1)), dtype=np.int64)
     n_items = np.zeros(L, dtype=np.int64)
-    J = 6 * M + 1  # transfers a layer can have on the expert link: 2 M copies, 3 M prefetches, M results
+    J = 5 * M + 1  # transfers a layer can have on the expert link: 2 M copies, 2 M prefetches, M results
     j_arr, j_wire, j_end = np.zeros(J), np.zeros(J), np.zeros(J)
     j_prio, j_key = np.zeros(J, dtype=np.int64), np.zeros(J, dtype=np.int64)
     done = np.zeros(J, dtype=np.bool_)
