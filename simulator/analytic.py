@@ -3,13 +3,13 @@
 The trace runs in chunks of decode steps (after the prompt, one step of all its tokens). Cache state
 never depends on timing, so hits, misses, evictions and prefetch decisions are the DES's exactly; every
 op time comes from simulator.costs (the formulas the DES calls). Two ways to run a chunk:
-- LRU cache and a policy whose placement does not read the cache (every policy but offload-mixed),
-  with or without prefetch: the compiled kernel simulator.analytic_kernel (_VectorSource) does the
-  routing, an exact LRU, the prefetch draws from the DES's own Generator, and the timing of each step
-  one MoE layer after the other (about 50-100x faster than the DES).
-- LFU or offload-mixed: a logical pass replays the DES's own code (simulator.engine._Engine.work/lookup/
-  fetch/prefetch with a recording link in place of the SimPy copy engines), then numpy times the chunk's
-  steps together, one MoE layer at a time (_moe_layer, _schedule).
+- Every policy but offload-mixed (LRU or LFU, with or without prefetch, with a prompt): the compiled
+  kernel simulator.analytic_kernel (_VectorSource) does the routing, the exact cache, the prefetch draws
+  from the DES's own Generator, and the timing of each step one MoE layer after the other (about
+  50-130x faster than the DES).
+- offload-mixed (its placement reads the cache): a logical pass replays the DES's own code
+  (simulator.engine._Engine.work/lookup/fetch/prefetch with a recording link in place of the SimPy copy
+  engines), then numpy times the chunk's steps together, one MoE layer at a time (_moe_layer, _schedule).
 Both time a layer alike: copies are scheduled on the link's `dma_engines` servers (non-preemptive: an
 engine that frees takes the best copy arrived by then: demand before prefetch, then arrival, then issue
 order), NDP ops queue FIFO per unit, and the GPU stream runs ready experts first, then waits for each
@@ -294,9 +294,9 @@ def _routed(sc: Scenario, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray
 
 
 class _VectorSource:
-    """Logical pass and timing of chunks with an LRU cache (per-layer partitions or one shared) and a
-    policy whose placements do not read the cache, with or without prefetch, in the compiled kernel
-    simulator.analytic_kernel.run_steps (routing, an exact LRU, the prefetch draws from the DES's own
+    """Logical pass and timing of chunks for a policy whose placements do not read the cache (LRU or LFU,
+    per-layer partitions or one shared, with or without prefetch) in the compiled kernel
+    simulator.analytic_kernel.run_steps (routing, the exact cache, the prefetch draws from the DES's own
     Generator, then the timing of each step's layers). Placements are asked once per (layer, expert,
     tokens, restored) code of the run and tabled (placements); a policy whose place() ignores the layer
     and expert (Policy.expert_blind) is asked once per (tokens, restored), all up front when few.
@@ -309,7 +309,7 @@ class _VectorSource:
         self.sizes = np.stack([sc.sizes.of(f) for f in FORMS], axis=-1).reshape(-1)  # [L E 3] bytes by key
         self.key_wire = costs.wire_time(eng.elink, costs.TO_GPU, self.sizes)         # [L E 3] seconds
         K, parts = len(self.sizes), self.L if sc.cache_per_layer else 1
-        self.lru = kernel.lru_state(K, parts)  # see analytic_kernel.lru_access
+        self.cache = kernel.cache_state(K, parts)  # see analytic_kernel.lru_access, lfu_access
         self.copy_step = np.full(K, -1, dtype=np.int64)  # per key: run step of its latest copy ...
         self.copy_end = np.zeros(K)                       # ... and its arrival from that step's start
         self.totals = np.zeros(kernel.TOTALS)
@@ -342,7 +342,7 @@ class _VectorSource:
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
         sc = eng.sc
-        return sc.cache_policy == "lru" and not sc.policy.reads_cache
+        return not sc.policy.reads_cache
 
     def steps(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, pre: np.ndarray, layer_pre: np.ndarray,
               shared: np.ndarray) -> np.ndarray:
@@ -373,7 +373,8 @@ class _VectorSource:
                 experts, lens, s, self.steps_done, L, E, self.K, int(sc.top_n), self.U, self.slot, self.known,
                 self.known_at, new, tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"],
                 tab["op_c"], tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire,
-                bool(sc.cache_per_layer), float(sc.cache_capacity), *self.lru, bool(sc.prefetch and L > 1),
+                bool(sc.cache_per_layer), float(sc.cache_capacity), *self.cache[:7], sc.cache_policy == "lfu",
+                *self.cache[7:], bool(sc.prefetch and L > 1),
                 float(sc.prefetch_hit_rate), eng.logic.rng, self.copy_step, self.copy_end, f64(pre),
                 f64(layer_pre), f64(shared), f64(act_time), f64(act_wire), f64(act_b), float(eng.elink.latency),
                 int(eng.elink.dma_engines), float(r_lat), int(r_engines),

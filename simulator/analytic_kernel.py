@@ -1,13 +1,14 @@
-"""Compiled kernel of the analytic fast path: decode steps with an LRU cache, with or without prefetch.
+"""Compiled kernel of the analytic fast path: decode steps with an LRU or LFU cache, with or without
+prefetch.
 
 Per step (its tokens' routing), one MoE layer after the other, the kernel does what simulator.engine
 does, in the same order, with the arithmetic of simulator.analytic's timing:
 1. the union S of the layer's experts (ascending) and each one's placement (tabled per code by the
    caller from Policy.place; a step whose codes are not all tabled stops the kernel before it starts);
 2. the cache lookups of its GPU items in item order (weights, then factors): an exact byte-capacity LRU
-   (simulator.hardware.cache.ExpertCache: a hit refreshes the key; a miss inserts it, evicting least
-   recently used keys until it fits; a key larger than its partition streams through), one partition per
-   MoE layer or one shared; every miss is an on-demand copy on the expert link;
+   or LFU (simulator.hardware.cache.ExpertCache: a hit refreshes the key; a miss inserts it, evicting
+   victims until it fits; a key larger than its partition streams through), one partition per MoE layer
+   or one shared; every miss is an on-demand copy on the expert link;
 3. with prefetch, _Engine.prefetch for the next layer: refresh what it needs and holds (off the budget),
    then per entry it needs and lacks one draw from the DES's own numpy Generator (the same stream):
    below the hit rate the entry, else the next expert id (cyclically) the layer does not use and the
@@ -55,14 +56,61 @@ KEY_BITS = 24  # a queue entry is stamp << KEY_BITS | key
 KEY_MASK = (1 << KEY_BITS) - 1
 
 
-def lru_state(keys: int, parts: int) -> tuple:
-    """Empty LRU state of `parts` partitions over cache keys 0 .. keys - 1 (see lru_access)."""
+def cache_state(keys: int, parts: int) -> tuple:
+    """Empty cache state of `parts` partitions over cache keys 0 .. keys - 1: the LRU's (lru_access:
+    last, resident, used, queue, q_head, q_tail, clock), then the LFU's own (lfu_access: freq, members,
+    n_members, member_at)."""
     if keys >= 1 << KEY_BITS:
         raise ValueError(f"{keys} cache keys: the LRU queue packs keys into {KEY_BITS} bits")
-    Q = 4 * (keys // parts) + 64  # queue slots per partition: > its keys + a step's accesses (lru_room)
+    per = keys // parts
+    Q = 4 * per + 64  # queue slots per partition: > its keys + a step's accesses (lru_room)
     return (np.zeros(keys, dtype=np.int64), np.zeros(keys, dtype=bool), np.zeros(parts),
             np.zeros((parts, Q), dtype=np.int64), np.zeros(parts, dtype=np.int64), np.zeros(parts, dtype=np.int64),
-            np.zeros(1, dtype=np.int64))
+            np.zeros(1, dtype=np.int64),
+            np.zeros(keys, dtype=np.int64), np.zeros((parts, per), dtype=np.int64), np.zeros(parts, dtype=np.int64),
+            np.zeros(keys, dtype=np.int64))
+
+
+@numba.njit(cache=True)
+def lfu_access(key, key_size, part, capacity, last, resident, used, clock, freq, members, n_members, member_at):
+    """One access of cache key `key` in partition `part` of an LFU cache: (hit, evictions), with
+    ExpertCache's rules: accesses per key counted for ever (freq [K], also when a key too large for the
+    partition streams through), `last` [K] the clock at each key's latest counted access; the victim
+    is the resident key with the fewest accesses, the least recently counted among those, found by a
+    scan of the partition's resident keys (members [parts, keys per partition], n_members [parts],
+    member_at [K]: a key's place there)."""
+    if resident[key]:
+        clock[0] += 1
+        freq[key] += 1
+        last[key] = clock[0]
+        return True, 0
+    size = key_size[key]
+    if size > capacity:  # streams through: counted, never resident
+        freq[key] += 1
+        return False, 0
+    u, evicted = used[part], 0
+    while u + size > capacity and n_members[part]:  # ExpertCache.insert's arithmetic
+        victim = members[part, 0]
+        for i in range(1, n_members[part]):
+            k = members[part, i]
+            if freq[k] < freq[victim] or (freq[k] == freq[victim] and last[k] < last[victim]):
+                victim = k
+        u -= key_size[victim]
+        resident[victim] = False
+        n_members[part] -= 1  # its place takes the last member
+        moved = members[part, n_members[part]]
+        members[part, member_at[victim]] = moved
+        member_at[moved] = member_at[victim]
+        evicted += 1
+    used[part] = u + size
+    resident[key] = True
+    members[part, n_members[part]] = key
+    member_at[key] = n_members[part]
+    n_members[part] += 1
+    clock[0] += 1
+    freq[key] += 1
+    last[key] = clock[0]
+    return False, evicted
 
 
 @numba.njit(cache=True)
@@ -177,6 +225,7 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
               gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,             # placements
               key_size, key_wire, per_layer, capacity,                                    # the cache
               last, resident, used, queue, q_head, q_tail, clock,                         # LRU state
+              lfu, freq, members, n_members, member_at,                                   # LFU's own
               prefetch, hit_rate, rng, copy_step, copy_end,                               # prefetch
               pre, layer_pre, shared, act_time, act_wire, act_bytes,                      # per step [P]
               e_lat, e_engines, r_lat, r_engines, shared_link, block,
@@ -276,8 +325,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
             t0 = T
             part = layer if per_layer else 0
             for p_ in (part, layer + 1 if per_layer and prefetch and layer + 1 < L else part):
-                if q_tail[p_] + 8 * M + 8 > queue.shape[1]:  # a layer's accesses in a partition: < 8 M
-                    lru_room(p_, 8 * M + 8, last, resident, queue, q_head, q_tail)
+                if not lfu and q_tail[p_] + 8 * M + 8 > queue.shape[1]:  # a layer's accesses in a partition
+                    lru_room(p_, 8 * M + 8, last, resident, queue, q_head, q_tail)  # are fewer than 8 M
             # -- demand lookups of the GPU items, in item order: weights, then factors
             nj = n_gpu = n_ndp = hits = 0
             for a in range(n_items[layer]):
@@ -288,8 +337,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                             if which == 1 and not fac[t]:
                                 break
                             key = (layer * E + items[layer, a]) * 3 + (wform[t] if which == 0 else 1)
-                            hit, ev = lru_access(key, key_size, part, capacity, last, resident, used, queue,
-                                                 q_head, q_tail, clock)
+                            if lfu:
+                                hit, ev = lfu_access(key, key_size, part, capacity, last, resident, used, clock,
+                                                     freq, members, n_members, member_at)
+                            else:
+                                hit, ev = lru_access(key, key_size, part, capacity, last, resident, used, queue,
+                                                     q_head, q_tail, clock)
                             if ev:
                                 totals[EVICTIONS] += ev
                             if hit:
@@ -318,8 +371,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                     for form in range(3):  # what the layer needs and holds: refreshed, off the budget
                         key = (nxt * E + e) * 3 + form
                         if resident[key]:
-                            lru_access(key, key_size, p2, capacity, last, resident, used, queue, q_head,
-                                       q_tail, clock)
+                            if lfu:
+                                lfu_access(key, key_size, p2, capacity, last, resident, used, clock, freq, members,
+                                           n_members, member_at)
+                            else:
+                                lru_access(key, key_size, p2, capacity, last, resident, used, queue, q_head,
+                                           q_tail, clock)
                             budget -= key_size[key]
                 full = False
                 for i in range(n_items[nxt]):
@@ -350,8 +407,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         budget -= nbytes
                         j_arr[nj], j_wire[nj], j_prio[nj], j_key[nj] = t0, key_wire[key], PREFETCH, key
                         nj += 1
-                        hit, ev = lru_access(key, key_size, p2, capacity, last, resident, used, queue, q_head,
-                                             q_tail, clock)
+                        if lfu:
+                            hit, ev = lfu_access(key, key_size, p2, capacity, last, resident, used, clock, freq,
+                                                 members, n_members, member_at)
+                        else:
+                            hit, ev = lru_access(key, key_size, p2, capacity, last, resident, used, queue, q_head,
+                                                 q_tail, clock)
                         totals[EVICTIONS] += ev
                         totals[FETCHED_LOWBIT + form] += nbytes
                         totals[PREFETCH_BYTES] += nbytes

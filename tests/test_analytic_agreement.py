@@ -51,9 +51,9 @@ def test_uncontended_within_one_percent(kw):
 
 
 @pytest.mark.parametrize("extra", [{}, {"loads_block_layer": True},
-                                   {"cache_policy": "lfu"},                  # replayed: the DES's cache code
+                                   {"cache_policy": "lfu"},
                                    {"policy": "offload-mixed"}],             # replayed: placement reads the cache
-                         ids=["overlapped", "loads-block-layer", "lfu-replay", "mixed-replay"])
+                         ids=["overlapped", "loads-block-layer", "lfu", "mixed-replay"])
 def test_contended_prefetch_error_is_reported_and_small(capsys, extra):
     des, ana = _both({"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8,
                       "prefetch": True, "prefetch_hit_rate": 0.8, "tokens": 24, **extra})
