@@ -315,6 +315,7 @@ class _VectorSource:
         self.totals = np.zeros(kernel.TOTALS)
         self.U = sc.system.ndp.units if sc.system.ndp is not None else 1
         self.steps_done = 0  # run steps so far (prefill included)
+        self.read_forms = np.array([FORMS.index(f) for f in sc.policy.reads_forms], dtype=np.int64)
         self.codes(sc.batch)
 
     def codes(self, most: int) -> None:
@@ -342,7 +343,7 @@ class _VectorSource:
     @staticmethod
     def usable(eng: AnalyticEngine) -> bool:
         sc = eng.sc
-        return not sc.policy.reads_cache
+        return True
 
     def steps(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, pre: np.ndarray, layer_pre: np.ndarray,
               shared: np.ndarray) -> np.ndarray:
@@ -371,7 +372,7 @@ class _VectorSource:
             tab = self.tab
             s, m = kernel.run_steps(  # scalars cast: one compiled signature whatever the config's types
                 experts, lens, s, self.steps_done, L, E, self.K, int(sc.top_n), self.U, self.slot, self.known,
-                self.known_at, new, tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"],
+                self.known_at, new, self.read_forms, tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"],
                 tab["op_c"], tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire,
                 bool(sc.cache_per_layer), float(sc.cache_capacity), *self.cache[:7], sc.cache_policy == "lfu",
                 *self.cache[7:], bool(sc.prefetch and L > 1),
@@ -416,36 +417,43 @@ class _VectorSource:
     def _table(self, new: np.ndarray, le: np.ndarray, tokens: np.ndarray, restored: np.ndarray) -> None:
         """Table codes `new` [n] of experts layer E + expert `le`, `tokens` and `restored` (broadcasting
         together to an array whose ravel is in the order of `new`: [n] each, or experts [LE, 1] by
-        (tokens, restored) [1, Q]). The policy answers each code once per run, an expert_blind one once
-        per (tokens, restored). Per row of self.tab: whether the GPU part exists (gpu), looks up its
-        weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
+        (tokens, restored) [1, Q]). A code has V = 2^len(Policy.reads_forms) rows in a row, one per
+        residency of those forms of its expert (bit j: form reads_forms[j] resident); slot[code] -> its
+        first. The policy answers each (code, residency) once per run, an expert_blind one once per
+        (tokens, restored, residency). Per row of self.tab: whether the GPU part exists (gpu), looks up
+        its weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
         (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the wire seconds
         and bytes of the NDP result."""
         sc, eng = self.eng.sc, self.eng
         shape = np.broadcast_shapes(np.shape(le), np.shape(tokens), np.shape(restored))
-        place = sc.policy.place
+        read, place = sc.policy.reads_forms, sc.policy.place
+        V = 1 << len(read)
+
+        def cache(layer: int, expert: int, v: int) -> frozenset:  # what place() may see of the cache
+            return frozenset((layer, expert, form) for j, form in enumerate(read) if v >> j & 1)
+
         if sc.policy.expert_blind:  # one answer per (tokens, restored), spread over the codes
             pairs, back = np.unique(np.ravel(tokens * self.K + restored), return_inverse=True)
             back = back.reshape(np.shape(tokens * self.K + restored))
-            cache = eng.logic.cache.part(0)
-            ps = [place(0, 0, t, rs, cache) for t, rs in zip(*np.divmod(pairs, self.K))]
+            ps = [place(0, 0, t, rs, cache(0, 0, v)) for t, rs in zip(*np.divmod(pairs, self.K)) for v in range(V)]
         else:
-            parts = [eng.logic.cache.part(layer) for layer in range(self.L)]
             lay, ex = np.divmod(np.broadcast_to(le, shape).ravel(), self.E)
-            ps = [place(layer, expert, t, rs, parts[layer]) for layer, expert, t, rs in
+            ps = [place(layer, expert, t, rs, cache(layer, expert, v)) for layer, expert, t, rs in
                   zip(lay.tolist(), ex.tolist(), np.broadcast_to(tokens, shape).ravel().tolist(),
-                      np.broadcast_to(restored, shape).ravel().tolist())]
-            back = np.arange(len(ps)).reshape(shape)
+                      np.broadcast_to(restored, shape).ravel().tolist()) for v in range(V)]
+            back = np.arange(len(ps) // V).reshape(shape)
         form_of = {f: i for i, f in enumerate(FORMS)}.__getitem__
         g_tok, g_form, c_tok, n_tok, n_form, pinned = zip(*ps)
-        g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64)[back] for x in (g_tok, c_tok, n_tok, pinned))
-        g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x))[back] for x in (g_form, n_form))
+        g_tok, c_tok, n_tok, pinned = (np.array(x, dtype=np.int64).reshape(-1, V)[back]  # [..., V]
+                                       for x in (g_tok, c_tok, n_tok, pinned))
+        g_form, n_form = (np.fromiter(map(form_of, x), np.int64, len(x)).reshape(-1, V)[back] for x in (g_form, n_form))
+        le = np.asarray(le)[..., None]
         look = (g_tok > 0) & (pinned == 0)
         fac = look & (c_tok > 0) & (sc.sizes.rank.ravel()[le] > 0) & (sc.sizes.factors.ravel()[le] > 0)
         ops = self._op_seconds(le, g_tok, g_form, c_tok, n_tok, n_form)
         rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
         res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
-        ids = len(self.tab["gpu"]) + np.arange(len(new))
+        ids = len(self.tab["gpu"]) + V * np.arange(len(new))
         if len(self.slot):
             self.slot[new] = ids
         else:
@@ -453,7 +461,7 @@ class _VectorSource:
             order = np.argsort(known, kind="stable")
             self.known, self.known_at = known[order], known_at[order]
         for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops, res_wire, rbytes)):
-            self.tab[name] = np.concatenate([self.tab[name], np.broadcast_to(v, shape).ravel()])
+            self.tab[name] = np.concatenate([self.tab[name], np.broadcast_to(v, (*shape, V)).ravel()])
 
     def _op_seconds(self, le: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray, c_tok: np.ndarray,
                     n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:

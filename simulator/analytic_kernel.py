@@ -222,7 +222,7 @@ def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
 
 @numba.njit(cache=True)
 def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, known_at, new,  # routing
-              gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,             # placements
+              read_forms, gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,  # placements
               key_size, key_wire, per_layer, capacity,                                    # the cache
               last, resident, used, queue, q_head, q_tail, clock,                         # LRU state
               lfu, freq, members, n_members, member_at,                                   # LFU's own
@@ -234,7 +234,7 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     chunk's tokens, step after step; the run's step index is step_base + p). An item's placement is the
     row of its code ((layer E + expert) K + tokens) K + restored in the placement columns: slot[code]
     when the dense table `slot` is used (non-empty), else by binary search in the sorted codes `known`
-    (rows known_at). Cache key: (layer E + expert) 3 + form (FORMS order); partition: its layer, or 0
+    (rows known_at), plus bit j when form read_forms[j] of the expert is resident as it is placed. Cache key: (layer E + expert) 3 + form (FORMS order); partition: its layer, or 0
     when shared. copy_step/copy_end [K]: run step and arrival of each key's latest copy.
     Per step: out [P, STEP_FLOATS] (time from the step start to the end of its last MoE layer,
     categories, link bytes) and counts [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy
@@ -331,6 +331,10 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
             nj = n_gpu = n_ndp = hits = 0
             for a in range(n_items[layer]):
                 t = rows[layer, a]
+                for j in range(len(read_forms)):  # placed now: the residency it reads picks its row
+                    if resident[(layer * E + items[layer, a]) * 3 + read_forms[j]]:
+                        t += 1 << j
+                rows[layer, a] = t
                 if gpu[t]:
                     if look[t]:
                         for which in range(2):
@@ -381,9 +385,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 full = False
                 for i in range(n_items[nxt]):
                     t = rows[nxt, i]
+                    e = items[nxt, i]
+                    for j in range(len(read_forms)):  # placed at its turn, as the DES places it
+                        if resident[(nxt * E + e) * 3 + read_forms[j]]:
+                            t += 1 << j
                     if not (gpu[t] and look[t]):
                         continue
-                    e = items[nxt, i]
                     for which in range(2):
                         if which == 1 and not fac[t]:
                             break

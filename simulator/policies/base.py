@@ -6,7 +6,8 @@ expert and `restored` how many of them have it among their top-n by router score
 Placement: how many tokens the GPU computes and from which stored form, how many of those get the
 low-rank compensation (which needs the expert's "factors" on the GPU), how many tokens an NDP unit
 computes and from which form, and whether the GPU weights are pinned in HBM (no cache, no copy).
-The engine turns that into cache lookups, copies, kernels and NDP ops; a policy never touches SimPy.
+The engine turns that into cache lookups, copies, kernels and NDP ops; a policy never touches SimPy. A
+policy may read the cache, but only whether forms (reads_forms) of the expert it places are resident.
 
 Adding a policy = one file defining a Policy subclass + one line in simulator/policies/registry.py.
 """
@@ -35,8 +36,14 @@ class Policy:
     needs_ndp: ClassVar[bool] = False     # only legal on a system with NDP units
     compensates: ClassVar[bool] = False   # takes --rank / --plan (low-rank factors for top-n tokens)
     slot_forms: ClassVar[tuple[str, ...]] = ("lowbit",)  # forms one expert occupies in a per-layer cache slot
-    reads_cache: ClassVar[bool] = False   # place() depends on what the cache holds (else the engine memoises it)
+    reads_forms: ClassVar[tuple[str, ...]] = ()  # forms of the placed (layer, expert) whose residency place()
+                                                 # reads; it reads nothing else of the cache
     expert_blind: ClassVar[bool] = False  # place() ignores layer and expert: asked once per (tokens, restored)
+
+    @property
+    def reads_cache(self) -> bool:
+        """place() depends on what the cache holds (else the engines memoise it per code)."""
+        return bool(self.reads_forms)
 
     def prepare(self, scenario: Scenario) -> None:
         """Check the scenario and precompute (e.g. a pinned set); raise UserError when it cannot run."""

@@ -14,7 +14,7 @@ from simulator.policies.base import Placement, Policy
 class OffloadMixed(Policy):
     name = "offload-mixed"
     slot_forms = ("full",)
-    reads_cache = True
+    reads_forms = ("full",)
 
     def place(self, layer, expert, tokens, restored, cache) -> Placement:
         if restored or (layer, expert, "full") in cache:
