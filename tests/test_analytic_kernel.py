@@ -7,11 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import analytic
 from simulator import analytic_kernel as kernel
 from simulator.config.run import RunSpec
 from simulator.hardware.cache import PartitionedCache
-from simulator.simulate import build_scenario, run_spec
+from simulator.simulate import run_spec
 
 
 @pytest.mark.parametrize("policy", ["lru", "lfu"])
@@ -49,11 +48,7 @@ def test_cache_matches_expert_cache(policy, parts, per_part, capacity, sizes, ac
     {"policy": "offload-lowbit", "hwconfig": "a100-pcie4", "cache_experts_per_layer": 3, "cache_policy": "lfu"},
     {"policy": "offload-fp16", "hwconfig": "h100-pcie5", "cache_bytes": 24e9, "cache_policy": "lfu"},
 ])
-def test_evicting_caches_run_in_the_kernel_and_match_the_des(monkeypatch, kw):
-    def no_replay(*a):
-        raise AssertionError("replayed by the DES's code")
-
-    monkeypatch.setattr(analytic.AnalyticEngine, "logical", no_replay)
+def test_evicting_caches_match_the_des(kw):
     spec = {"tokens": 200, **kw}
     des = run_spec(RunSpec(**spec))[1]
     ana = run_spec(RunSpec(engine="analytic", **spec))[1]
@@ -73,13 +68,9 @@ def test_evicting_caches_run_in_the_kernel_and_match_the_des(monkeypatch, kw):
     {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 4, "cache_policy": "lfu",
      "prefetch_hit_rate": 0.6},
 ])
-def test_prefetch_runs_in_the_kernel_with_the_des_draws(monkeypatch, kw):
+def test_prefetch_uses_the_des_draws(kw):
     """Prefetch decisions use the DES's Generator in the DES's order: every counter equals the DES's;
     the times differ only by the documented queueing approximation (module docstring of analytic)."""
-    def no_replay(*a):
-        raise AssertionError("replayed by the DES's code")
-
-    monkeypatch.setattr(analytic.AnalyticEngine, "logical", no_replay)
     spec = {"tokens": 160, "prefetch": True, **kw}
     des = run_spec(RunSpec(**spec))[1]
     ana = run_spec(RunSpec(engine="analytic", **spec))[1]
@@ -88,23 +79,6 @@ def test_prefetch_runs_in_the_kernel_with_the_des_draws(monkeypatch, kw):
                 "fetched_bytes", "experts_gpu_per_step", "experts_ndp_per_step"):
         assert ana.get(key) == des.get(key), key
     assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=0.05)  # the contended bound
-
-
-@pytest.mark.parametrize("kw", [
-    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 8, "prefetch_hit_rate": 0.8},
-    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "cache_experts_per_layer": 4, "cache_policy": "lfu",
-     "prefetch_hit_rate": 0.6, "loads_block_layer": True},
-])
-def test_kernel_times_prefetch_as_the_numpy_replay(monkeypatch, kw):
-    """The kernel and the replay (the DES's cache code, then numpy per layer; what LFU and offload-mixed
-    ran before) implement the same queueing approximation: the same step times, bit for bit."""
-    spec = RunSpec(tokens=64, prefetch=True, **kw)
-    fast = analytic.run(build_scenario(spec))
-    monkeypatch.setattr(analytic._VectorSource, "usable", staticmethod(lambda eng: False))
-    replay = analytic.run(build_scenario(spec))
-    for col in ("end_s", "transfer_stall", "cache_hits", "cache_misses"):
-        assert list(fast.steps[col]) == list(replay.steps[col]), col
-    assert fast.counters == replay.counters
 
 
 def test_summary_keys_compared_above_exist():
@@ -118,13 +92,9 @@ def test_summary_keys_compared_above_exist():
     {"policy": "offload-lrc", "hwconfig": "rtx4090-pcie4", "prompt": 64, "batch": 2},
     {"policy": "ndp-lrc", "prompt": 32, "batch": 4, "cache_experts_per_layer": 4},
 ])
-def test_prefill_runs_in_the_kernel_and_leaves_the_des_cache(monkeypatch, kw):
+def test_prefill_leaves_the_des_cache(kw):
     """The prompt is one step of all its tokens (its own placement codes); the cache it leaves is the
     decode's starting cache, as in the DES."""
-    def no_replay(*a):
-        raise AssertionError("replayed by the DES's code")
-
-    monkeypatch.setattr(analytic.AnalyticEngine, "logical", no_replay)
     spec = {"tokens": 96, **kw}
     des = run_spec(RunSpec(**spec))[1]
     ana = run_spec(RunSpec(engine="analytic", **spec))[1]
