@@ -69,13 +69,11 @@ class _KernelState:
         distinct experts)."""
         sc = self.eng.sc
         self.K = most + 1
-        # per placement code answered so far (rows of self.tab, see placements)
-        self.tab = {name: np.zeros(0, dtype=t) for name, t in (
-            ("gpu", bool), ("look", bool), ("fac", bool), ("wform", np.int64), ("ndp", bool),
-            ("op_e", float), ("op_c", float), ("op_n", float), ("res_wire", float), ("rbytes", float))}
-        # placement code -> row of self.tab (-1: not asked yet): a dense table when small, else sorted codes
+        # placement rows so far (see _table): flags ti [R, 5] and seconds/bytes tf [R, 5], analytic_kernel's columns
+        self.ti, self.tf = np.zeros((0, 5), dtype=np.int8), np.zeros((0, 5))
+        # placement code -> its first row (-1: not asked yet): a dense table when small, else sorted codes
         n_codes = self.L * self.E * self.K * self.K
-        self.slot = np.full(n_codes if n_codes <= 1 << 22 else 0, -1, dtype=np.int64)
+        self.slot = np.full(n_codes if n_codes <= 1 << 22 else 0, -1, dtype=np.int32)
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
         pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)]  # (tokens, restored)
@@ -109,11 +107,9 @@ class _KernelState:
         f64 = lambda x: np.ascontiguousarray(np.broadcast_to(x, (P,)), dtype=float)
         s = 0
         while s < P:
-            tab = self.tab
             s, m = kernel.run_steps(  # scalars cast: one compiled signature whatever the config's types
                 experts, lens, s, self.steps_done, L, E, self.K, int(sc.top_n), self.U, self.slot, self.known,
-                self.known_at, new, self.read_forms, tab["gpu"], tab["look"], tab["fac"], tab["wform"], tab["ndp"], tab["op_e"],
-                tab["op_c"], tab["op_n"], tab["res_wire"], tab["rbytes"], self.sizes, self.key_wire,
+                self.known_at, new, self.read_forms, self.ti, self.tf, self.sizes, self.key_wire,
                 bool(sc.cache_per_layer), float(sc.cache_capacity), *self.cache[:7], sc.cache_policy == "lfu",
                 *self.cache[7:], bool(sc.prefetch and L > 1),
                 float(sc.prefetch_hit_rate), eng.logic.rng, self.copy_step, self.copy_end, f64(pre),
@@ -149,7 +145,7 @@ class _KernelState:
 
     def placements(self, new: np.ndarray) -> None:
         """Table the placements of codes ((layer E + expert) K + tokens) K + restored `new` [n] (not asked
-        before) as rows of self.tab, slot[code] -> row (see _table)."""
+        before) as placement rows, slot[code] -> row (see _table)."""
         rest, restored = np.divmod(new, self.K)
         le, tokens = np.divmod(rest, self.K)
         self._table(new, le, tokens, restored)
@@ -160,7 +156,7 @@ class _KernelState:
         (tokens, restored) [1, Q]). A code has V = 2^len(Policy.reads_forms) rows in a row, one per
         residency of those forms of its expert (bit j: form reads_forms[j] resident); slot[code] -> its
         first. The policy answers each (code, residency) once per run, an expert_blind one once per
-        (tokens, restored, residency). Per row of self.tab: whether the GPU part exists (gpu), looks up
+        (tokens, restored, residency). Per row (analytic_kernel's columns): whether the GPU part exists, looks up
         its weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
         (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the wire seconds
         and bytes of the NDP result."""
@@ -193,15 +189,18 @@ class _KernelState:
         ops = self._op_seconds(le, g_tok, g_form, c_tok, n_tok, n_form)
         rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
         res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
-        ids = len(self.tab["gpu"]) + V * np.arange(len(new))
+        ids = len(self.ti) + V * np.arange(len(new))
         if len(self.slot):
             self.slot[new] = ids
         else:
             known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
             order = np.argsort(known, kind="stable")
             self.known, self.known_at = known[order], known_at[order]
-        for name, v in zip(self.tab, (g_tok > 0, look, fac, g_form, n_tok > 0, *ops, res_wire, rbytes)):
-            self.tab[name] = np.concatenate([self.tab[name], np.broadcast_to(v, (*shape, V)).ravel()])
+        def rows(*cols) -> np.ndarray:  # [n V, len(cols)], rows in the order of (new, residency)
+            return np.stack([np.broadcast_to(c, (*shape, V)).ravel() for c in cols], axis=1)
+
+        self.ti = np.concatenate([self.ti, rows(g_tok > 0, look, fac, g_form, n_tok > 0).astype(np.int8)])
+        self.tf = np.concatenate([self.tf, rows(*ops, res_wire, rbytes)])
 
     def _op_seconds(self, le: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray, c_tok: np.ndarray,
                     n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:

@@ -36,6 +36,9 @@ import numba
 import numpy as np
 
 DEMAND, PREFETCH = 0, 1  # transfer priorities (simulator.hardware.link)
+# columns of a placement row: ti (int8) and tf (float) [rows, 5], one row per placement (and residency)
+GPU, LOOK, FAC, WFORM, NDP = range(5)     # GPU part; looks up its weights (of form WFORM), factors; NDP part
+OP_E, OP_C, OP_N, RES_WIRE, RBYTES = range(5)  # op seconds: expert GEMMs, compensation, NDP op; result
 # columns of the per-step float output
 LATENCY, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(8)
 STEP_FLOATS = 8
@@ -222,7 +225,7 @@ def _schedule(arr, prio, wire_s, n, lat, engines, wire, end, done):
 
 @numba.njit(cache=True)
 def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, known_at, new,  # routing
-              read_forms, gpu, look, fac, wform, ndp, op_e, op_c, op_n, res_wire, rbytes,  # placements
+              read_forms, ti, tf,                                                          # placements
               key_size, key_wire, per_layer, capacity,                                    # the cache
               last, resident, used, queue, q_head, q_tail, clock,                         # LRU state
               lfu, freq, members, n_members, member_at,                                   # LFU's own
@@ -234,8 +237,9 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     chunk's tokens, step after step; the run's step index is step_base + p). An item's placement is the
     row of its code ((layer E + expert) K + tokens) K + restored in the placement columns: slot[code]
     when the dense table `slot` is used (non-empty), else by binary search in the sorted codes `known`
-    (rows known_at), plus bit j when form read_forms[j] of the expert is resident as it is placed. Cache key: (layer E + expert) 3 + form (FORMS order); partition: its layer, or 0
-    when shared. copy_step/copy_end [K]: run step and arrival of each key's latest copy.
+    (rows known_at), plus bit j when form read_forms[j] of the expert is resident as it is placed; its
+    columns are ti[row] and tf[row]. Cache key: (layer E + expert) 3 + form (FORMS order); partition: its
+    layer, or 0 when shared. copy_step/copy_end [K]: run step and arrival of each key's latest copy.
     Per step: out [P, STEP_FLOATS] (time from the step start to the end of its last MoE layer,
     categories, link bytes) and counts [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy
     seconds per unit [U].
@@ -335,12 +339,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                     if resident[(layer * E + items[layer, a]) * 3 + read_forms[j]]:
                         t += 1 << j
                 rows[layer, a] = t
-                if gpu[t]:
-                    if look[t]:
+                if ti[t, GPU]:
+                    if ti[t, LOOK]:
                         for which in range(2):
-                            if which == 1 and not fac[t]:
+                            if which == 1 and not ti[t, FAC]:
                                 break
-                            key = (layer * E + items[layer, a]) * 3 + (wform[t] if which == 0 else 1)
+                            key = (layer * E + items[layer, a]) * 3 + (ti[t, WFORM] if which == 0 else 1)
                             if lfu:
                                 hit, ev = lfu_access(key, key_size, part, capacity, last, resident, used, clock,
                                                      freq, members, n_members, member_at)
@@ -353,11 +357,11 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                                 hits += 1
                             else:
                                 j_arr[nj], j_wire[nj], j_prio[nj], j_key[nj] = t0, key_wire[key], DEMAND, key
-                                totals[FETCHED_LOWBIT + (wform[t] if which == 0 else 1)] += key_size[key]
+                                totals[FETCHED_LOWBIT + (ti[t, WFORM] if which == 0 else 1)] += key_size[key]
                                 nj += 1
                     g_items[n_gpu] = a
                     n_gpu += 1
-                if ndp[t]:
+                if ti[t, NDP]:
                     n_ndp += 1
             counts[s, HITS] += hits
             counts[s, MISSES] += nj
@@ -389,12 +393,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                     for j in range(len(read_forms)):  # placed at its turn, as the DES places it
                         if resident[(nxt * E + e) * 3 + read_forms[j]]:
                             t += 1 << j
-                    if not (gpu[t] and look[t]):
+                    if not (ti[t, GPU] and ti[t, LOOK]):
                         continue
                     for which in range(2):
-                        if which == 1 and not fac[t]:
+                        if which == 1 and not ti[t, FAC]:
                             break
-                        form = wform[t] if which == 0 else 1
+                        form = ti[t, WFORM] if which == 0 else 1
                         key = (nxt * E + e) * 3 + form
                         if resident[key]:
                             continue
@@ -448,15 +452,15 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 k = 0
                 for a in range(n_items[layer]):
                     t = rows[layer, a]
-                    if ndp[t]:
+                    if ti[t, NDP]:
                         u = unit_of[items[layer, a]]
-                        e_ = max(act_end, ufree[u]) + op_n[t]
+                        e_ = max(act_end, ufree[u]) + tf[t, OP_N]
                         ufree[u] = e_
-                        ndp_busy[u] += op_n[t]
-                        wire_sum += res_wire[t]
-                        bytes_sum += rbytes[t]
+                        ndp_busy[u] += tf[t, OP_N]
+                        wire_sum += tf[t, RES_WIRE]
+                        bytes_sum += tf[t, RBYTES]
                         ops_end = max(ops_end, e_)
-                        r_arr[k], r_wire[k] = e_, res_wire[t]
+                        r_arr[k], r_wire[k] = e_, tf[t, RES_WIRE]
                         u_ops[u, u_count[u]] = k  # each unit's ops end in submission order
                         u_count[u] += 1
                         k += 1
@@ -539,21 +543,21 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                 a = g_items[i]
                 t = rows[layer, a]
                 w = f = 0.0
-                if look[t]:
-                    key = (layer * E + items[layer, a]) * 3 + wform[t]
+                if ti[t, LOOK]:
+                    key = (layer * E + items[layer, a]) * 3 + ti[t, WFORM]
                     if copy_step[key] == gs:
                         w = copy_end[key]
-                    if fac[t] and copy_step[key - wform[t] + 1] == gs:
-                        f = copy_end[key - wform[t] + 1]
+                    if ti[t, FAC] and copy_step[key - ti[t, WFORM] + 1] == gs:
+                        f = copy_end[key - ti[t, WFORM] + 1]
                 g_w[i], g_f[i] = w, f
                 late = late or max(w, f) > T
             if not late:  # the kernels back to back
                 for i in range(n_gpu):
                     t = rows[layer, g_items[i]]
-                    T += op_e[t]
-                    T += op_c[t]
-                    sum_e += op_e[t]
-                    sum_c += op_c[t]
+                    T += tf[t, OP_E]
+                    T += tf[t, OP_C]
+                    sum_e += tf[t, OP_E]
+                    sum_c += tf[t, OP_C]
             else:  # ready experts first, then the others in order, each waiting for its copies
                 T0 = T
                 for ready in (True, False):
@@ -563,12 +567,12 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         t = rows[layer, g_items[i]]
                         wait = max(g_w[i] - T, 0.0)
                         stall += wait
-                        T += wait + op_e[t]
-                        wait = max(g_f[i] - T, 0.0) if op_c[t] > 0 else 0.0
+                        T += wait + tf[t, OP_E]
+                        wait = max(g_f[i] - T, 0.0) if tf[t, OP_C] > 0 else 0.0
                         stall += wait
-                        T += wait + op_c[t]
-                        sum_e += op_e[t]
-                        sum_c += op_c[t]
+                        T += wait + tf[t, OP_C]
+                        sum_e += tf[t, OP_E]
+                        sum_c += tf[t, OP_C]
             out[s, EXPERT_GPU] += sum_e
             out[s, COMPENSATION] += sum_c
             if n_ndp:  # the last NDP result; the units were busy over [act_end, last op end]
