@@ -38,6 +38,7 @@ from simulator.hardware.gpu import CATEGORIES
 from simulator.schedule import BatchSchedule
 
 CHUNK = 2048  # batch slots x decode steps per kernel call (per chunk: Python overhead; arrays ~ KB per step)
+BLIND_UP_FRONT = 1 << 18  # placement codes tabled before the first step (expert_blind policies)
 
 
 class _KernelState:
@@ -76,9 +77,10 @@ class _KernelState:
         self.slot = np.full(n_codes if n_codes <= 1 << 22 else 0, -1, dtype=np.int32)
         self.known = np.zeros(0, dtype=np.int64)             # (sparse) sorted codes seen so far
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
-        pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)]  # (tokens, restored)
-        if sc.policy.expert_blind and len(self.slot) and self.L * self.E * len(pairs) <= 1 << 18:
-            # few codes: table them all now (one call instead of one per chunk that meets new ones)
+        # an expert_blind policy: table the codes of up to BLIND_UP_FRONT (tokens, restored) pairs now, the
+        # fewest tokens first (most experts get few of a step's tokens); the kernel stops for the others
+        pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)][:BLIND_UP_FRONT // (self.L * self.E)]
+        if sc.policy.expert_blind and len(self.slot) and pairs:
             t, r = np.array(pairs).T[:, None, :]                              # [1, Q] each
             le = np.arange(self.L * self.E)[:, None]                          # [LE, 1]
             self._table(((le * self.K + t) * self.K + r).ravel(), le, t, r)
