@@ -81,9 +81,17 @@ class _KernelState:
         # fewest tokens first (most experts get few of a step's tokens); the kernel stops for the others
         pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)][:BLIND_UP_FRONT // (self.L * self.E)]
         if sc.policy.expert_blind and len(self.slot) and pairs:
+            # a placement row depends on the expert only through its bytes per form, bits and rank: one
+            # set of rows per class of experts alike, shared by the class's codes (fewer rows, in cache)
+            z = sc.sizes
+            _, rep, cls = np.unique(np.stack([z.lowbit, z.factors, z.full, z.bits, z.rank], axis=-1).reshape(-1, 5),
+                                    axis=0, return_index=True, return_inverse=True)     # [C], [LE]
             t, r = np.array(pairs).T[:, None, :]                              # [1, Q] each
+            first = self._rows(rep[:, None], t, r)                            # rows [C, Q, V]
+            V, Q = 1 << len(sc.policy.reads_forms), len(pairs)
             le = np.arange(self.L * self.E)[:, None]                          # [LE, 1]
-            self._table(((le * self.K + t) * self.K + r).ravel(), le, t, r)
+            self._point(((le * self.K + t) * self.K + r).ravel(),
+                        (first + (cls.reshape(-1, 1) * Q + np.arange(Q)) * V).ravel())
 
     def steps(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, pre: np.ndarray, layer_pre: np.ndarray,
               shared: np.ndarray) -> np.ndarray:
@@ -153,12 +161,27 @@ class _KernelState:
         self._table(new, le, tokens, restored)
 
     def _table(self, new: np.ndarray, le: np.ndarray, tokens: np.ndarray, restored: np.ndarray) -> None:
-        """Table codes `new` [n] of experts layer E + expert `le`, `tokens` and `restored` (broadcasting
-        together to an array whose ravel is in the order of `new`: [n] each, or experts [LE, 1] by
-        (tokens, restored) [1, Q]). A code has V = 2^len(Policy.reads_forms) rows in a row, one per
-        residency of those forms of its expert (bit j: form reads_forms[j] resident); slot[code] -> its
-        first. The policy answers each (code, residency) once per run, an expert_blind one once per
-        (tokens, restored, residency). Per row (analytic_kernel's columns): whether the GPU part exists, looks up
+        """Table codes `new` [n] of experts `le`, `tokens` and `restored` (as _rows, in the order of `new`):
+        slot[code] -> the first of its rows."""
+        ids = self._rows(le, tokens, restored) + (1 << len(self.eng.sc.policy.reads_forms)) * np.arange(len(new))
+        self._point(new, ids)
+
+    def _point(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Placement codes [n] -> their first rows ids [n]."""
+        if len(self.slot):
+            self.slot[codes] = ids
+        else:
+            known, known_at = np.concatenate([self.known, codes]), np.concatenate([self.known_at, ids])
+            order = np.argsort(known, kind="stable")
+            self.known, self.known_at = known[order], known_at[order]
+
+    def _rows(self, le: np.ndarray, tokens: np.ndarray, restored: np.ndarray) -> int:
+        """Append the placement rows of experts layer E + expert `le` with `tokens` and `restored`
+        (broadcasting together: [n] each, or experts [LE, 1] by (tokens, restored) [1, Q]), in their
+        ravel order, V = 2^len(Policy.reads_forms) rows each, one per residency of those forms of the
+        expert (bit j: form reads_forms[j] resident); returns the first row's index. The policy answers
+        each (expert, tokens, restored, residency) once, an expert_blind one once per (tokens, restored,
+        residency). Per row (analytic_kernel's columns): whether the GPU part exists, looks up
         its weights (look, of form wform) and the factors (fac) in the cache, whether an NDP part exists
         (ndp), the op seconds (expert GEMMs on the GPU, compensation, NDP op; 0: none), the wire seconds
         and bytes of the NDP result."""
@@ -191,18 +214,14 @@ class _KernelState:
         ops = self._op_seconds(le, g_tok, g_form, c_tok, n_tok, n_form)
         rbytes = costs.activation_bytes(eng.model, 1) * n_tok.astype(float)
         res_wire = costs.wire_time(eng.cxl, costs.TO_GPU, rbytes) if eng.cxl is not None else 0 * rbytes
-        ids = len(self.ti) + V * np.arange(len(new))
-        if len(self.slot):
-            self.slot[new] = ids
-        else:
-            known, known_at = np.concatenate([self.known, new]), np.concatenate([self.known_at, ids])
-            order = np.argsort(known, kind="stable")
-            self.known, self.known_at = known[order], known_at[order]
+        first = len(self.ti)
+
         def rows(*cols) -> np.ndarray:  # [n V, len(cols)], rows in the order of (new, residency)
             return np.stack([np.broadcast_to(c, (*shape, V)).ravel() for c in cols], axis=1)
 
         self.ti = np.concatenate([self.ti, rows(g_tok > 0, look, fac, g_form, n_tok > 0).astype(np.int8)])
         self.tf = np.concatenate([self.tf, rows(*ops, res_wire, rbytes)])
+        return first
 
     def _op_seconds(self, le: np.ndarray, g_tok: np.ndarray, g_form: np.ndarray, c_tok: np.ndarray,
                     n_tok: np.ndarray, n_form: np.ndarray) -> np.ndarray:
