@@ -105,11 +105,10 @@ class _KernelState:
         lens = lens.astype(np.int64)
         act_b = costs.activation_bytes(eng.model, 1) * n                        # [P] bytes out to the NDP units
         if eng.cxl is not None:
-            act_time = costs.link_time(eng.cxl, costs.FROM_GPU, act_b)
             act_wire = costs.wire_time(eng.cxl, costs.FROM_GPU, act_b)
             r_lat, r_engines = eng.cxl.latency, eng.cxl.dma_engines
         else:
-            act_time = act_wire = np.zeros(P)
+            act_wire = np.zeros(P)
             r_lat, r_engines = 0.0, 1
         out, counts = np.zeros((P, kernel.STEP_FLOATS)), np.zeros((P, kernel.STEP_INTS), dtype=np.int64)
         totals, ndp_busy = np.zeros(kernel.TOTALS), np.zeros(self.U)
@@ -123,7 +122,8 @@ class _KernelState:
                 bool(sc.cache_per_layer), float(sc.cache_capacity), *self.cache[:7], sc.cache_policy == "lfu",
                 *self.cache[7:], bool(sc.prefetch and L > 1),
                 float(sc.prefetch_hit_rate), eng.logic.rng, self.copy_step, self.copy_end, f64(pre),
-                f64(layer_pre), f64(shared), f64(act_time), f64(act_wire), f64(act_b), float(eng.elink.latency),
+                f64(layer_pre), f64(shared), f64(act_wire), f64(act_b),
+                float(eng.cxl.latency if eng.cxl is not None else 0.0), float(eng.elink.latency),
                 int(eng.elink.dma_engines), float(r_lat), int(r_engines),
                 bool(eng.cxl is not None and eng.cxl.name == eng.elink.name), bool(sc.loads_block_layer), out,
                 counts, totals, ndp_busy)

@@ -230,8 +230,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
               last, resident, used, queue, q_head, q_tail, clock,                         # LRU state
               lfu, freq, members, n_members, member_at,                                   # LFU's own
               prefetch, hit_rate, rng, copy_step, copy_end,                               # prefetch
-              pre, layer_pre, shared, act_time, act_wire, act_bytes,                      # per step [P]
-              e_lat, e_engines, r_lat, r_engines, shared_link, block,
+              pre, layer_pre, shared, act_wire, act_bytes,                                # per step [P]
+              a_lat, e_lat, e_engines, r_lat, r_engines, shared_link, block,
               out, counts, totals, ndp_busy):
     """Steps s0 .. P-1 of a chunk (P = len(lens) steps of lens[p] tokens; experts [tokens, L, k] of the
     chunk's tokens, step after step; the run's step index is step_base + p). An item's placement is the
@@ -443,7 +443,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
             act_end = t0
             ops_end = -np.inf
             if n_ndp:
-                act_end = t0 + act_time[s]
+                act_end = t0 + a_lat  # as simulator.hardware.link adds it: latency, then the wire
+                act_end += act_wire[s]
                 out[s, BYTES_ACT] += act_bytes[s]
                 totals[BUSY_ACT] += act_wire[s]
                 ufree[:] = 0.0
