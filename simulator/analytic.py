@@ -14,7 +14,9 @@ A layer is timed as the DES times it: copies are scheduled on the link's `dma_en
 arrival, then issue order), NDP ops queue FIFO per unit and their results go back in the order SimPy
 ends them, and the GPU stream runs ready experts first, then waits for each copy. Without prefetch
 every copy and NDP op of a layer ends within the layer, so nothing contends across layers and the
-result is the DES's up to the order of the float additions (~1e-12 relative).
+result is the DES's up to the order of the float additions (~1e-12 relative). A step is timed from 0
+where the DES uses absolute time, so two NDP ops of different lengths that end within an ulp can order
+their results differently (seen: 3e-7 relative in tokens/s with per-expert sizes from a plan).
 
 Queueing approximations (prefetch only):
 - a layer's prefetch copies are scheduled right after its demand copies; copies still queued when the
