@@ -4,7 +4,8 @@ prefetch.
 Per step (its tokens' routing), one MoE layer after the other, the kernel does what simulator.engine
 does, in the same order, with the arithmetic of simulator.analytic's timing:
 1. the union S of the layer's experts (ascending) and each one's placement (tabled per code by the
-   caller from Policy.place; a step whose codes are not all tabled stops the kernel before it starts);
+   caller from Policy.place, one row per residency of the forms the policy reads, picked as the expert
+   is placed; a step whose codes are not all tabled stops the kernel before it starts);
 2. the cache lookups of its GPU items in item order (weights, then factors): an exact byte-capacity LRU
    or LFU (simulator.hardware.cache.ExpertCache: a hit refreshes the key; a miss inserts it, evicting
    victims until it fits; a key larger than its partition streams through), one partition per MoE layer
@@ -26,8 +27,8 @@ does, in the same order, with the arithmetic of simulator.analytic's timing:
 Everything that does not depend on the cache state (op seconds of each placement, bytes and wire seconds
 of each cache key, per-step attention/router/shared/head seconds) comes from simulator.costs in numpy
 before. numba compiles the kernel on first use and caches it under __pycache__, so later processes only
-load it (about 0.3 s, once per process). The hot functions call no others that take arrays: such a call
-costs reference counting on every array argument, per call.
+load it (about 0.4 s, once per process). Helpers on the hot path stay small so that LLVM inlines them
+(measured: folding the list scheduler's idle case into it, or numba's inline="always", was slower).
 """
 
 from __future__ import annotations
