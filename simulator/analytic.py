@@ -41,6 +41,7 @@ from simulator.schedule import BatchSchedule
 
 CHUNK = 2048  # batch slots x decode steps per kernel call (per chunk: Python overhead; arrays ~ KB per step)
 BLIND_UP_FRONT = 1 << 18  # placement codes tabled before the first step (expert_blind policies)
+NOTHING: frozenset = frozenset()  # the cache a policy that reads none of it is shown
 
 
 class _KernelState:
@@ -193,7 +194,7 @@ class _KernelState:
         V = 1 << len(read)
 
         def cache(layer: int, expert: int, v: int) -> frozenset:  # what place() may see of the cache
-            return frozenset((layer, expert, form) for j, form in enumerate(read) if v >> j & 1)
+            return frozenset((layer, expert, form) for j, form in enumerate(read) if v >> j & 1) if read else NOTHING
 
         if sc.policy.expert_blind:  # one answer per (tokens, restored), spread over the codes
             pairs, back = np.unique(np.ravel(tokens * self.K + restored), return_inverse=True)

@@ -2,12 +2,14 @@
 or field, never a traceback and never unpickling."""
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +124,18 @@ def test_cli_stats_on_broken_traces_prints_one_line(tmp_path):
                               check=False, capture_output=True, text=True)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.count("\n") == 1 and str(target) in proc.stderr
+
+
+def test_a_trace_rewritten_after_loading_is_validated_again(tmp_path):
+    """Validation runs once per version of a trace's files (a sweep loads one trace per point): loading
+    the same files again skips it, a rewritten file is checked again."""
+    path = valid_trace(tmp_path)
+    load_trace(path)
+    load_trace(path)  # unchanged: no second validation needed, and none fails
+    ids = np.load(path / "expert_ids.npy")
+    ids[0, 0, 0] = 99  # out of range [0, 6)
+    np.save(path / "expert_ids.npy", ids)
+    st = (path / "expert_ids.npy").stat()  # a later mtime, as a rewrite gets unless within one clock tick
+    os.utime(path / "expert_ids.npy", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(UserError, match="expert id 99 out of range"):
+        load_trace(path)
