@@ -63,3 +63,23 @@ def test_contended_prefetch_error_is_reported_and_small(capsys, extra):
     assert ana["cache_hits"] == des["cache_hits"]
     assert ana["prefetch_bytes"] == des["prefetch_bytes"]
     assert abs(err) < 0.05
+
+
+MODEL_CASES = [
+    {"policy": "ndp-lrc", "hwconfig": "h100-cxl-ndp", "batch": 4},
+    {"policy": "offload-mixed", "hwconfig": "a100-pcie4", "batch": 3, "cache_policy": "lfu", "prompt": 8},
+    {"policy": "offload-lrc", "hwconfig": "h100-pcie5", "batch": 16, "prefetch": True, "prefetch_hit_rate": 0.5},
+]
+
+
+@pytest.mark.parametrize("model", ["mixtral-8x7b", "olmoe-1b-7b", "qwen3-30b-a3b"])  # 8, 64, 128 experts
+@pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: c["policy"])
+def test_every_model_preset_agrees(model, case):
+    """Expert counts below, at and above one 64-bit word, batches up to 16, every cache and prefetch: the
+    same counters as the DES, times within float rounding (1% bound with prefetch)."""
+    des, ana = _both({"model": model, "trace": None, "synthetic_tokens": 128, "tokens": 24, **case})
+    for key in ("cache_hits", "cache_misses", "cache_evictions", "prefetch_bytes", "fetched_bytes",
+                "experts_gpu_per_step", "experts_ndp_per_step"):
+        assert ana[key] == des[key], key
+    bound = 0.01 if case.get("prefetch") else 1e-9
+    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=bound)
