@@ -73,7 +73,7 @@ class _KernelState:
         distinct experts)."""
         sc = self.eng.sc
         self.K = most + 1
-        # placement rows so far (see _table): flags ti [R, 5] and seconds/bytes tf [R, 5], analytic_kernel's columns
+        # placement rows so far (see _rows): flags ti [R, 5] and seconds/bytes tf [R, 5], analytic_kernel's columns
         self.ti, self.tf = np.zeros((0, 5), dtype=np.int8), np.zeros((0, 5))
         # placement code -> its first row (-1: not asked yet): a dense table when small, else sorted codes
         n_codes = self.L * self.E * self.K * self.K
@@ -100,8 +100,9 @@ class _KernelState:
               shared: np.ndarray) -> np.ndarray:
         """Run the chunk's steps (token indices `tok` [n], tokens per step `lens` [P]; per step its tokens
         `n` [P] and the seconds before the first MoE layer `pre`, before each MoE layer's experts
-        (attention + router) `layer_pre` and of the shared experts `shared`, all [P]): updates the counters and busy totals, sets self.per_step (per-step counters) and returns
-        the steps' figures [P, analytic_kernel.STEP_FLOATS]."""
+        (attention + router) `layer_pre` and of the shared experts `shared`, all [P]): updates the
+        counters and busy totals, sets self.per_step (per-step counters) and returns the steps' figures
+        [P, analytic_kernel.STEP_FLOATS]."""
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
         experts = sc.trace.expert_ids[tok]                                      # [n, L, k]
