@@ -28,6 +28,7 @@ Queueing approximations (prefetch only):
 from __future__ import annotations
 
 from array import array
+from itertools import islice
 
 import numpy as np
 import simpy
@@ -82,7 +83,8 @@ class _KernelState:
         self.known_at = np.zeros(0, dtype=np.int64)          # (sparse) their rows
         # an expert_blind policy: table the codes of up to BLIND_UP_FRONT (tokens, restored) pairs now, the
         # fewest tokens first (most experts get few of a step's tokens); the kernel stops for the others
-        pairs = [(t, r) for t in range(1, most + 1) for r in range(t + 1)][:BLIND_UP_FRONT // (self.L * self.E)]
+        pairs = list(islice(((t, r) for t in range(1, most + 1) for r in range(t + 1)),
+                            BLIND_UP_FRONT // (self.L * self.E)))
         if sc.policy.expert_blind and len(self.slot) and pairs:
             # a placement row depends on the expert only through its bytes per form, bits and rank: one
             # set of rows per class of experts alike, shared by the class's codes (fewer rows, in cache)
