@@ -36,6 +36,7 @@ import simpy
 from simulator import analytic_kernel as kernel
 from simulator import costs
 from simulator.engine import RunResult, Scenario, _Engine
+from simulator.errors import UserError
 from simulator.hardware.cache import FORMS
 from simulator.hardware.gpu import CATEGORIES
 from simulator.schedule import BatchSchedule
@@ -108,6 +109,9 @@ class _KernelState:
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
         experts = sc.trace.expert_ids[tok]                                      # [n, L, k]
+        if len(experts) and not (0 <= int(experts.min()) and int(experts.max()) < E):  # the kernel indexes
+            raise UserError(f"expert id out of range [0, {E})", source=sc.trace.meta.name,  # by them unchecked
+                            field="expert_ids")
         lens = lens.astype(np.int64)
         act_b = costs.activation_bytes(eng.model, 1) * n                        # [P] bytes out to the NDP units
         if eng.cxl is not None:

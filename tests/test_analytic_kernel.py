@@ -139,3 +139,16 @@ def test_experts_that_differ_get_their_own_placement_rows(tmp_path, policy):
     assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=rel)
     for cat, ms in des["breakdown_ms_per_token"].items():
         assert ana["breakdown_ms_per_token"][cat] == pytest.approx(ms, rel=rel, abs=1e-12), cat
+
+
+def test_an_expert_id_out_of_range_is_an_error_not_a_stray_write():
+    """The kernel indexes arrays by expert id without bounds checks: a trace built in memory (never
+    validated on load) with an id out of range must stop with one clear error."""
+    from simulator import analytic
+    from simulator.errors import UserError
+    from tests.engine_tiny import make_trace, tiny_model, tiny_scenario
+
+    trace = make_trace([[[0]], [[5]]], num_experts=2)
+    sc = tiny_scenario("offload-lowbit", trace, model=tiny_model())
+    with pytest.raises(UserError, match=r"expert id out of range \[0, 2\)"):
+        analytic.run(sc)
