@@ -12,11 +12,11 @@ the MoE layers and assembles the RunResult. About 50-130x faster than the DES
 A layer is timed as the DES times it: copies are scheduled on the link's `dma_engines` servers
 (non-preemptive: an engine that frees takes the best copy arrived by then: demand before prefetch, then
 arrival, then issue order), NDP ops queue FIFO per unit and their results go back in the order SimPy
-ends them, and the GPU stream runs ready experts first, then waits for each copy. Without prefetch
-every copy and NDP op of a layer ends within the layer, so nothing contends across layers and the
-result is the DES's up to the order of the float additions (~1e-12 relative). A step is timed from 0
-where the DES uses absolute time, so two NDP ops of different lengths that end within an ulp can order
-their results differently (seen: 3e-7 relative in tokens/s with per-expert sizes from a plan).
+ends them, and the GPU stream runs ready experts first, then waits for each copy. The kernel keeps the
+DES's clock (absolute time) and issues the step's GPU ops in the DES's order, so without prefetch, where
+every copy and NDP op of a layer ends within the layer and nothing contends across layers, every
+per-step column and counter is the DES's bit for bit (run totals summed in another order, link and GPU
+busy time, agree to rounding).
 
 Queueing approximations (prefetch only):
 - a layer's prefetch copies are scheduled right after its demand copies; copies still queued when the
@@ -66,6 +66,7 @@ class _KernelState:
         self.totals = np.zeros(kernel.TOTALS)
         self.U = sc.system.ndp.units if sc.system.ndp is not None else 1
         self.steps_done = 0  # run steps so far (prefill included)
+        self.clock = np.zeros(1)  # the DES's clock: where the next step starts
         self.read_forms = np.array([FORMS.index(f) for f in sc.policy.reads_forms], dtype=np.int64)
         self.codes(sc.batch)
 
@@ -99,13 +100,11 @@ class _KernelState:
             self._point(((le * self.K + t) * self.K + r).ravel(),
                         (first + (cls.reshape(-1, 1) * Q + np.arange(Q)) * V).ravel())
 
-    def steps(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, pre: np.ndarray, layer_pre: np.ndarray,
-              shared: np.ndarray) -> np.ndarray:
+    def steps(self, tok: np.ndarray, lens: np.ndarray, n: np.ndarray, ops: dict[str, np.ndarray]) -> np.ndarray:
         """Run the chunk's steps (token indices `tok` [n], tokens per step `lens` [P]; per step its tokens
-        `n` [P] and the seconds before the first MoE layer `pre`, before each MoE layer's experts
-        (attention + router) `layer_pre` and of the shared experts `shared`, all [P]): updates the
-        counters and busy totals, sets self.per_step (per-step counters) and returns the steps' figures
-        [P, analytic_kernel.STEP_FLOATS]."""
+        `n` [P] and the seconds of its attention, router, dense FFN, shared experts and LM head `ops`,
+        each [P]) from the clock self.clock: updates the counters and busy totals, sets self.per_step
+        (per-step counters) and returns the steps' figures [P, analytic_kernel.STEP_FLOATS]."""
         eng, sc = self.eng, self.eng.sc
         L, E, P = self.L, self.E, len(lens)
         experts = sc.trace.expert_ids[tok]                                      # [n, L, k]
@@ -123,7 +122,7 @@ class _KernelState:
         out, counts = np.zeros((P, kernel.STEP_FLOATS)), np.zeros((P, kernel.STEP_INTS), dtype=np.int64)
         totals, ndp_busy = np.zeros(kernel.TOTALS), np.zeros(self.U)
         new = np.empty(P * L * min(E, experts.shape[2] * int(lens.max())), dtype=np.int64)  # codes not tabled
-        f64 = lambda x: np.ascontiguousarray(np.broadcast_to(x, (P,)), dtype=float)
+        f64 = lambda x: np.array(np.broadcast_to(x, (P,)), dtype=float)  # a writable copy: one array type
         s = 0
         while s < P:
             s, m = kernel.run_steps(  # scalars cast: one compiled signature whatever the config's types
@@ -131,8 +130,9 @@ class _KernelState:
                 self.known_at, new, self.read_forms, self.ti, self.tf, self.sizes, self.key_wire,
                 bool(sc.cache_per_layer), float(sc.cache_capacity), *self.cache[:7], sc.cache_policy == "lfu",
                 *self.cache[7:], bool(sc.prefetch and L > 1),
-                float(sc.prefetch_hit_rate), eng.logic.rng, self.copy_step, self.copy_end, f64(pre),
-                f64(layer_pre), f64(shared), f64(act_wire), f64(act_b),
+                float(sc.prefetch_hit_rate), eng.logic.rng, self.copy_step, self.copy_end,
+                *(f64(ops[k]) for k in ("attention", "router", "dense", "shared", "head")),
+                int(eng.model.first_dense_layers), f64(act_wire), f64(act_b), self.clock,
                 float(eng.cxl.latency if eng.cxl is not None else 0.0), float(eng.elink.latency),
                 int(eng.elink.dma_engines), float(r_lat), int(r_engines),
                 bool(eng.cxl is not None and eng.cxl.name == eng.elink.name), bool(sc.loads_block_layer), out,
@@ -281,9 +281,9 @@ class AnalyticEngine:
         return self.sc.model
 
     def timing(self, tok: np.ndarray, lens: np.ndarray, state: _KernelState) -> dict[str, np.ndarray]:
-        """Per-step seconds per category, latency and link bytes of a chunk (token indices `tok` [n], step
-        after step, `lens` [P] tokens per step): the ops outside the MoE layers here, the MoE layers in
-        the kernel (state.steps)."""
+        """Per-step start and end (the DES's clock), seconds per category and link bytes of a chunk (token
+        indices `tok` [n], step after step, `lens` [P] tokens per step): the per-step ops outside the MoE
+        layers here, the steps in the kernel (state.steps)."""
         sc, model, gpu = self.sc, self.model, self.gpu
         P = len(lens)
         n = lens.astype(np.float64)                                                  # [P] tokens
@@ -291,23 +291,31 @@ class AnalyticEngine:
         ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
                ).astype(np.float64)                                                 # [P] context sums
         k = sc.kernels
-        att = costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group,
-                                                           sc.attention_dequant_bytes_per_weight), k["attention"])
-        att = np.broadcast_to(att, (P,)).astype(float)
-        router = costs.gpu_time(gpu, *costs.router_work(model, n), k["router"]) * np.ones(P)
-        shared = (costs.gpu_time(gpu, *costs.shared_work(model, n), k["other"]) * np.ones(P)
-                  if model.shared_experts else 0 * n)
-        dense = costs.gpu_time(gpu, *costs.dense_ffn_work(model, n), k["other"]) * np.ones(P)
-        head = costs.gpu_time(gpu, *costs.lm_head_work(model, n), k["other"]) * np.ones(P)
+        ops = {"attention": costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group,
+                                                                       sc.attention_dequant_bytes_per_weight),
+                                           k["attention"]),
+               "router": costs.gpu_time(gpu, *costs.router_work(model, n), k["router"]),
+               "shared": (costs.gpu_time(gpu, *costs.shared_work(model, n), k["other"])
+                          if model.shared_experts else 0.0),
+               "dense": costs.gpu_time(gpu, *costs.dense_ffn_work(model, n), k["other"]),
+               "head": costs.gpu_time(gpu, *costs.lm_head_work(model, n), k["other"])}
+        ops = {name: np.broadcast_to(np.asarray(v, dtype=float), (P,)) for name, v in ops.items()}
+        steps = state.steps(tok, lens, n, ops)
         out = {cat: np.zeros(P) for cat in CATEGORIES}
-        out["attention"] += att * model.layers
-        out["router"] += router * model.moe_layers
-        out["other"] += dense * model.first_dense_layers + shared * model.moe_layers + head
-        steps = state.steps(tok, lens, n, (att + dense) * model.first_dense_layers, att + router, shared)
+        for _ in range(model.first_dense_layers):  # the DES's additions, in its order (see step())
+            out["attention"] += ops["attention"]
+            out["other"] += ops["dense"]
+        for _ in range(model.moe_layers):
+            out["attention"] += ops["attention"]
+            out["router"] += ops["router"]
+            if model.shared_experts:
+                out["other"] += ops["shared"]
+        out["other"] += ops["head"]
         for cat, col in (("expert_gpu", kernel.EXPERT_GPU), ("compensation", kernel.COMPENSATION),
                          ("expert_ndp", kernel.EXPERT_NDP), ("transfer_stall", kernel.STALL)):
             out[cat] += steps[:, col]
-        out["latency"] = steps[:, kernel.LATENCY] + head
+        out["start"], out["end"] = steps[:, kernel.START], steps[:, kernel.END]
+        out["latency"] = out["end"] - out["start"]
         for col, _, _ in self.link_cols:
             out[col] = np.zeros(P)
         out[f"bytes_{self.elink.name}_{costs.TO_GPU}"] += steps[:, kernel.BYTES_EXPERT]
@@ -325,11 +333,12 @@ class AnalyticEngine:
             idx = sched.prefill(sc.prompt)
             if len(idx):  # one step of all prompt tokens (its own placement codes), then the decode's
                 state.codes(len(idx))
-                prefill = float(self.timing(idx, np.array([len(idx)]), state)["latency"][0])
+                prefill = float(self.timing(idx, np.array([len(idx)]), state)["end"][0])
                 state.codes(sc.batch)
                 self.logic.c = dict.fromkeys(self.logic.c, 0.0)
                 self.link_busy = {k: dict.fromkeys(v, 0.0) for k, v in self.link_busy.items()}
                 self.ndp_busy = [0.0] * len(self.ndp_busy)
+        self.decode_start = float(state.clock[0])
         done, per_chunk = 0, max(1, CHUNK // sc.batch)
         while sc.steps is None or done < sc.steps:
             want = per_chunk if sc.steps is None else min(per_chunk, sc.steps - done)
@@ -347,12 +356,11 @@ class AnalyticEngine:
         def put(name: str, x) -> None:  # the step column `name` (array "d") takes the per-step values x [P]
             self.rows[name].frombytes(np.ascontiguousarray(x, dtype=np.float64).tobytes())
 
-        start = self.time + np.concatenate(([0.0], np.cumsum(t["latency"])[:-1]))
-        self.time += float(t["latency"].sum())
+        self.time = float(t["end"][-1]) - self.decode_start
         put("step", np.arange(first, first + len(lens)))
         put("tokens", lens)
-        put("start_s", start)
-        put("end_s", start + t["latency"])
+        put("start_s", t["start"])
+        put("end_s", t["end"])
         for cat in CATEGORIES:
             put(cat, t[cat])
             if cat not in ("expert_ndp", "transfer_stall"):

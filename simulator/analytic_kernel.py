@@ -41,8 +41,8 @@ DEMAND, PREFETCH = 0, 1  # transfer priorities (simulator.hardware.link)
 GPU, LOOK, FAC, WFORM, NDP = range(5)     # GPU part; looks up its weights (of form WFORM), factors; NDP part
 OP_E, OP_C, OP_N, RES_WIRE, RBYTES = range(5)  # op seconds: expert GEMMs, compensation, NDP op; result
 # columns of the per-step float output
-LATENCY, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(8)
-STEP_FLOATS = 8
+START, END, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(9)
+STEP_FLOATS = 9
 # columns of the per-step int output
 HITS, MISSES, N_GPU, N_NDP = range(4)
 STEP_INTS = 4
@@ -231,7 +231,7 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
               last, resident, used, queue, q_head, q_tail, clock,                         # LRU state
               lfu, freq, members, n_members, member_at,                                   # LFU's own
               prefetch, hit_rate, rng, copy_step, copy_end,                               # prefetch
-              pre, layer_pre, shared, act_wire, act_bytes,                                # per step [P]
+              att, router, dense, shared, head, first_dense, act_wire, act_bytes, now,    # per step [P]
               a_lat, e_lat, e_engines, r_lat, r_engines, shared_link, block,
               out, counts, totals, ndp_busy):
     """Steps s0 .. P-1 of a chunk (P = len(lens) steps of lens[p] tokens; experts [tokens, L, k] of the
@@ -241,9 +241,11 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
     (rows known_at), plus bit j when form read_forms[j] of the expert is resident as it is placed; its
     columns are ti[row] and tf[row]. Cache key: (layer E + expert) 3 + form (FORMS order); partition: its
     layer, or 0 when shared. copy_step/copy_end [K]: run step and arrival of each key's latest copy.
-    Per step: out [P, STEP_FLOATS] (time from the step start to the end of its last MoE layer,
-    categories, link bytes) and counts [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy
-    seconds per unit [U].
+    Time is absolute, as the DES's clock: the chunk starts at now[0] (updated to its end), and each step
+    runs its GPU ops as the DES issues them (per dense layer attention, dense FFN; per MoE layer
+    attention, router, the layer; the LM head), so that times, and ties between them, are the DES's.
+    Per step: out [P, STEP_FLOATS] (start and end, categories in the DES's order of additions, link
+    bytes) and counts [P, STEP_INTS]; adds run totals (TOTALS slots) and NDP busy seconds per unit [U].
     Returns (the step it stopped at, m): P and 0 when done; else the first step with placement codes not
     tabled yet (before any state changed for it), and the m codes of it and of the steps after it that
     are not tabled, into `new` (with repeats)."""
@@ -320,13 +322,18 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
             if stop == P:
                 stop = s
             continue
-        T = pre[s]
+        T = now[0]
+        out[s, START] = T
+        for _ in range(first_dense):
+            T += att[s]
+            T += dense[s]
         e_free[:] = 0.0
         e_wire[0] = 0.0
         r_free[:] = 0.0
         r_wire_t[0] = 0.0
         for layer in range(L):
-            T += layer_pre[s]
+            T += att[s]
+            T += router[s]
             t0 = T
             part = layer if per_layer else 0
             for p_ in (part, layer + 1 if per_layer and prefetch and layer + 1 < L else part):
@@ -528,17 +535,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
             for j in range(nj):  # the keys' latest copies
                 copy_step[j_key[j]] = gs
                 copy_end[j_key[j]] = j_end[j]
-            # -- GPU stream
+            # -- GPU stream (simulator.hardware.gpu: a wait sets the clock to the arrival)
             T += shared[s]
-            block_stall = 0.0
-            if block and n_demand:  # no expert starts before the layer's last on-demand load has arrived
-                latest = 0.0
-                for k in range(n_demand):
-                    latest = max(latest, j_end[k])
-                blocked = max(T, latest)
-                block_stall = blocked - T
-                T = blocked
-            sum_e = sum_c = stall = 0.0
             late = False
             for i in range(n_gpu if nj or prefetch else 0):  # when each GPU item's copies arrive (0: resident
                                                               # before the step; none issued: none pending)
@@ -553,36 +551,38 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         f = copy_end[key - ti[t, WFORM] + 1]
                 g_w[i], g_f[i] = w, f
                 late = late or max(w, f) > T
-            if not late:  # the kernels back to back
+            T0 = T  # the ready/waiting split is made here, before the loads block the stream (as the DES)
+            if block:  # loads issued on the stream: each on-demand one waited for, in issue order
+                for k in range(n_demand):
+                    if j_end[k] > T:
+                        out[s, STALL] += j_end[k] - T
+                        T = j_end[k]
+            for ready in (True, False):  # ready experts first, then the others in order, each as its copies
+                if ready and not late:   # arrive
+                    continue
                 for i in range(n_gpu):
+                    if late and (max(g_w[i], g_f[i]) > T0) == ready:
+                        continue
                     t = rows[layer, g_items[i]]
+                    if late and g_w[i] > T:
+                        out[s, STALL] += g_w[i] - T
+                        T = g_w[i]
                     T += tf[t, OP_E]
-                    T += tf[t, OP_C]
-                    sum_e += tf[t, OP_E]
-                    sum_c += tf[t, OP_C]
-            else:  # ready experts first, then the others in order, each waiting for its copies
-                T0 = T
-                for ready in (True, False):
-                    for i in range(n_gpu):
-                        if (max(g_w[i], g_f[i]) > T0) == ready:
-                            continue
-                        t = rows[layer, g_items[i]]
-                        wait = max(g_w[i] - T, 0.0)
-                        stall += wait
-                        T += wait + tf[t, OP_E]
-                        wait = max(g_f[i] - T, 0.0) if tf[t, OP_C] > 0 else 0.0
-                        stall += wait
-                        T += wait + tf[t, OP_C]
-                        sum_e += tf[t, OP_E]
-                        sum_c += tf[t, OP_C]
-            out[s, EXPERT_GPU] += sum_e
-            out[s, COMPENSATION] += sum_c
-            if n_ndp:  # the last NDP result; the units were busy over [act_end, last op end]
-                gap = max(done_t - T, 0.0)
-                busy_ndp = max(ops_end - max(act_end, T), 0.0) if gap > 0 else 0.0
-                out[s, EXPERT_NDP] += busy_ndp
-                stall += gap - busy_ndp
-                T = max(T, done_t)
-            out[s, STALL] += stall + block_stall
-        out[s, LATENCY] = T
+                    out[s, EXPERT_GPU] += tf[t, OP_E]
+                    if tf[t, OP_C] > 0:
+                        if late and g_f[i] > T:
+                            out[s, STALL] += g_f[i] - T
+                            T = g_f[i]
+                        T += tf[t, OP_C]
+                        out[s, COMPENSATION] += tf[t, OP_C]
+            if n_ndp and done_t >= T:  # the last NDP result; the units were busy over [act_end, last op end]
+                gap = done_t - T
+                if gap > 0:
+                    busy_ndp = max(ops_end - max(act_end, T), 0.0)
+                    out[s, EXPERT_NDP] += busy_ndp
+                    out[s, STALL] += gap - busy_ndp
+                T = done_t
+        T += head[s]
+        out[s, END] = T
+        now[0] = T
     return stop, m

@@ -54,9 +54,8 @@ def test_evicting_caches_match_the_des(kw):
     ana = run_spec(RunSpec(engine="analytic", **spec))[1]
     assert ana["cache_evictions"] > 0
     for key in ("cache_hits", "cache_misses", "cache_evictions", "experts_gpu_per_step", "experts_ndp_per_step",
-                "fetched_bytes"):
+                "fetched_bytes", "tokens_per_s"):
         assert ana.get(key) == des.get(key), key
-    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=1e-9)
     for link, by_dir in des["link_bytes"].items():
         assert ana["link_bytes"][link] == pytest.approx(by_dir, rel=1e-12), link
 
@@ -98,10 +97,8 @@ def test_prefill_leaves_the_des_cache(kw):
     spec = {"tokens": 96, **kw}
     des = run_spec(RunSpec(**spec))[1]
     ana = run_spec(RunSpec(engine="analytic", **spec))[1]
-    assert ana["prefill_s"] == pytest.approx(des["prefill_s"], rel=1e-12)
-    for key in ("cache_hits", "cache_misses", "cache_evictions", "fetched_bytes"):
+    for key in ("prefill_s", "cache_hits", "cache_misses", "cache_evictions", "fetched_bytes", "tokens_per_s"):
         assert ana[key] == des[key], key
-    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=1e-9)
 
 
 def test_one_compiled_signature_whatever_the_configuration():
@@ -130,15 +127,9 @@ def test_experts_that_differ_get_their_own_placement_rows(tmp_path, policy):
     spec = {"tokens": 48, "policy": policy, "plan": str(plan), "batch": 2, "cache_experts_per_layer": 3}
     des = run_spec(RunSpec(**spec))[1]
     ana = run_spec(RunSpec(engine="analytic", **spec))[1]
-    for key in ("cache_hits", "cache_misses", "cache_evictions", "fetched_bytes"):
+    for key in ("cache_hits", "cache_misses", "cache_evictions", "fetched_bytes", "tokens_per_s",
+                "breakdown_ms_per_token"):
         assert ana[key] == des[key], key
-    # ndp-lrc: NDP ops of different lengths can end within an ulp of each other; the kernel times a step
-    # from 0, the DES in absolute time, so such near-ties may order their results differently (3 steps in
-    # 48 here, 3e-8 s each)
-    rel = 1e-9 if policy == "offload-lrc" else 1e-6
-    assert ana["tokens_per_s"] == pytest.approx(des["tokens_per_s"], rel=rel)
-    for cat, ms in des["breakdown_ms_per_token"].items():
-        assert ana["breakdown_ms_per_token"][cat] == pytest.approx(ms, rel=rel, abs=1e-12), cat
 
 
 def test_an_expert_id_out_of_range_is_an_error_not_a_stray_write():
