@@ -577,8 +577,8 @@ def run_steps(experts, lens, s0, step_base, L, E, K, top_n, U, slot, known, know
                         out[s, COMPENSATION] += tf[t, OP_C]
             if n_ndp and done_t >= T:  # the last NDP result; the units were busy over [act_end, last op end]
                 gap = done_t - T
-                if gap > 0:
-                    busy_ndp = max(ops_end - max(act_end, T), 0.0)
+                if gap > 0:  # the DES's overlap() of the ops' intervals in closed form (the same value in
+                    busy_ndp = max(ops_end - max(act_end, T), 0.0)  # every case tested; else ~1 ulp)
                     out[s, EXPERT_NDP] += busy_ndp
                     out[s, STALL] += gap - busy_ndp
                 T = done_t
