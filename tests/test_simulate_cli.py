@@ -44,7 +44,8 @@ def test_out_writes_steps_summary_and_a_chrome_trace(capsys, tmp_path):
     out_dir = tmp_path / "run"
     rc, _, _ = run_cli(capsys, *FAST, "--batch", "2", "--out", str(out_dir), "--json")
     assert rc == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp leftovers
-    assert sorted(p.name for p in out_dir.iterdir()) == ["steps.parquet", "summary.json", "timeline.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [".moesim-output.json", "steps.parquet", "summary.json",
+                                                         "timeline.json"]
     steps = pd.read_parquet(out_dir / "steps.parquet")
     assert len(steps) == 8 and (steps["tokens"] == 2).all()
     events = json.loads((out_dir / "timeline.json").read_text())["traceEvents"]
@@ -58,7 +59,9 @@ def test_out_writes_steps_summary_and_a_chrome_trace(capsys, tmp_path):
     for track in declared:  # complete events on one thread never overlap
         ts = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans if (e["pid"], e["tid"]) == track)
         assert all(a[1] <= b[0] + 1e-6 for a, b in itertools.pairwise(ts))
-    rc, _, _ = run_cli(capsys, *FAST, "--out", str(out_dir), "--json")  # overwrite in place
+    rc, _, err = run_cli(capsys, *FAST, "--out", str(out_dir), "--json")  # a previous output: needs --force
+    assert rc == 2 and "pass --force" in err and len(pd.read_parquet(out_dir / "steps.parquet")) == 8
+    rc, _, _ = run_cli(capsys, *FAST, "--out", str(out_dir), "--json", "--force")  # overwrite in place
     assert rc == 0 and len(pd.read_parquet(out_dir / "steps.parquet")) == 8
 
 

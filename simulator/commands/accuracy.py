@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from simulator.commands.compensate import add_weight_args, settings_from, text_options
 
 
@@ -14,6 +12,10 @@ def run(args) -> int:
     from simulator.accuracy.plan import load_plan
 
     s = settings_from(args)
+    if args.trace_out:  # refuse before the (long) evaluation, not after
+        from simulator.fileio import check_output_dir
+
+        check_output_dir(args.trace_out, "trace", args.force, field="--trace-out")
     plan = None
     if args.plan:
         plan, _ = load_plan(args.plan)
@@ -33,9 +35,12 @@ def run(args) -> int:
 
         if args.weights != "minilm":
             raise UserError("routing traces are exported for --weights minilm only", field="--trace-out")
-        result["trace"] = str(save_trace(routing_trace(open_source("minilm")), args.trace_out))
+        result["trace"] = str(save_trace(routing_trace(open_source("minilm")), args.trace_out, force=args.force,
+                                         command="moesim accuracy --trace-out", field="--trace-out"))
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        from simulator.fileio import dumps_json
+
+        print(dumps_json(result, sort_keys=True))
     else:
         for key, value in result.items():
             if key == "layers":
@@ -59,4 +64,5 @@ def register(subparsers) -> None:
                    help="also write the error-vs-rank and kurtosis-vs-error figures (PNG) into DIR")
     p.add_argument("--trace-out", default=None, metavar="DIR",
                    help="also write the MoEfied MiniLM's routing trace on the text sample (minilm only)")
+    p.add_argument("--force", action="store_true", help="replace --trace-out when it holds a previous trace")
     p.set_defaults(func=run)

@@ -52,8 +52,11 @@ def text_options(args) -> dict:
 def run(args) -> int:
     from simulator.accuracy.api import compensate
     from simulator.accuracy.plan import save_plan
+    from simulator.fileio import check_output_file
 
+    check_output_file(args.out, args.force, is_previous=_is_previous_plan)  # refuse before any work
     df, meta = compensate(args.weights, settings_from(args), **text_options(args))
+    check_output_file(args.out, args.force, is_previous=_is_previous_plan)
     path = save_plan(df, meta, args.out)
     print(f"wrote {path}: {len(df)} experts, mean rank {df['rank'].mean():.2f}, "
           f"rel. weight error {df['err_before'].mean():.4f} -> {df['err_after'].mean():.4f}, "
@@ -61,9 +64,32 @@ def run(args) -> int:
     return 0
 
 
+def _is_previous_plan(path) -> bool:
+    """A plan moesim wrote: Parquet with the plan's schema metadata, or CSV with the plan's header and
+    its .meta.json sidecar."""
+    from pathlib import Path
+
+    from simulator.accuracy.plan import COLUMNS, META_KEY
+
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return META_KEY in (pq.read_schema(path).metadata or {})
+        if path.suffix == ".csv":
+            with path.open(encoding="utf-8") as f:
+                header = f.readline().strip().split(",")
+            return header == list(COLUMNS) and path.with_name(path.name + ".meta.json").is_file()
+    except Exception:  # noqa: BLE001 -- unreadable or not Parquet (pyarrow raises its own types): not ours
+        return False
+    return False
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("compensate", help="quantize experts and allocate low-rank compensation ranks",
                               description=__doc__)
     add_weight_args(p)
     p.add_argument("--out", required=True, help="plan file (.parquet or .csv)")
+    p.add_argument("--force", action="store_true", help="replace --out when it holds a previous plan")
     p.set_defaults(func=run)

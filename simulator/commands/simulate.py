@@ -7,12 +7,11 @@ timeline.json (Chrome trace / Perfetto) atomically: into a temporary directory b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from simulator.config.run import DEFAULT_TOKENS, RunSpec
-from simulator.fileio import atomic_directory
+from simulator.fileio import check_output_dir, dumps_json, output_directory
 from simulator.units import parse_bytes
 
 
@@ -46,6 +45,8 @@ def register(subparsers) -> None:
                    help="des: SimPy discrete-event model; analytic: the vectorised fast path of the same "
                         f"cost model ({d.engine})")
     p.add_argument("--out", type=Path, help="directory for steps.parquet, summary.json, timeline.json (DES only)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out when it holds a previous `moesim simulate` output (never anything else)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=main)
 
@@ -62,27 +63,29 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.out is not None:  # refuse before simulating, not after
+        check_output_dir(args.out, "simulate", args.force)
     from simulator.simulate import run_spec
 
     spec = spec_from_args(args)
     result, summary = run_spec(spec, record_events=args.out is not None,
                                progress=sys.stderr.isatty() and not args.json)
     if args.out is not None:
-        write_outputs(args.out, result, summary)
+        write_outputs(args.out, result, summary, force=args.force)
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(dumps_json(summary, sort_keys=True))
     else:
         print_table(summary)
     return 0
 
 
-def write_outputs(out: Path, result, summary: dict) -> None:
+def write_outputs(out: Path, result, summary: dict, force: bool = False) -> None:
     from simulator.metrics import step_table
     from simulator.timeline import write_chrome_trace
 
-    with atomic_directory(out) as tmp:
+    with output_directory(out, "simulate", force=force, command="moesim simulate") as tmp:
         step_table(result).to_parquet(tmp / "steps.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (tmp / "summary.json").write_text(dumps_json(summary, indent=2, sort_keys=True) + "\n")
         if result.log is not None:  # the analytic engine has no event timeline
             write_chrome_trace(result.log, tmp / "timeline.json")
 

@@ -12,6 +12,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("import-esft", help="convert deepseek-ai/ESFT expert_scores into trace directories")
     p.add_argument("dir", help="ESFT checkout, its results/expert_scores folder, or one task folder")
     p.add_argument("--out", default="traces", help="folder to write esft-<task>/ into (default: traces)")
+    p.add_argument("--force", action="store_true", help="replace esft-<task>/ traces already there")
     p.set_defaults(func=_import_esft)
 
     p = sub.add_parser("synth", help="write a synthetic trace calibrated to real routing statistics")
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--sequences", type=int, default=1, help="sequences the tokens are split into")
     p.add_argument("--params", default=None, help="parameter YAML (default: the shipped fit for the model)")
     p.add_argument("--out", required=True, help="trace directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out when it holds a previous trace")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("calibrate", help="refit the synthetic-routing parameters to the reference data")
@@ -37,6 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--text", required=True, help="text file; sequences separated by blank lines")
     p.add_argument("--max-tokens", type=int, default=2048, help="tokens to capture in total")
     p.add_argument("--out", required=True, help="trace directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out when it holds a previous trace")
     p.set_defaults(func=_capture)
 
     p = sub.add_parser("plot", help="expert-by-token heat map and router-score distribution of a layer")
@@ -56,30 +59,32 @@ def register(subparsers) -> None:
 def _import_esft(args: argparse.Namespace) -> int:
     from simulator.routing.esft import import_esft
 
-    for path in import_esft(args.dir, args.out):
+    for path in import_esft(args.dir, args.out, force=args.force):
         print(path)
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    import json
-
+    from simulator.fileio import dumps_json
     from simulator.routing.stats import format_stats, trace_stats
     from simulator.routing.trace import load_trace
 
     stats = trace_stats(load_trace(args.path))
-    print(json.dumps(stats) if args.json else format_stats(stats))
+    print(dumps_json(stats) if args.json else format_stats(stats))
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
     from simulator.config.model import load_model
+    from simulator.fileio import check_output_dir
     from simulator.routing.synthetic import load_params, synthesize
     from simulator.routing.trace import save_trace
 
+    check_output_dir(args.out, "trace", args.force)  # refuse before any work
     model = load_model(args.model)
     params = load_params(model, args.params)
-    print(save_trace(synthesize(model, args.tokens, args.seed, args.sequences, params), args.out))
+    trace = synthesize(model, args.tokens, args.seed, args.sequences, params)
+    print(save_trace(trace, args.out, force=args.force, command="moesim trace synth"))
     return 0
 
 
@@ -115,10 +120,12 @@ def _plot(args: argparse.Namespace) -> int:
 def _capture(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from simulator.fileio import check_output_dir
     from simulator.routing.capture import capture, read_sequences
     from simulator.routing.trace import save_trace
 
+    check_output_dir(args.out, "trace", args.force)  # refuse before loading the model
     sequences = read_sequences(args.text)
     trace = capture(args.model_path, sequences, args.max_tokens, name=Path(args.out).name)
-    print(save_trace(trace, args.out))
+    print(save_trace(trace, args.out, force=args.force, command="moesim trace capture"))
     return 0

@@ -138,12 +138,12 @@ def find_task_dirs(root: str | Path) -> list[Path]:
     raise UserError("no ESFT task directories (expected <task>/expert_weights_1.txt[.gz])", source=root)
 
 
-def import_esft(root: str | Path, out: str | Path) -> list[Path]:
+def import_esft(root: str | Path, out: str | Path, force: bool = False) -> list[Path]:
     """Convert every task under `root` into out/esft-<task>; returns the written trace directories."""
     root, out = Path(root), Path(out)
     commit = _commit_from_source(root)
     written = []
     for task_dir in find_task_dirs(root):
         trace = read_esft_task(task_dir, commit=commit)
-        written.append(save_trace(trace, out / trace.meta.name))
+        written.append(save_trace(trace, out / trace.meta.name, force=force, command="moesim trace import-esft"))
     return written

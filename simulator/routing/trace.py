@@ -18,9 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import mmap
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -144,22 +141,21 @@ def sequence_runs(seq_id: np.ndarray) -> list[int]:
     return [int(v) for v in seq_id[np.concatenate(([True], np.diff(seq_id) != 0))]]
 
 
-def save_trace(trace: Trace, path: str | Path) -> Path:
-    """Write `trace` atomically to directory `path` (written beside it, then renamed into place)."""
+def save_trace(trace: Trace, path: str | Path, *, force: bool = False, command: str = "moesim trace",
+               field: str = "--out") -> Path:
+    """Write `trace` atomically to directory `path` (written beside it, then renamed into place).
+
+    An existing `path` is replaced only when it is a previous trace (simulator.fileio.check_output_dir)
+    and force is set; anything else there is refused with a UserError and left untouched."""
+    from simulator.fileio import check_output_dir, output_directory
+
     path = Path(path)
+    check_output_dir(path, "trace", force, field)  # before validating: refuse fast, touch nothing
     validate_arrays(trace.meta, trace.expert_ids, trace.scores, trace.seq_id, trace.position, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with output_directory(path, "trace", force=force, command=command, field=field) as tmp:
         for name, (dtype, _) in ARRAYS.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(trace, name), dtype=dtype))
         (tmp / "meta.json").write_text(json.dumps(trace.meta.model_dump(), indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
