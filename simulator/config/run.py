@@ -2,43 +2,66 @@
 
 A RunSpec is plain data (names and numbers); `simulator.simulate.simulate(spec)` resolves the names
 (hardware config, model preset, trace path, policy) and runs the engine.
+
+RunSpec is the one list of run parameters: `moesim simulate`'s flags (simulator.commands.simulate,
+built by `add_run_arguments`) and a sweep file's fields (simulator.sweep.spec) are derived from its
+fields, so a new field is settable everywhere by adding it here, with a `description` (its --help).
+Field name -> --kebab-name; a bool -> --name / --no-name; a Literal -> choices; an optional field also
+takes `none` on the command line; quantities (cache_bytes) take a unit string or a bare number in the
+base unit (simulator.config.quantity). `hwconfig` is the command's positional argument.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from simulator.config.quantity import ByteCount
 
 DEFAULT_HWCONFIG = "h100-cxl-ndp"
 DEFAULT_MODEL = "deepseek-v2-lite"
 DEFAULT_TRACE = "traces/esft-intent"
 DEFAULT_POLICY = "ndp-lrc"
 DEFAULT_TOKENS = 256  # decode steps: keeps the default run to seconds; None runs the whole trace
+POSITIONAL = {"cli": "positional"}  # json_schema_extra of the field the CLI takes as its positional argument
+
+
+def _zero_is_none(value: object) -> object:
+    """tokens: 0 means the whole trace, like None (`--tokens 0`, `tokens: 0`)."""
+    if isinstance(value, str) and value.strip().isdigit() and int(value) == 0:
+        return None
+    return None if value == 0 and not isinstance(value, bool) else value
 
 
 class RunSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    hwconfig: str = DEFAULT_HWCONFIG
-    model: str = DEFAULT_MODEL
-    trace: str | None = DEFAULT_TRACE
+    hwconfig: str = Field(default=DEFAULT_HWCONFIG, description="hardware config name or YAML",
+                          json_schema_extra=POSITIONAL)
+    model: str = Field(default=DEFAULT_MODEL, description="model preset or YAML")
+    trace: str | None = Field(default=DEFAULT_TRACE, description="routing trace directory")
     synthetic_tokens: int | None = Field(default=None, ge=1,
-                                        description="synthesize a trace of this many tokens (batch sequences)")
-    policy: str = DEFAULT_POLICY
-    bits: int = Field(default=4, ge=1, le=16)
-    group: int = Field(default=128, ge=1)
-    top_n: int = Field(default=2, ge=0)
-    rank: int | None = Field(default=None, ge=0, description="uniform rank; None = policy default")
-    plan: str | None = Field(default=None, description="compensation plan file (per-expert ranks and bytes)")
-    cache_policy: Literal["lru", "lfu"] = "lru"
-    cache_bytes: float | None = Field(default=None, ge=0, description="override the derived cache capacity")
-    cache_experts_per_layer: int | None = Field(default=None, ge=0)
-    prefetch: bool = False
+                                         description="use a synthetic trace of N tokens (batch sequences) "
+                                                     "instead of --trace")
+    policy: str = Field(default=DEFAULT_POLICY, description="placement policy")
+    bits: int = Field(default=4, ge=1, le=16, description="low-bit expert width")
+    group: int = Field(default=128, ge=1, description="quantization group size")
+    top_n: int = Field(default=2, ge=0, description="experts restored per token")
+    rank: int | None = Field(default=None, ge=0,
+                             description="uniform compensator rank of the lrc policies (none: 32)")
+    plan: str | None = Field(default=None, description="compensation plan file with per-expert ranks and bytes")
+    cache_policy: Literal["lru", "lfu"] = Field(default="lru", description="GPU expert cache replacement rule")
+    cache_bytes: ByteCount | None = Field(default=None, ge=0,
+                                          description="GPU expert cache size instead of the derived one")
+    cache_experts_per_layer: int | None = Field(default=None, ge=0,
+                                                description="per-layer caches of K experts instead")
+    prefetch: bool = Field(default=False, description="speculatively copy the next layer's experts")
     prefetch_hit_rate: float = Field(default=1.0, ge=0, le=1, description="share of prefetches that guess right")
     attention_bits: int = Field(default=16, ge=1, le=16, description="attention weights stored at this many bits")
-    batch: int = Field(default=1, ge=1)
-    tokens: int | None = Field(default=DEFAULT_TOKENS, ge=1, description="decode steps; None = the whole trace")
+    batch: int = Field(default=1, ge=1, description="sequences decoded in lockstep")
+    tokens: Annotated[int | None, BeforeValidator(_zero_is_none)] = Field(
+        default=DEFAULT_TOKENS, ge=1, description="decode steps; 0 or none = the whole trace")
     prompt: int = Field(default=0, ge=0, description="prefill length; 0 = no prefill")
     context: int = Field(default=512, ge=0, description="KV context length at the first decode step")
     # kernels the software stack launches per op (each costs the GPU's launch_overhead): 1 = one fused
@@ -55,5 +78,7 @@ class RunSpec(BaseModel):
     # a stack that issues a layer's expert loads on its compute stream (no copy stream) starts the
     # layer's experts only when all of its on-demand loads have arrived; prefetches still overlap
     loads_block_layer: bool = Field(default=False, description="a layer's experts wait for all its on-demand loads")
-    seed: int = 0
-    engine: Literal["des", "analytic"] = "des"
+    seed: int = Field(default=0, description="random seed (synthetic trace, prefetch guesses)")
+    engine: Literal["des", "analytic"] = Field(
+        default="des", description="des: SimPy discrete-event model; analytic: the compiled fast path of the "
+                                   "same cost model")
