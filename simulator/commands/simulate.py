@@ -10,56 +10,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from simulator.config.run import DEFAULT_TOKENS, RunSpec
+from simulator.commands.run_flags import add_run_arguments, spec_from_args
 from simulator.fileio import check_output_dir, dumps_json, output_directory
-from simulator.units import parse_bytes
 
 
 def register(subparsers) -> None:
-    d = RunSpec()
     p = subparsers.add_parser("simulate", help="simulate decoding of one configuration",
-                              description="Simulate MoE decoding on one hardware config with one policy.")
-    p.add_argument("hwconfig", nargs="?", default=d.hwconfig, help=f"hardware config name or YAML ({d.hwconfig})")
-    p.add_argument("--model", default=d.model, help=f"model preset or YAML ({d.model})")
-    p.add_argument("--trace", default=d.trace, help=f"trace directory ({d.trace})")
-    p.add_argument("--synthetic-tokens", type=int, help="use a synthetic trace of N tokens instead of --trace")
-    p.add_argument("--policy", default=d.policy, help=f"placement policy ({d.policy})")
-    p.add_argument("--bits", type=int, default=d.bits, help=f"low-bit expert width ({d.bits})")
-    p.add_argument("--group", type=int, default=d.group, help=f"quantization group size ({d.group})")
-    p.add_argument("--top-n", type=int, default=d.top_n, help=f"experts restored per token ({d.top_n})")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--rank", type=int, help="uniform compensator rank (lrc policies; default 32)")
-    g.add_argument("--plan", help="compensation plan file with per-expert ranks and bytes")
-    p.add_argument("--cache-policy", choices=["lru", "lfu"], default=d.cache_policy)
-    p.add_argument("--cache-bytes", type=parse_bytes, help="GPU expert cache size, e.g. '20 GB'")
-    p.add_argument("--cache-experts-per-layer", type=int, help="per-layer caches of K experts instead")
-    p.add_argument("--prefetch", action="store_true", help="speculatively copy the next layer's experts")
-    p.add_argument("--prefetch-hit-rate", type=float, default=d.prefetch_hit_rate)
-    p.add_argument("--attention-bits", type=int, default=d.attention_bits)
-    p.add_argument("--batch", type=int, default=d.batch, help=f"sequences decoded in lockstep ({d.batch})")
-    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help=f"decode steps ({DEFAULT_TOKENS}); 0 = whole trace")
-    p.add_argument("--prompt", type=int, default=d.prompt, help="prefill length (0 = none)")
-    p.add_argument("--context", type=int, default=d.context, help=f"KV context at the first step ({d.context})")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--engine", choices=["des", "analytic"], default=d.engine,
-                   help="des: SimPy discrete-event model; analytic: the vectorised fast path of the same "
-                        f"cost model ({d.engine})")
+                              description="Simulate MoE decoding on one hardware config with one policy. "
+                                          "Every run parameter (simulator.config.run.RunSpec) is a flag.")
+    add_run_arguments(p)
     p.add_argument("--out", type=Path, help="directory for steps.parquet, summary.json, timeline.json (DES only)")
     p.add_argument("--force", action="store_true",
                    help="replace --out when it holds a previous `moesim simulate` output (never anything else)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=main)
-
-
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    return RunSpec(
-        hwconfig=args.hwconfig, model=args.model, trace=args.trace, synthetic_tokens=args.synthetic_tokens,
-        policy=args.policy, bits=args.bits, group=args.group, top_n=args.top_n, rank=args.rank, plan=args.plan,
-        cache_policy=args.cache_policy, cache_bytes=args.cache_bytes,
-        cache_experts_per_layer=args.cache_experts_per_layer, prefetch=args.prefetch,
-        prefetch_hit_rate=args.prefetch_hit_rate, attention_bits=args.attention_bits, batch=args.batch,
-        tokens=args.tokens or None, prompt=args.prompt, context=args.context, seed=args.seed,
-        engine=args.engine)
 
 
 def main(args: argparse.Namespace) -> int:
