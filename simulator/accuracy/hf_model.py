@@ -140,8 +140,14 @@ class HFModelSource:
         try:
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
                 self.path, dtype=torch.float32, local_files_only=True).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot load the model ({str(exc).splitlines()[0][:120]})", source=self.path) from None
+        except Exception as exc:  # noqa: BLE001 -- corrupt safetensors (SafetensorError), bad index, bad config
+            lines = str(exc).strip().splitlines()
+            why = lines[0][:120] if lines else exc.__class__.__name__
+            raise UserError(f"cannot load the model ({exc.__class__.__name__}: {why})", source=self.path) from None
+        for name, param in self.model.named_parameters():
+            if not torch.isfinite(param).all():
+                raise UserError(f"parameter {name}: non-finite weights (NaN or inf)", source=self.path,
+                                field="--weights")
         self.blocks = find_moe_blocks(self.model)
         if not self.blocks:
             raise UserError(f"no MoE blocks found in {type(self.model).__name__}", source=self.path)

@@ -16,7 +16,9 @@ group-limited routing is approximated by plain top-k (exact for V2-Lite, whose t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,29 @@ LAYOUTS = {
 }
 
 
+_INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__)[:160]
+
+
+@contextlib.contextmanager
+def _open(file: Path):
+    """safetensors.safe_open with a missing, truncated or corrupt file as a one-line UserError."""
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(file, "pt")
+    except FileNotFoundError:
+        raise UserError("file not found", source=file) from None
+    except Exception as exc:  # noqa: BLE001 -- SafetensorError (header too small, incomplete, ...), OSError
+        raise UserError(f"not a readable safetensors file ({_first_line(exc)})", source=file) from None
+    with handle as h:
+        yield h
+
+
 class HFCheckpoint:
     """A pipeline source over a checkpoint directory (config.json + *.safetensors)."""
 
@@ -53,6 +78,7 @@ class HFCheckpoint:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.index: Path | None = None  # model.safetensors.index.json when the checkpoint has one
         cfg_path = self.path / "config.json"
         if not self.path.is_dir():
             raise UserError("not a directory (expected a Hugging Face checkpoint or 'minilm')", source=self.path,
@@ -63,6 +89,10 @@ class HFCheckpoint:
             raise UserError("missing config.json", source=self.path) from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError("not valid JSON", source=cfg_path) from None
+        except OSError as exc:
+            raise UserError(f"cannot read ({exc.strerror or exc.__class__.__name__})", source=cfg_path) from None
+        if not isinstance(self.config, dict):
+            raise UserError("expected a JSON object", source=cfg_path)
         kind = self.config.get("model_type")
         if kind not in LAYOUTS:
             raise UserError(f"unsupported model_type {kind!r}; supported: {', '.join(sorted(LAYOUTS))}",
@@ -77,38 +107,89 @@ class HFCheckpoint:
                             source=self.path)
         self.layers = len(self.decoder_layers)
         for key in (self.layout.experts_key, "num_experts_per_tok"):
-            if not isinstance(self.config.get(key), int):
-                raise UserError("missing or not an integer", source=cfg_path, field=key)
+            value = self.config.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"expected a positive integer, got {value!r}", source=cfg_path, field=key)
+        if self.config["num_experts_per_tok"] > self.config[self.layout.experts_key]:
+            raise UserError(f"top-k {self.config['num_experts_per_tok']} exceeds the "
+                            f"{self.config[self.layout.experts_key]} experts ({self.layout.experts_key})",
+                            source=cfg_path, field="num_experts_per_tok")
+        scale = self.config.get("routed_scaling_factor", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise UserError(f"expected a positive number, got {scale!r}", source=cfg_path,
+                            field="routed_scaling_factor")
 
     def _tensor_files(self) -> dict[str, Path]:
         """Tensor name -> file, from model.safetensors.index.json or by reading each file's header."""
-        from safetensors import safe_open
-
         index = self.path / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            return {k: self.path / v for k, v in weight_map.items()}
+        if index.exists():
+            self.index = index
+            return self._index(index)
         files = sorted(self.path.glob("*.safetensors"))
         if not files:
             raise UserError("no *.safetensors files", source=self.path)
         out = {}
         for f in files:
-            with safe_open(f, "pt") as h:
+            with _open(f) as h:
                 out.update(dict.fromkeys(h.keys(), f))
         return out
 
-    def _read(self, names: list[str]) -> dict[str, torch.Tensor]:
-        from safetensors import safe_open
+    def _index(self, index: Path) -> dict[str, Path]:
+        """The weight_map of model.safetensors.index.json: tensor name -> a shard file in this directory."""
+        try:
+            raw = json.loads(index.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"not valid JSON ({exc.__class__.__name__})", source=index) from None
+        except OSError as exc:
+            raise UserError(f"cannot read ({exc.strerror or exc.__class__.__name__})", source=index) from None
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise UserError("expected a non-empty object of tensor name -> shard file", source=index,
+                            field="weight_map")
+        root, checked = self.path.resolve(), set()
+        for name, shard in weight_map.items():
+            if shard in checked:
+                continue
+            if not isinstance(shard, str) or not shard.endswith(".safetensors"):
+                raise UserError(f"tensor {name!r}: expected a .safetensors file name, got {shard!r}",
+                                source=index, field="weight_map")
+            file = self.path / shard
+            if root not in file.resolve().parents:
+                raise UserError(f"tensor {name!r}: shard {shard!r} is outside the checkpoint directory",
+                                source=index, field="weight_map")
+            if not file.is_file():
+                raise UserError(f"tensor {name!r}: shard {shard!r} not found", source=index, field="weight_map")
+            checked.add(shard)
+        return {name: self.path / shard for name, shard in weight_map.items()}
 
+    def _read(self, names: list[str]) -> dict[str, torch.Tensor]:
         missing = [n for n in names if n not in self.files]
         if missing:
-            raise UserError(f"tensor {missing[0]} not found", source=self.path)
+            if self.index is not None:
+                raise UserError(f"tensor {missing[0]} not listed (incomplete index)", source=self.index,
+                                field="weight_map")
+            raise UserError(f"tensor {missing[0]} not found in any *.safetensors file", source=self.path)
         out = {}
         for f in sorted({self.files[n] for n in names}):
-            with safe_open(f, "pt") as h:
+            with _open(f) as h:
+                keys = set(h.keys())
                 for n in names:
-                    if self.files[n] == f:
-                        out[n] = h.get_tensor(n).float()
+                    if self.files[n] != f:
+                        continue
+                    if n not in keys:  # the index lists it in this shard, the shard does not have it
+                        raise UserError(f"tensor {n} not in this shard (model.safetensors.index.json says it is)",
+                                        source=f)
+                    try:
+                        t = h.get_tensor(n)
+                    except Exception as exc:  # noqa: BLE001 -- safetensors raises its own SafetensorError
+                        raise UserError(f"tensor {n}: cannot read ({_first_line(exc)})", source=f) from None
+                    if not (t.is_floating_point() or t.dtype in _INT_DTYPES) or t.dim() != 2:
+                        raise UserError(f"tensor {n}: expected a 2-D float matrix, got {t.dtype} of shape "
+                                        f"{tuple(t.shape)}", source=f)
+                    t = t.float()
+                    if not torch.isfinite(t).all():
+                        raise UserError(f"tensor {n}: non-finite weights (NaN or inf)", source=f)
+                    out[n] = t
         return out
 
     def layer(self, i: int) -> MoELayer:
@@ -120,11 +201,27 @@ class HFCheckpoint:
         t = self._read(names)
         experts = [{ours: t[f"{block}.experts.{j}.{theirs}.weight"] for ours, theirs in self.layout.matrices.items()}
                    for j in range(n)]
+        self._check_shapes(block, t[f"{block}.gate.weight"], experts, n)
         renorm = self.config.get("norm_topk_prob", self.layout.renorm_default)
         return MoELayer(index=i, router=t[f"{block}.gate.weight"], experts=experts,
                         top_k=self.config["num_experts_per_tok"], kind="glu",
                         combine="softmax_renorm" if renorm else "softmax",
                         scale=float(self.config.get("routed_scaling_factor", 1.0)))
+
+    def _check_shapes(self, block: str, router: torch.Tensor, experts: list[dict], n: int) -> None:
+        """gate, up: [ffn, hidden]; down: [hidden, ffn]; router: [experts, hidden]; the same for every expert."""
+        gate = experts[0]["gate"]
+        ffn, hidden = gate.shape
+        want = {"gate": (ffn, hidden), "up": (ffn, hidden), "down": (hidden, ffn)}
+        for j, expert in enumerate(experts):
+            for ours, theirs in self.layout.matrices.items():
+                if tuple(expert[ours].shape) != want[ours]:
+                    name = f"{block}.experts.{j}.{theirs}.weight"
+                    raise UserError(f"tensor {name}: shape {tuple(expert[ours].shape)}, expected {want[ours]} "
+                                    f"like expert 0", source=self.files[name])
+        if tuple(router.shape) != (n, hidden):
+            raise UserError(f"tensor {block}.gate.weight: shape {tuple(router.shape)}, expected ({n}, {hidden}) "
+                            f"({self.layout.experts_key} x hidden)", source=self.files[f"{block}.gate.weight"])
 
     def activations(self, i: int) -> torch.Tensor | None:
         """Reference activations need the whole model run (see hf_model); none from the weights alone."""
