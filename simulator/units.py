@@ -3,6 +3,8 @@
 Everything inside the simulator is SI: seconds, bytes, bytes/s, FLOP/s. YAML files carry strings with
 units, and a bare number where a unit is required is an error (it is too easy to mean GB and write GiB).
 Decimal prefixes are powers of 1000, binary prefixes (Ki, Mi, Gi, Ti) powers of 1024.
+Every quantity is finite and non-negative; rates (bandwidth, FLOP/s) are strictly positive, since the
+simulator divides by them (a zero rate would be an infinite time).
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ def _split(text: object, kind: str, example: str) -> tuple[Decimal, str]:
     return value, m.group("unit")
 
 
+def _checked(value: Decimal, scale: int | Decimal, text: object, kind: str, positive: bool = False,
+             divide: bool = False) -> float:
+    """value x scale (or / scale) as a float that is finite, and > 0 when `positive`."""
+    result = float(value / scale if divide else value * scale)
+    if not math.isfinite(result):
+        raise ValueError(f"{kind} {text!r} is too large (not a finite number of SI units)")
+    if positive and result <= 0:
+        raise ValueError(f"expected a positive {kind} (> 0; the simulator divides by it), got {text!r}")
+    return result
+
+
 def _prefixed(unit: str, base_units: tuple[str, ...], allow_binary: bool) -> int | None:
     for base in base_units:
         if unit.endswith(base):
@@ -52,7 +65,7 @@ def parse_bytes(text: object) -> float:
     scale = _prefixed(unit, ("B",), allow_binary=True)
     if scale is None:
         raise ValueError(f"unknown size unit {unit!r} in {text!r}; expected B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
-    return float(value * scale)
+    return _checked(value, scale, text, "size")
 
 
 def parse_bandwidth(text: object) -> float:
@@ -63,7 +76,7 @@ def parse_bandwidth(text: object) -> float:
     scale = _prefixed(unit[:-2], ("B",), allow_binary=True)
     if scale is None:
         raise ValueError(f"unknown bandwidth unit {unit!r} in {text!r}; expected B/s, GB/s, TB/s, GiB/s, ...")
-    return float(value * scale)
+    return _checked(value, scale, text, "bandwidth", positive=True)
 
 
 def parse_flops(text: object) -> float:
@@ -72,7 +85,7 @@ def parse_flops(text: object) -> float:
     scale = _prefixed(unit, ("FLOPS", "FLOP/s", "OPS", "OP/s"), allow_binary=False)
     if scale is None:
         raise ValueError(f"unknown compute unit {unit!r} in {text!r}; expected FLOPS, GFLOPS, TFLOPS, TOPS")
-    return float(value * scale)
+    return _checked(value, scale, text, "compute rate", positive=True)
 
 
 def parse_time(text: object) -> float:
@@ -80,7 +93,7 @@ def parse_time(text: object) -> float:
     value, unit = _split(text, "duration", "250 ns")
     if unit not in _TIME_DIVISOR:
         raise ValueError(f"unknown time unit {unit!r} in {text!r}; expected s, ms, us, ns")
-    return float(value / _TIME_DIVISOR[unit])
+    return _checked(value, _TIME_DIVISOR[unit], text, "duration", divide=True)
 
 
 def _fmt(value: float, unit: str) -> str:

@@ -28,7 +28,7 @@ class GPUSpec(_Strict):
     name: str
     peak_flops: dict[Precision, FlopRate] = Field(description="dense peak per precision")
     hbm_bandwidth: Bandwidth
-    hbm_capacity: Bytes
+    hbm_capacity: Bytes = Field(gt=0)
     launch_overhead: Seconds = Field(description="fixed cost added to every kernel")
     compute_efficiency: float = Field(gt=0, le=1, description="fraction of peak FLOP/s reached by GEMMs")
     memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth reached by streaming")
@@ -36,7 +36,7 @@ class GPUSpec(_Strict):
 
     @field_validator("peak_flops")
     @classmethod
-    def _needs_half(cls, v: dict) -> dict:
+    def _needs_half(cls, v: dict) -> dict:  # (each rate is > 0: simulator.units.parse_flops)
         if "fp16" not in v and "bf16" not in v:
             raise ValueError("needs at least an fp16 or bf16 entry")
         return v
@@ -47,7 +47,7 @@ class GPUSpec(_Strict):
 
 
 class HostSpec(_Strict):
-    memory_capacity: Bytes
+    memory_capacity: Bytes = Field(gt=0)
     memory_bandwidth: Bandwidth
 
 
@@ -63,9 +63,9 @@ class LinkSpec(_Strict):
 
 class NDPSpec(_Strict):
     units: int = Field(ge=1)
-    peak_flops: dict[Precision, FlopRate] = Field(description="per unit, per supported precision")
+    peak_flops: dict[Precision, FlopRate] = Field(min_length=1, description="per unit, per supported precision")
     memory_bandwidth: Bandwidth = Field(description="per unit, internal")
-    capacity: Bytes = Field(description="CXL device memory, all units together")
+    capacity: Bytes = Field(gt=0, description="CXL device memory, all units together")
     op_overhead: Seconds = Field(description="fixed cost per expert op on a unit")
     compute_efficiency: float = Field(default=1.0, gt=0, le=1)
     memory_efficiency: float = Field(default=1.0, gt=0, le=1)
