@@ -6,7 +6,8 @@ A d_in x d_out matrix quantized to b bits with group size g (groups run along d_
 and its rank-r compensator U (d_out x r), V (d_in x r) costs r * (d_in + d_out) * bytes_per_value, plus
 2 * r * scale_bytes when the factors are integers with one scale per column of U and of V
 (FACTOR_FORMATS: fp16 = 2 bytes per value, no scales; int8 = 1 byte per value + an fp16 scale per column).
-At b >= 16 the matrix is stored in full precision (b / 8 bytes per weight) with no scales.
+At b >= FULL_PRECISION_BITS (simulator.precision) the matrix is stored in full precision (b / 8 bytes per
+weight) with no scales.
 A gated (SwiGLU) expert is three matrices: gate and up (hidden -> ffn) and down (ffn -> hidden); an
 ungated (GELU MLP) expert, e.g. a MoEfied BERT FFN slice, is two: up (hidden -> ffn) and down.
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import math
 
-FULL_PRECISION_BITS = 16
+from simulator.precision import FULL_PRECISION_BITS
+
 FACTOR_FORMATS = {  # factor storage -> keyword arguments of factor_bytes / expert_factor_bytes
     "fp16": {"bytes_per_value": 2, "scale_bytes": 0},
     "int8": {"bytes_per_value": 1, "scale_bytes": 2},
@@ -51,7 +53,7 @@ def expert_shapes(hidden: int, ffn: int, gated: bool = True) -> list[tuple[int, 
 
 def expert_lowbit_bytes(hidden: int, ffn: int, bits: float, group: int = 128,
                         scale_bytes: int = 2, zero_bytes: int = 2, gated: bool = True) -> float:
-    """Bytes of one expert's matrices at `bits` (full precision when bits >= 16)."""
+    """Bytes of one expert's matrices at `bits` (full precision when bits >= FULL_PRECISION_BITS)."""
     return sum(matrix_bytes(i, o, bits, group, scale_bytes, zero_bytes)
                for i, o in expert_shapes(hidden, ffn, gated))
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from simulator.config.model import ModelSpec
 from simulator.config.system import GPUSpec, LinkSpec, NDPSpec
+from simulator.precision import FULL_PRECISION_BITS, is_full_precision
 
 ACT_BYTES = 2  # bytes per activation value (fp16) moved between GPU and NDP
 TO_GPU, FROM_GPU = "to_gpu", "from_gpu"  # link directions
@@ -77,7 +78,8 @@ def link_time(link: LinkSpec, direction: str, nbytes: float) -> float:
 
 # ---- work of each op: (FLOPs, bytes) ----
 
-def attention_work(model: ModelSpec, tokens: int, context_sum: float, attention_bits: float = 16,
+def attention_work(model: ModelSpec, tokens: int, context_sum: float,
+                   attention_bits: float = FULL_PRECISION_BITS,
                    group: int = 128, dequant_bytes_per_weight: float = 0.0) -> tuple[float, float]:
     """One layer's attention for `tokens` tokens whose contexts add up to `context_sum`; a low-bit stack
     that dequantizes unfused moves `dequant_bytes_per_weight` more HBM bytes per weight and call."""
@@ -86,7 +88,7 @@ def attention_work(model: ModelSpec, tokens: int, context_sum: float, attention_
     per_ctx = att.flops_per_token(h, 1) - base
     flops = tokens * base + context_sum * per_ctx
     nbytes = model.attention_weight_bytes(attention_bits, group) + model.kv_bytes_per_token * (context_sum + tokens)
-    if attention_bits < 16 and dequant_bytes_per_weight:
+    if not is_full_precision(attention_bits) and dequant_bytes_per_weight:
         nbytes += dequant_bytes_per_weight * model.attention_params
     return flops, nbytes
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from simulator.precision import QUANTIZER_BITS
+
 
 @dataclass(frozen=True)
 class Quantized:
@@ -45,8 +47,8 @@ def _group_min_max(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _check(bits: int, group: int) -> None:
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in 1..8, got {bits}")
+    if bits not in QUANTIZER_BITS:
+        raise ValueError(f"bits must be in {QUANTIZER_BITS.start}..{QUANTIZER_BITS.stop - 1}, got {bits}")
     if group < 1:
         raise ValueError(f"group must be >= 1, got {group}")
 

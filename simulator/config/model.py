@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes, expert_shapes, matrix_bytes
+from simulator.precision import FULL_PRECISION_BITS, is_full_precision
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -116,8 +117,8 @@ class ModelSpec(BaseModel):
         """(d_in, d_out) of each matrix of a routed expert."""
         return expert_shapes(self.hidden, self.expert_ffn, self.gated_experts)
 
-    def expert_bytes(self, bits: float = 16, group: int = 128) -> float:
-        """Bytes of one routed expert stored at `bits` (full precision at 16)."""
+    def expert_bytes(self, bits: float = FULL_PRECISION_BITS, group: int = 128) -> float:
+        """Bytes of one routed expert stored at `bits` (full precision at FULL_PRECISION_BITS)."""
         return expert_lowbit_bytes(self.hidden, self.expert_ffn, bits, group, gated=self.gated_experts)
 
     def expert_factor_bytes(self, rank: int) -> float:
@@ -154,14 +155,14 @@ class ModelSpec(BaseModel):
     def attention_bytes(self) -> float:
         return self.attention_params * self.weight_bytes
 
-    def attention_weight_bytes(self, bits: float = 16, group: int = 128) -> float:
-        """Bytes of one attention layer's weights stored at `bits` (full precision at 16). Quantization
-        groups run along the flattened weights (one scale and zero per `group` values)."""
-        if bits >= 16:
+    def attention_weight_bytes(self, bits: float = FULL_PRECISION_BITS, group: int = 128) -> float:
+        """Bytes of one attention layer's weights stored at `bits` (full precision at FULL_PRECISION_BITS).
+        Quantization groups run along the flattened weights (one scale and zero per `group` values)."""
+        if is_full_precision(bits):
             return self.attention_bytes
         return matrix_bytes(self.attention_params, 1, bits, group)
 
-    def resident_bytes(self, attention_bits: float = 16, group: int = 128) -> float:
+    def resident_bytes(self, attention_bits: float = FULL_PRECISION_BITS, group: int = 128) -> float:
         """HBM bytes of the always-resident weights, with attention stored at `attention_bits`."""
         other = self.resident_params - self.layers * self.attention_params
         return other * self.weight_bytes + self.layers * self.attention_weight_bytes(attention_bits, group)
