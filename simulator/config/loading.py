@@ -1,4 +1,11 @@
-"""Read a YAML file into a pydantic model with one-line errors naming the file and the field."""
+"""Read a YAML file into a pydantic model with one-line errors naming the file and the field.
+
+The loader is YAML's safe loader (plain types only) made stricter: a key given twice in one mapping is an
+error naming the key and both lines (YAML says keys are unique; PyYAML silently kept the last), and a
+document whose aliases would expand to more than MAX_EXPANDED_NODES nodes (a "billion laughs" bomb: a
+few lines of anchors that expand exponentially once walked) or that refers to itself is refused before
+anything is built from it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,78 @@ from simulator.errors import UserError, format_validation_error
 from simulator.fileio import read_text
 
 M = TypeVar("M", bound=BaseModel)
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser (~10x faster) when built in
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser (~10x faster) when built in
+MAX_EXPANDED_NODES = 1_000_000  # the shipped files have a few hundred; an alias bomb has 10^9
+
+
+class StrictLoader(_BASE_LOADER):
+    """Safe loader that rejects duplicate mapping keys."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` merges; explicit keys may override merged ones
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # unhashable key: the base constructor reports it
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+SAFE_LOADER = StrictLoader
+
+
+def _expanded_size(root, limit: int) -> int:
+    """Nodes in the document once every alias is expanded, counted without expanding (shared nodes are
+    counted once per use, memoised by identity); raises a ComposerError past `limit` or on a cycle."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to the node that contains it "
+                                              "(recursive document)", node.start_mark)
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise yaml.composer.ComposerError(
+                    None, None, f"the document's aliases expand to more than {limit} nodes (an alias bomb?)",
+                    node.start_mark)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _load(text: str):
+    loader = StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, MAX_EXPANDED_NODES)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
@@ -20,7 +98,9 @@ def read_yaml_mapping(path: str | Path) -> dict:
     path = Path(path)
     text = read_text(path)
     try:
-        data = yaml.load(text, Loader=SAFE_LOADER)  # safe: plain YAML types only
+        data = _load(text)  # safe: plain YAML types only; no duplicate keys; bounded alias expansion
+    except RecursionError:
+        raise UserError("malformed YAML (nested too deeply)", source=path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
