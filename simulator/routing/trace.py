@@ -135,6 +135,17 @@ def validate_arrays(meta: TraceMeta, expert_ids, scores, seq_id, position, sourc
         release_pages(expert_ids, scores)
     if np.unique(seq_id).size != len(sequence_runs(seq_id)):
         raise bad("seq_id", "tokens of a sequence must be contiguous")
+    pos = np.asarray(position)
+    if int(pos.min()) < 0:
+        tok = int(np.argmax(pos < 0))
+        raise bad("position", f"negative position {int(pos[tok])} at token {tok} (expected >= 0)")
+    same = np.diff(np.asarray(seq_id)) == 0  # token i+1 continues token i's sequence
+    step = np.diff(pos.astype(np.int64))
+    wrong = same & (step <= 0)
+    if wrong.any():
+        tok = int(np.argmax(wrong)) + 1
+        raise bad("position", f"positions must increase within a sequence: token {tok} has position "
+                              f"{int(pos[tok])} after {int(pos[tok - 1])} (sequence {int(seq_id[tok])})")
 
 
 def sequence_runs(seq_id: np.ndarray) -> list[int]:
