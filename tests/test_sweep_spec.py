@@ -84,12 +84,15 @@ def test_overrides_win_over_the_file():
 def test_accuracy_keys_follow_the_policy_and_are_shared():
     pts = expand(spec())
     assert pts[0].accuracy == {"weights": "minilm", "bits": 16}
-    assert pts[0].accuracy_id == pts[1].accuracy_id == pts[10].accuracy_id   # all full precision
+    assert pts[0].accuracy_id == pts[1].accuracy_id                           # offload-fp16: full precision
     lrc = pts[2].accuracy
     assert (lrc["bits"], lrc["rank"], lrc["top_n"], lrc["alloc"]) == (3, 16, 1, "kurtosis")
     assert (lrc["model_top_k"], lrc["model_rank_dim"]) == (6, 1408)       # deepseek-v2-lite
     assert pts[2].accuracy_id == pts[6].accuracy_id                           # batch does not matter
-    assert len({p.accuracy_id for p in pts}) == 5
+    # gpu-resident at the default 4 bits is a reference with the 4-bit error, not full precision
+    ref = pts[10].accuracy
+    assert (pts[10].run.policy, ref["bits"], ref["rank"], ref["top_n"]) == ("gpu-resident", 4, 0, 0)
+    assert len({p.accuracy_id for p in pts}) == 6
 
 
 def test_accuracy_key_per_policy_kind():
@@ -101,6 +104,10 @@ def test_accuracy_key_per_policy_kind():
     assert (mixed["rank"], mixed["top_n"]) == (FULL_RANK, 1)
     default = accuracy_key(RunSpec(policy="ndp-lrc"), sec)
     assert (default["rank"], default["alloc"]) == (DEFAULT_RANK, "energy")
+    assert accuracy_key(RunSpec(policy="gpu-resident", bits=16), sec) == {"weights": "minilm", "bits": 16}
+    resident = accuracy_key(RunSpec(policy="gpu-resident", bits=3, top_n=2), sec)
+    assert resident == {**low, "bits": 3}                              # the same measurement as low-bit
+    assert accuracy_key(RunSpec(policy="offload-mixed", bits=2, top_n=6), sec) == {"weights": "minilm", "bits": 16}
     assert accuracy_key(RunSpec(policy="someone-elses-policy"), sec) is None
     assert accuracy_key(RunSpec(policy="ndp-lrc", plan="p.parquet"), sec) is None
 

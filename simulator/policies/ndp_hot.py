@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class NDPHot(Policy):
     name = "ndp-hot"
+    label = "ndp-hot (MoNDE-like)"
+    style = PlotStyle("tab:purple", "P")
+    top_n_runs = rest_runs = "full"
     needs_ndp = True
     slot_forms = ("full",)
 

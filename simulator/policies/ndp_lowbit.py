@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class NDPLowbit(Policy):
     name = "ndp-lowbit"
+    style = PlotStyle("tab:blue", "s")
     expert_blind = True
     needs_ndp = True
 

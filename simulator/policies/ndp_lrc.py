@@ -4,11 +4,13 @@ factors, both copied over CXL into the GPU cache on a miss."""
 
 from __future__ import annotations
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class NDPLRC(Policy):
     name = "ndp-lrc"
+    style = PlotStyle("tab:red", "o", method=True)
+    top_n_runs = "restored"
     expert_blind = True
     needs_ndp = True
     compensates = True

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class OffloadFP16(Policy):
     name = "offload-fp16"
+    style = PlotStyle("black", "X")
+    top_n_runs = rest_runs = "full"
     expert_blind = True
     slot_forms = ("full",)
 

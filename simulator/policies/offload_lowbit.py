@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class OffloadLowbit(Policy):
     name = "offload-lowbit"
+    style = PlotStyle("tab:blue", "s")
     expert_blind = True
 
     def place(self, layer, expert, tokens, restored, cache) -> Placement:

@@ -3,11 +3,13 @@ top-n also needs its low-rank factors on the GPU, and those tokens get the compe
 
 from __future__ import annotations
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class OffloadLRC(Policy):
     name = "offload-lrc"
+    style = PlotStyle("tab:red", "o", method=True)
+    top_n_runs = "restored"
     expert_blind = True
     compensates = True
     slot_forms = ("lowbit", "factors")

@@ -8,11 +8,16 @@ importance threshold (HOBBIT uses a score threshold; top-n is the rank-based equ
 
 from __future__ import annotations
 
-from simulator.policies.base import Placement, Policy
+from simulator.policies.base import Placement, PlotStyle, Policy
 
 
 class OffloadMixed(Policy):
     name = "offload-mixed"
+    label = "offload-mixed (HOBBIT-like)"
+    style = PlotStyle("tab:green", "D")
+    # accuracy: the worst case, every fetch a miss: the top-n at full precision, the rest low-bit (an
+    # unimportant expert that happens to be cached at full precision only does better)
+    top_n_runs = "full"
     slot_forms = ("full",)
     reads_forms = ("full",)
 

@@ -10,18 +10,24 @@ carried over in relative terms:
     rank            the same share of the smaller matrix dimension: average rank budget
                     R_w = r * dmin_w / dmin_m (a float), allocated over experts by `alloc`
 
-What a policy does to the weights decides the key:
+What a policy does to the weights decides the key: each policy declares its accuracy mapping
+(`Policy.accuracy_mix(bits, top_n, k)`: how each of a token's top-k pairs runs, best router score first:
+"restored", "lowbit" or "full"), and the mix becomes one of the measurements the accuracy model makes:
 
-    gpu-resident, offload-fp16, ndp-hot  full precision: the reference itself (error 0, cosine 1)
-    offload-lowbit, ndp-lowbit           every expert at `bits`, nothing restored
-    offload-lrc, ndp-lrc                 `bits`, each token's top-n experts restored with rank r
-                                         (r = the simulator's default when the point gives none)
-    offload-mixed                        worst case, every fetch a miss: the top-n at full precision
-                                         (full-rank restoration), the rest at `bits`
+    every pair full                  the reference itself (error 0, cosine 1); also any policy at full
+                                     precision bits (simulator.precision), e.g. a 16-bit gpu-resident run
+    every pair lowbit                every expert at `bits`, nothing restored (a 4-bit gpu-resident run
+                                     included: a reference point carries the error of the bits it runs)
+    first m restored, rest lowbit    `bits`, each token's top-m experts restored with rank r
+                                     (r = the simulator's default when the point gives none)
+    first m full, rest lowbit        the top-m at full precision (full-rank restoration), the rest at `bits`
 
-Points with a per-expert plan file, or a policy not listed here, get no accuracy columns. Points that
-share a key share one measurement (computed once per sweep, cached on disk); the measured inputs
-(accuracy.top_n, accuracy.rank_budget, ...) are columns of the table, so the mapping stays visible.
+A mix the accuracy model cannot make (another order or three kinds of pair), or bits its quantizer does
+not produce (9-15), gets a key that records why: measuring it is an invalid accuracy result with that
+reason (a UserError, so the sweep stores it and never retries it). Points with a per-expert plan file,
+or a policy that is not registered, get no accuracy columns. Points that share a key share one
+measurement (computed once per sweep, cached on disk); the measured inputs (accuracy.top_n,
+accuracy.rank_budget, ...) are columns of the table, so the mapping stays visible.
 """
 
 from __future__ import annotations
@@ -31,23 +37,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.config.run import RunSpec
+from simulator.errors import UserError
+from simulator.policies.registry import POLICIES, declared
+from simulator.precision import FULL_PRECISION_BITS, accuracy_bits_problem, is_full_precision
 
-FULL_PRECISION = frozenset({"gpu-resident", "offload-fp16", "ndp-hot"})
-LOW_BIT = frozenset({"offload-lowbit", "ndp-lowbit"})
-RESTORED = frozenset({"offload-lrc", "ndp-lrc"})
-MIXED = frozenset({"offload-mixed"})
 FULL_RANK = -1  # rank marker: restore with every singular value (the weights at full precision)
 
 
 def weight_parameters(policy: str) -> tuple[str, ...]:
     """The run parameters that change what a policy does to the weights (for labels and keys)."""
-    if policy in FULL_PRECISION:
-        return ()
-    if policy in LOW_BIT:
-        return ("bits",)
-    if policy in MIXED:
-        return ("bits", "top_n")
-    return ("bits", "top_n", "rank")
+    return declared(policy).weight_parameters()
 
 
 class AccuracySection(BaseModel):
@@ -62,33 +61,49 @@ class AccuracySection(BaseModel):
                                     description="further keyword arguments of simulator.accuracy.api.evaluate")
 
 
+def _split(runs: tuple[str, ...]) -> tuple[str, int] | None:
+    """(kind, m) when `runs` is m pairs of `kind` then only lowbit pairs, the shapes the accuracy model
+    measures; None otherwise."""
+    m = next((i for i, r in enumerate(runs) if r != runs[0]), len(runs))
+    return (runs[0], m) if all(r == "lowbit" for r in runs[m:]) else None
+
+
 def accuracy_key(run: RunSpec, section: AccuracySection) -> dict[str, Any] | None:
     """The accuracy evaluation a point needs, in the simulated model's terms (None: not modelled)."""
     from simulator.config.model import load_model
     from simulator.simulate import DEFAULT_RANK
 
-    if run.plan is not None:
+    if run.plan is not None or run.policy not in POLICIES:
         return None
-    if run.policy in FULL_PRECISION:
-        return {"weights": section.weights, "bits": 16}
     model = load_model(run.model)
+    runs = POLICIES[run.policy].accuracy_mix(run.bits, run.top_n, model.top_k)
+    if all(r == "full" for r in runs):
+        return {"weights": section.weights, "bits": FULL_PRECISION_BITS}
     key = {"weights": section.weights, "bits": run.bits, "group": run.group, "seed": section.seed,
            "model_top_k": model.top_k, "model_rank_dim": min(model.hidden, model.expert_ffn),
            "alloc": "uniform", "rank": 0, "top_n": 0, **section.options}
-    if run.policy in LOW_BIT:
-        return key
-    if run.policy in RESTORED:
+    split = _split(runs)
+    if split is None:
+        return {**key, "unsupported": f"policy {run.policy} runs a token's top-{model.top_k} pairs as "
+                                      f"{'/'.join(runs)}: the accuracy model measures m pairs restored or "
+                                      "full precision and the rest low-bit"}
+    kind, m = split
+    if kind == "restored":
         rank = DEFAULT_RANK if run.rank is None else run.rank
-        return {**key, "alloc": section.alloc, "rank": rank, "top_n": run.top_n}
-    if run.policy in MIXED:
-        return {**key, "rank": FULL_RANK, "top_n": run.top_n}
-    return None
+        return {**key, "alloc": section.alloc, "rank": rank, "top_n": m}
+    if kind == "full":
+        return {**key, "rank": FULL_RANK, "top_n": m}
+    return key
 
 
 def evaluate_accuracy(key: dict[str, Any]) -> dict[str, Any]:
-    """Run the accuracy model for one key (in a worker): map n and r onto the weights, then evaluate."""
-    if key["bits"] >= 16:
+    """Run the accuracy model for one key (in a worker): map n and r onto the weights, then evaluate.
+    A key the model cannot measure raises a UserError with the reason (an invalid result, not retried)."""
+    if is_full_precision(key["bits"]):
         return {"rel_output_error": 0.0, "layer_cosine": 1.0, "cosine": 1.0}
+    problem = key.get("unsupported") or accuracy_bits_problem(key["bits"])
+    if problem:
+        raise UserError(problem, field="accuracy")
     from simulator.accuracy.api import evaluate, open_source
 
     key = dict(key)
