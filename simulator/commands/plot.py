@@ -50,12 +50,21 @@ def _breakdown(args) -> list:
     from simulator.simulate import simulate
     from simulator.sweep.store import flatten
 
+    policies = args.policies.split(",") if args.policies else default_policies(args.hwconfig)
     rows = []
-    for policy in args.policies.split(","):
+    for policy in policies:
         spec = RunSpec(hwconfig=args.hwconfig, model=args.model, trace=args.trace, policy=policy,
                        bits=args.bits, top_n=args.top_n, tokens=args.steps, cache_bytes=args.cache_bytes)
         rows.append({**spec.model_dump(), **flatten(simulate(spec))})
     return [breakdown_figure(pd.DataFrame(rows), f"{args.hwconfig}, {args.model}: decode time per token")]
+
+
+def default_policies(hwconfig: str) -> list[str]:
+    """Every registered policy that is not a reference point and can run on `hwconfig` (NDP or not)."""
+    from simulator.config.system import load_system
+    from simulator.policies.registry import names
+
+    return names(reference=False, needs_ndp=None if load_system(hwconfig).ndp is not None else False)
 
 
 def _routing(args) -> list:
@@ -106,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = kinds.add_parser("breakdown", parents=[common, hw], help="stacked time breakdown per policy")
     k.add_argument("table", nargs="?", help="sweep results.parquet (or its directory); else simulate now")
-    k.add_argument("--policies", default="offload-fp16,offload-lowbit,offload-lrc,ndp-lowbit,ndp-hot,ndp-lrc")
+    k.add_argument("--policies", help="comma-separated policies (default: every registered policy that is not "
+                                      "a reference and runs on --hwconfig)")
     k.add_argument("--trace", default=DEFAULT_TRACE)
     k.add_argument("--top-n", type=int, default=2)
     k.add_argument("--steps", type=int, default=64, help="decode steps per simulated policy")

@@ -2,7 +2,8 @@
 
 Input: a table with one row per run and columns breakdown_ms_per_token.<category> (a sweep's
 results.parquet, or flattened simulate summaries). Each row is one bar; the bar's label lists the input
-columns that differ between rows (hwconfig, policy, bits, top_n, rank, batch, ...).
+columns that differ between rows (hwconfig, policy by its declared display name, bits, top_n, rank,
+batch, ...).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.errors import UserError
-from simulator.plots.style import CATEGORIES, figure
+from simulator.plots.style import CATEGORIES, figure, policy_label
 from simulator.sweep.accuracy import weight_parameters
 
 PREFIX = "breakdown_ms_per_token."
@@ -32,6 +33,8 @@ def bar_labels(df: pd.DataFrame) -> list[str]:
                 c in unused and c not in weight_parameters(row.get("policy", ""))):
             return ""
         v = int(v) if isinstance(v, float) and v.is_integer() else v
+        if c == "policy":
+            return policy_label(v)
         return f"{SHORT[c]}{v}" if c in SHORT else str(v)
     return ["\n".join(p for c in cols if (p := part(row, c))) for _, row in df.iterrows()]
 

@@ -1,12 +1,13 @@
 """Pareto fronts of the bandwidth-accuracy-throughput trade-off from a sweep table.
 
 Two panels per hardware config: link bytes per token vs accuracy error (lower-left is better) and
-tokens/s vs accuracy error (lower-right is better). Every point is one sweep row; colour and marker
-say the policy (style.POLICY_STYLE), so the method (offload-lrc / ndp-lrc, red circles) reads against
-uniform low-bit (blue squares) and the baselines (offload-fp16, offload-mixed, ndp-hot, ...). Each
-policy's own front is a thin line in its colour (the method's front points are labelled bits / n / rank,
-baselines always); the dashed black line is the front over all offloading points (gpu-resident, which
-moves no bytes, is a labelled reference outside it, and is left out of the bytes panel's log axis).
+tokens/s vs accuracy error (lower-right is better). Every point is one sweep row; colour, marker and
+legend name are those the row's policy declares (Policy.style, Policy.label), so the methods (declared
+`method`: small translucent points) read against uniform low-bit and the baselines. Each policy's own
+front is a thin line in its colour (the methods' front points are labelled bits / n / rank, baselines
+always); the dashed black line is the front over all offloading points. Reference policies (declared
+`reference`, e.g. every expert in HBM) are labelled points outside it, at the error of the bits they
+run; one that moves no bytes is left out of the bytes panel's log axis.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import pandas as pd
 
 from simulator.errors import UserError
-from simulator.plots.style import METHODS, figure, policy_style
+from simulator.plots.style import figure, policy_label, policy_style
 from simulator.sweep.accuracy import weight_parameters
-from simulator.sweep.front import ERROR, REFERENCES, pareto_mask, prefer_des
+from simulator.sweep.front import ERROR, is_reference, pareto_mask, prefer_des
 
 
 def point_label(row: pd.Series) -> str:
-    """'3b n2 r64' from the parameters that matter to the row's policy; the policy name if none do."""
+    """'3b n2 r64' from the parameters that matter to the row's policy; its display name if none do."""
     short = {"bits": "{}b", "top_n": "n{}", "rank": "r{}"}
     parts = [short[p].format(int(row[p])) for p in weight_parameters(row["policy"]) if pd.notna(row.get(p))]
-    return " ".join(parts) or row["policy"]
+    return " ".join(parts) or policy_label(row["policy"])
 
 
 def _front(df: pd.DataFrame, x: str, error: str, maximize_x: bool) -> pd.DataFrame:
@@ -31,22 +32,22 @@ def _front(df: pd.DataFrame, x: str, error: str, maximize_x: bool) -> pd.DataFra
 
 
 def _panel(ax, df: pd.DataFrame, x: str, error: str, maximize_x: bool, xlabel: str, scale: float) -> None:
+    reference, method = is_reference(df["policy"]), df["policy"].map(lambda p: policy_style(p).method)
     for policy, g in df.groupby("policy", sort=False):
-        colour, marker = policy_style(policy)
-        method = policy in METHODS
-        ax.scatter(g[x] * scale, g[error], color=colour, marker=marker, s=40 if method else 70,
-                   alpha=0.75 if method else 1.0, edgecolors="black" if not method else "none",
-                   linewidths=0.5, label=policy, zorder=3 if method else 4)
-        if len(g) > 1 and policy not in REFERENCES:   # the policy's own front, in its colour
+        colour, marker, is_method = policy_style(policy)
+        ax.scatter(g[x] * scale, g[error], color=colour, marker=marker, s=40 if is_method else 70,
+                   alpha=0.75 if is_method else 1.0, edgecolors="black" if not is_method else "none",
+                   linewidths=0.5, label=policy_label(policy), zorder=3 if is_method else 4)
+        if len(g) > 1 and not reference[g.index].any():   # the policy's own front, in its colour
             on = _front(g, x, error, maximize_x)
             ax.plot(on[x] * scale, on[error], color=colour, lw=1, alpha=0.6, zorder=2)
-            if method:
+            if is_method:
                 for _, row in on.iterrows():
                     ax.annotate(point_label(row), (row[x] * scale, row[error]), xytext=(3, -3), fontsize=6,
                                 textcoords="offset points", rotation=-35, color=colour, va="top")
-    on = _front(df[~df["policy"].isin(REFERENCES)], x, error, maximize_x)
+    on = _front(df[~reference], x, error, maximize_x)
     ax.plot(on[x] * scale, on[error], ls="--", color="black", lw=0.8, zorder=2, label="front (all offloading)")
-    for _, row in df[~df["policy"].isin(METHODS)].iterrows():
+    for _, row in df[~method].iterrows():
         ax.annotate(point_label(row), (row[x] * scale, row[error]), xytext=(5, 4), textcoords="offset points",
                     fontsize=7)
     ax.set_xlabel(xlabel)

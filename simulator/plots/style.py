@@ -1,4 +1,5 @@
-"""Shared look of moesim's figures: one colour and marker per policy, readable sizes, PNG + SVG output."""
+"""Shared look of moesim's figures: each policy's declared colour, marker and name (Policy.style, .label),
+readable sizes, PNG + SVG output."""
 
 from __future__ import annotations
 
@@ -10,19 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from simulator.fileio import atomic_write
+from simulator.policies.base import PlotStyle
+from simulator.policies.registry import declared
 
-# policy -> (colour, marker); the methods are filled circles in strong colours, baselines other shapes
-POLICY_STYLE = {
-    "offload-lrc": ("tab:red", "o"),
-    "ndp-lrc": ("tab:red", "o"),
-    "offload-lowbit": ("tab:blue", "s"),
-    "ndp-lowbit": ("tab:blue", "s"),
-    "offload-fp16": ("black", "X"),
-    "offload-mixed": ("tab:green", "D"),
-    "ndp-hot": ("tab:purple", "P"),
-    "gpu-resident": ("tab:gray", "*"),
-}
-METHODS = ("offload-lrc", "ndp-lrc")
 # breakdown categories in stacking order, with their colours
 CATEGORIES = {
     "attention": "tab:blue", "router": "tab:cyan", "expert_gpu": "tab:orange", "compensation": "tab:red",
@@ -32,8 +23,16 @@ RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fonts
       "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 110, "savefig.bbox": "tight"}
 
 
-def policy_style(policy: str) -> tuple[str, str]:
-    return POLICY_STYLE.get(policy, ("tab:olive", "v"))
+def policy_style(policy: str) -> PlotStyle:
+    """(colour, marker, method) as the policy declares them (Policy.style; the base defaults for a name
+    that is not registered): the methods are filled circles in strong colours, baselines other shapes."""
+    return declared(policy).style
+
+
+def policy_label(policy: str) -> str:
+    """The policy's display name (Policy.label, else its CLI name; an unregistered name as it is)."""
+    cls = declared(policy)
+    return cls.display_name() if cls.name == policy else policy
 
 
 def figure(ncols: int = 1, width: float = 5.5, height: float = 4.0, nrows: int = 1):

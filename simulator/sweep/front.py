@@ -7,8 +7,9 @@ prefetch) and re-run only the points that could be on a front with the DES. A fr
     with accuracy:     (tokens/s up, error down) and (link bytes/token down, error down)
     without accuracy:  (tokens/s up, link bytes/token down)
 
-Reference policies (gpu-resident: every expert in HBM, no bytes moved, no error) would dominate every
-offloading point, so fronts are taken over the other policies and reference rows are confirmed as well.
+Reference policies (those that declare `reference`, e.g. every expert in HBM: no bytes moved) would
+dominate every offloading point, so fronts are taken over the other policies and reference rows are
+confirmed as well.
 "Could be on a front" allows for the analytic engine's error: a point is kept unless another point beats
 its engine-dependent objective (tokens/s or bytes/token) by more than a relative `tolerance` while being
 at least as good in the other objective. Accuracy does not depend on the engine, so it gets no slack.
@@ -20,12 +21,17 @@ import numpy as np
 import pandas as pd
 
 from simulator.config.run import RunSpec
+from simulator.policies.registry import declared
 from simulator.sweep.spec import SweepPoint
 from simulator.sweep.store import stable_id
 
 ERROR = "accuracy.rel_output_error"
-REFERENCES = ("gpu-resident",)  # every expert in HBM: a reference point, outside the offloading fronts
 THROUGHPUT, BYTES = "tokens_per_s", "bytes_per_token"
+
+
+def is_reference(policies: pd.Series) -> pd.Series:
+    """True where the row's policy declares itself a reference point (unregistered names: False)."""
+    return policies.map(lambda name: declared(name).reference).astype(bool)
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray, maximize_x: bool = False) -> np.ndarray:
@@ -66,7 +72,7 @@ def _pairs(group: pd.DataFrame) -> list[tuple[str, str, bool]]:
 def front_rows(table: pd.DataFrame, tolerance: float) -> pd.Series:
     """Boolean Series over `table`'s index: finished rows that could be on a front (module docstring)."""
     ok = table["status"] == "ok"
-    reference = table["policy"].isin(REFERENCES)
+    reference = is_reference(table["policy"])
     keep = ok & reference
     for _, group in table[ok & ~reference].groupby(["hwconfig", "model"], sort=False, dropna=False):
         for x, y, maximize in _pairs(group):
