@@ -2,7 +2,9 @@
 
 Each subcommand lives in simulator/commands/<name>.py and exposes `register(subparsers)`, which adds
 its parser and sets `func` to a callable taking the parsed arguments and returning an exit code.
-Bad input raises UserError, printed here as one line on stderr with exit status 2 and no traceback.
+Bad input raises UserError, printed here as one line on stderr with exit status 2 and no traceback; so
+does an OSError from the environment (a full disk, a permission denied). --json output is strict JSON
+(simulator.fileio.dumps_json: NaN and inf are null).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `moesim trace stats ... --json | head`: the reader left early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the environment, not a bug: a full disk, a permission, a vanished file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"moesim {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,23 +18,23 @@ def register(subparsers) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
+    from simulator.fileio import dumps_json
     from simulator.validate import error_summary, fit, validate, validation_files
 
     paths = [Path(p) for p in args.files] or validation_files()
     if args.fit:
         fits = fit(paths, engine=args.engine)
         if args.json:
-            print(json.dumps(fits, indent=1))
+            print(dumps_json(fits, indent=1))
         for f in [] if args.json else fits:
             print(f"{f['hwconfig']}: {f['figure']} fitted {1e6 * f['fitted']:.2f} us on {f['name']} "
                   f"(shipped {1e6 * f['shipped']:.2f} us)")
         return 0
     rows = validate(paths, engine=args.engine)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dumps_json(rows, indent=1))
         return 0
     width = max(len(r["name"]) for r in rows)
     print(f"{'point':<{width}}  {'measured':>9}  {'predicted':>9}  {'unit':<9} {'error':>7}")
