@@ -25,7 +25,7 @@ from simulator.config.system import SystemSpec, load_system
 from simulator.engine import KERNEL_OPS, ExpertSizes, RunResult, Scenario, run
 from simulator.errors import UserError
 from simulator.metrics import summarize
-from simulator.policies.registry import get_policy
+from simulator.policies.registry import get_policy, names
 from simulator.routing.trace import Trace, check_trace_matches_model, load_trace
 
 DEFAULT_RANK = 32  # compensator rank of lrc policies when neither --rank nor --plan is given
@@ -83,7 +83,7 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
     policy = get_policy(spec.policy)
     if not policy.compensates and (spec.rank is not None or spec.plan is not None):
         raise UserError(f"policy {policy.name} has no low-rank compensation; --rank/--plan apply only to "
-                        "offload-lrc and ndp-lrc", field="rank" if spec.rank is not None else "plan")
+                        f"{', '.join(names(compensates=True))}", field="rank" if spec.rank is not None else "plan")
     if spec.rank is not None and spec.plan is not None:
         raise UserError("give --rank or --plan, not both", field="rank")
     if spec.top_n > model.top_k:
