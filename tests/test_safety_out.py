@@ -152,7 +152,7 @@ def test_simulate_out_needs_force_to_replace_its_previous_output(capsys, sandbox
     first = tree_state(sandbox)
     rc, _, err = cli(capsys, *SIM, "--out", "run")
     assert rc == 2 and "pass --force" in err and tree_state(sandbox) == first
-    rc, _, _ = cli(capsys, *SIM[:-2], "--tokens", "6", "--json", "--out", "run", "--force")
+    rc, _, _ = cli(capsys, *SIM[:-3], "--tokens", "6", "--json", "--out", "run", "--force")
     assert rc == 0 and set(tree_state(sandbox)) == set(first)
     assert json.loads((sandbox / "run" / "summary.json").read_text())["steps"] == 6
 
