@@ -1,6 +1,10 @@
 """`moesim sweep SWEEP.yaml --out DIR [--confirm]`: run a parameter sweep resumably into one Parquet table;
 with --confirm, every point on the analytic engine first, then the points that could be on a Pareto
-front again on the DES (simulator.sweep.front)."""
+front again on the DES (simulator.sweep.front).
+
+The whole file is checked before anything runs or any directory is made: fields, names, the accuracy
+section, and the number of points (at most --max-points, counted before generating them). One sweep at
+a time writes to an output directory: a second one into the same --out refuses (simulator.sweep.store)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from simulator.errors import UserError
 from simulator.sweep import expand, load_sweep, run_sweep
 from simulator.sweep.executors import open_executor
 from simulator.sweep.front import confirmation_pairs, confirmation_points
-from simulator.sweep.store import TABLE
+from simulator.sweep.spec import MAX_POINTS
+from simulator.sweep.store import TABLE, lock_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="with --confirm: also confirm points within this relative throughput/bytes of a "
                         "front (default 0.01, the analytic engine's error bound with contention)")
+    p.add_argument("--max-points", type=int, default=MAX_POINTS,
+                   help=f"refuse a sweep of more points than this, counted before any runs ({MAX_POINTS})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -40,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
                         field="--confirm")
     if not args.tolerance >= 0:
         raise UserError(f"expected a relative tolerance >= 0, got {args.tolerance}", field="--tolerance")
+    if args.max_points < 1:
+        raise UserError(f"expected a positive number of points, got {args.max_points}", field="--max-points")
     engine = "analytic" if args.confirm else args.engine
-    points = expand(spec, source=args.sweep, overrides={"engine": engine} if engine else None)
-    with open_executor(args.scheduler, args.workers) as executor:
+    points = expand(spec, source=args.sweep, overrides={"engine": engine} if engine else None,
+                    max_points=args.max_points, check_names=True)
+    with lock_output(args.out), open_executor(args.scheduler, args.workers) as executor:
         result = run_sweep(points, args.out, executor, progress=not args.no_progress)
         ran, confirmed = result.ran, []
         if args.confirm and not result.failed:

@@ -6,7 +6,8 @@ store.py) and the workers only compute, so the workers need no shared file syste
 as well as a local process pool). A rerun submits only what has no file yet; a killed run therefore
 loses nothing finished and repeats nothing finished. A point the simulator rejects (UserError) is a
 finished task with status "invalid" and the reason; any other exception is reported and retried on
-the next run.
+the next run. A task file that cannot be read back (corrupted) is recomputed, with one line on stderr
+saying which. The output directory is locked for the duration (store.lock_output).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from simulator.errors import UserError
 from simulator.sweep.accuracy import evaluate_accuracy
 from simulator.sweep.spec import SweepPoint
-from simulator.sweep.store import TABLE, Store, write_json, write_parquet
+from simulator.sweep.store import TABLE, Store, lock_output, write_json, write_parquet
 
 PointFn = Callable[[dict[str, Any]], dict[str, Any]]      # RunSpec fields -> summary dict
 AccuracyFn = Callable[[dict[str, Any]], dict[str, Any]]   # accuracy key -> metrics dict
@@ -32,10 +33,12 @@ AccuracyFn = Callable[[dict[str, Any]], dict[str, Any]]   # accuracy key -> metr
 
 def simulate_point(run: dict[str, Any]) -> dict[str, Any]:
     """The default point function: the engine's summary of one RunSpec (less its echo of the inputs)."""
-    from simulator.config.run import RunSpec
+    from simulator.config.run import RunSpec, check_batch
     from simulator.simulate import simulate
 
-    summary = simulate(RunSpec.model_validate(run))
+    spec = RunSpec.model_validate(run)
+    check_batch(spec)
+    summary = simulate(spec)
     return {k: v for k, v in summary.items() if k != "spec" and k not in run}
 
 
@@ -54,14 +57,42 @@ class SweepResult:
     failed: list[str] = field(default_factory=list)     # "task: error" for tasks to retry
 
 
+def _unfinished(points: list[SweepPoint], store: Store) -> tuple[dict[str, dict], list[SweepPoint]]:
+    """The accuracy keys (by id) and points with no usable file; a corrupted file is reported on stderr
+    and its task recomputed."""
+    acc: dict[str, dict] = {}
+    sim: list[SweepPoint] = []
+    checked: set[str] = set()
+    for p in points:
+        if p.accuracy_id and p.accuracy_id not in checked:
+            checked.add(p.accuracy_id)
+            rec, why = store.load_accuracy(p.accuracy_id)
+            if rec is None:
+                acc[p.accuracy_id] = p.accuracy
+            if why:
+                print(f"sweep: {store.accuracy_path(p.accuracy_id)}: {why}; recomputing this accuracy "
+                      "measurement", file=sys.stderr)
+        rec, why = store.load_point(p.id)
+        if rec is None:
+            sim.append(p)
+        if why:
+            print(f"sweep: {store.point_path(p.id)}: {why}; recomputing point {p.index}", file=sys.stderr)
+    return acc, sim
+
+
 def run_sweep(points: list[SweepPoint], out: str | Path, executor: Executor, *,
               point_fn: PointFn = simulate_point, accuracy_fn: AccuracyFn = evaluate_accuracy,
               progress: bool = True) -> SweepResult:
-    """Run every unfinished task of `points`, write OUT/results.parquet, return the table."""
-    store = Store(out)
-    todo_acc = {p.accuracy_id: p.accuracy for p in points
-                if p.accuracy_id and not store.has_accuracy(p.accuracy_id)}
-    todo_sim = [p for p in points if not store.has_point(p.id)]
+    """Run every unfinished task of `points`, write OUT/results.parquet, return the table. Holds OUT's
+    lock throughout: another sweep writing there is a UserError."""
+    with lock_output(out):
+        return _run(points, Store(out), executor, point_fn, accuracy_fn, progress)
+
+
+def _run(points: list[SweepPoint], store: Store, executor: Executor, point_fn: PointFn,
+         accuracy_fn: AccuracyFn, progress: bool) -> SweepResult:
+    """run_sweep's body, under the lock."""
+    todo_acc, todo_sim = _unfinished(points, store)
     futures: dict[Future, tuple[str, Any]] = {}
     result = SweepResult(table=pd.DataFrame())
     bar = tqdm(total=len(todo_acc) + len(todo_sim), desc="sweep", unit="task", file=sys.stderr,
