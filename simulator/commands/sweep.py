@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from simulator.commands.run_flags import describe
+from simulator.config.run import RunSpec
 from simulator.errors import UserError
 from simulator.sweep import expand, load_sweep, run_sweep
 from simulator.sweep.executors import open_executor
@@ -26,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (resumable: rerun to continue)")
     p.add_argument("--scheduler", help="address of a Dask scheduler, tcp://HOST:PORT (default: local pool)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
-    p.add_argument("--engine", choices=["des", "analytic"], help="override the engine of every point")
+    p.add_argument("--engine", choices=describe(RunSpec.model_fields["engine"])["choices"],
+                   help="override the engine of every point")
     p.add_argument("--confirm", action="store_true",
                    help="two passes: every point on the analytic engine, then the Pareto points on the DES")
     p.add_argument("--tolerance", type=float, default=0.01,

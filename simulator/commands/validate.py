@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from simulator.commands.run_flags import describe
+from simulator.config.run import RunSpec
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("validate", help="compare simulated throughput with published measurements")
     parser.add_argument("files", nargs="*", help="validation YAML files (default: every validation/*.yaml)")
-    parser.add_argument("--engine", choices=["des", "analytic"], default=None,
+    parser.add_argument("--engine", choices=describe(RunSpec.model_fields["engine"])["choices"], default=None,
                         help="override each point's engine (default: the point's, i.e. des)")
     parser.add_argument("--fit", action="store_true",
                         help="fit each point's `calibrates:` figure to its measurement and print it (shipped vs fitted)")
