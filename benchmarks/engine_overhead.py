@@ -18,7 +18,7 @@ import simpy
 from _common import bare_simpy, wall
 
 from simulator.config.run import RunSpec
-from simulator.engine import run
+from simulator.des.engine import run
 from simulator.simulate import build_scenario
 
 POINTS = ({"policy": "ndp-lrc"},
@@ -35,7 +35,7 @@ def simpy_steps(sc) -> int:
             count[0] += 1
             return super().step()
 
-    from simulator import engine
+    from simulator.des import engine
 
     env_cls, engine.simpy.Environment = engine.simpy.Environment, Counting
     try:

@@ -12,7 +12,7 @@ import argparse
 
 from simulator.config.run import RunSpec
 from simulator.errors import UserError
-from simulator.hardware.gpu import CATEGORIES
+from simulator.des.gpu import CATEGORIES
 from simulator.policies.registry import POLICIES
 from simulator.simulate import simulate
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from _common import wall
 
-from simulator import analytic, engine
+from simulator.des import engine
+from simulator.fast import engine as analytic
 from simulator.config.run import RunSpec
 from simulator.metrics import summarize
 from simulator.simulate import build_scenario

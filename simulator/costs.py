@@ -10,7 +10,7 @@ GPU overhead = launches x gpu.launch_overhead: `launches` is how many kernels th
     for the op (RunSpec.kernels_*; 1 = one fused kernel). For an eager-PyTorch stack that syncs every few
     kernels the host issue time is not hidden behind GPU work, so each launch adds its host cost.
 Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML bandwidths are effective;
-    copy engines overlap latencies, the bytes share the direction's bandwidth: simulator.hardware.link)
+    copy engines overlap latencies, the bytes share the direction's bandwidth: simulator.des.link)
 
 Work per op (tokens = tokens in the op, activations fp16 = ACT_BYTES per value):
   attention   FLOPs = sum over tokens of AttentionSpec.flops_per_token(hidden, context_i)

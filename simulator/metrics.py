@@ -3,7 +3,7 @@
 Definitions (decode only; the optional prefill is reported as prefill_s):
   tokens            generated tokens = sum over steps of the active batch size
   ms_per_token      decode wall time / tokens;  tokens_per_s = tokens / decode wall time
-  breakdown_ms_per_token   the GPU-stream attribution of every instant (simulator.hardware.gpu) summed
+  breakdown_ms_per_token   the GPU-stream attribution of every instant (simulator.des.gpu) summed
                     over steps, per token; the seven values add up to ms_per_token
   link_bytes_per_token     bytes issued on each link (both directions) per token
   link_utilization  per link and direction: seconds the wire carries bytes / wall time
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from simulator.engine import RunResult
-from simulator.hardware.gpu import CATEGORIES
+from simulator.scenario import CATEGORIES, RunResult
 
 
 def step_table(result: RunResult) -> pd.DataFrame:

@@ -22,7 +22,8 @@ import numpy as np
 from simulator.config.model import ModelSpec, load_model
 from simulator.config.run import RunSpec
 from simulator.config.system import SystemSpec, load_system
-from simulator.engine import KERNEL_OPS, ExpertSizes, RunResult, Scenario, run
+from simulator.des.engine import run
+from simulator.scenario import KERNEL_OPS, ExpertSizes, RunResult, Scenario
 from simulator.errors import UserError
 from simulator.metrics import summarize
 from simulator.policies.registry import get_policy, names
@@ -130,7 +131,7 @@ def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = Fal
     summary (which echoes the spec)."""
     scenario = build_scenario(spec, system)
     if spec.engine == "analytic":  # vectorised evaluation of the same cost model (no timeline)
-        from simulator.analytic import run as run_analytic
+        from simulator.fast.engine import run as run_analytic
 
         result = run_analytic(scenario)
     else:

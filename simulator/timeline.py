@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from simulator.fileio import atomic_write
-from simulator.hardware.log import EventLog
+from simulator.des.log import EventLog
 
 
 def chrome_trace(log: EventLog) -> dict:

@@ -6,7 +6,7 @@ import numpy as np
 
 from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
-from simulator.engine import ExpertSizes, Scenario
+from simulator.scenario import ExpertSizes, Scenario
 from simulator.policies.registry import get_policy
 from simulator.routing.trace import Trace, TraceMeta
 

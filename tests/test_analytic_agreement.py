@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import analytic, engine
+from simulator.des import engine
+from simulator.fast import engine as analytic
 from simulator.config.run import RunSpec
 from simulator.simulate import build_scenario, simulate
 

@@ -1,4 +1,4 @@
-"""The compiled kernel of the analytic path (simulator.analytic_kernel): its LRU against the DES's
+"""The compiled kernel of the analytic path (simulator.fast.kernel): its LRU against the DES's
 ExpertCache on arbitrary access sequences, and whole runs through it (caches that evict, prefetch)
 against the DES."""
 
@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import analytic_kernel as kernel
+from simulator.fast import cache as kernel
 from simulator.config.run import RunSpec
-from simulator.hardware.cache import PartitionedCache
+from simulator.des.cache import PartitionedCache
+from simulator.fast.kernel import run_steps
 from simulator.simulate import run_spec
 
 
@@ -108,7 +109,7 @@ def test_one_compiled_signature_whatever_the_configuration():
                {"policy": "offload-lrc", "hwconfig": "t4-pcie3", "prefetch": True, "cache_experts_per_layer": 2,
                 "loads_block_layer": True}):
         run_spec(RunSpec(engine="analytic", tokens=6, **kw))
-    assert len(kernel.run_steps.signatures) == 1
+    assert len(run_steps.signatures) == 1
 
 
 @pytest.mark.parametrize("policy", ["offload-lrc", "ndp-lrc"])
@@ -135,7 +136,7 @@ def test_experts_that_differ_get_their_own_placement_rows(tmp_path, policy):
 def test_an_expert_id_out_of_range_is_an_error_not_a_stray_write():
     """The kernel indexes arrays by expert id without bounds checks: a trace built in memory (never
     validated on load) with an id out of range must stop with one clear error."""
-    from simulator import analytic
+    from simulator.fast import engine as analytic
     from simulator.errors import UserError
     from tests.engine_tiny import make_trace, tiny_model, tiny_scenario
 

@@ -1,4 +1,4 @@
-"""The analytic kernel's link scheduling (simulator.analytic_kernel._schedule, _serve_idle) against a plain
+"""The analytic kernel's link scheduling (simulator.fast.links.schedule, serve_idle) against a plain
 list scheduler written for clarity: an engine that frees takes the best transfer arrived by then (lower
 priority value, then arrival, then list order), pays the latency, then holds the one wire."""
 
@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import analytic_kernel as kernel
+from simulator.fast import links as kernel
 
 LAT = 0.3
 
@@ -37,7 +37,7 @@ def test_schedule_is_list_scheduling(items, engines, wire):
     n = len(items)
     eng, w, end = np.array(engines, dtype=float) / 2, np.array([wire / 2]), np.zeros(n)
     want_end, want_eng, want_wire = list_schedule(arr, prio, wire_s, eng.copy(), w[0])
-    kernel._schedule(arr, prio, wire_s, n, LAT, eng, w, end, np.zeros(n, dtype=bool))
+    kernel.schedule(arr, prio, wire_s, n, LAT, eng, w, end, np.zeros(n, dtype=bool))
     assert end.tolist() == want_end
     assert sorted(eng.tolist()) == want_eng and w[0] == want_wire
 
@@ -51,7 +51,7 @@ def test_idle_service_is_list_scheduling_of_one_priority(items, engines):
     n = len(items)
     eng, w, end = np.zeros(engines), np.zeros(1), np.zeros(n)  # idle: free at 0 <= every arrival
     want_end, want_eng, want_wire = list_schedule(arr, np.zeros(n, dtype=np.int64), wire_s, eng.copy(), 0.0)
-    kernel._serve_idle(arr, wire_s, n, LAT, eng, w, end)
+    kernel.serve_idle(arr, wire_s, n, LAT, eng, w, end)
     assert end.tolist() == want_end
     assert w[0] == want_wire
     assert sorted(eng.tolist())[-min(n, engines):] == want_eng[-min(n, engines):]  # the engines it used

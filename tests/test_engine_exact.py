@@ -12,7 +12,7 @@ from simulator import costs
 from simulator.config.model import load_model
 from simulator.config.run import RunSpec
 from simulator.config.system import load_system
-from simulator.engine import Scenario, run
+from simulator.des.engine import Scenario, run
 from simulator.policies.registry import get_policy
 from simulator.routing.trace import load_trace
 from simulator.simulate import expert_sizes

@@ -5,7 +5,7 @@ Tiny system (tests/engine_tiny.py): 2 MoE layers, 3 experts, top-2, a per-layer 
 cache holds [0 (least recent), 2]; expert 1 is prefetched. It must evict 2 (unused by token 1), not 0.
 """
 
-from simulator.engine import run
+from simulator.des.engine import run
 from tests.engine_tiny import make_trace, timeline, tiny_model, tiny_scenario
 
 

@@ -4,10 +4,10 @@ import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.hardware.cache import ExpertCache, PartitionedCache
-from simulator.hardware.gpu import EXPERT_NDP, GPU, OTHER, TRANSFER_STALL
-from simulator.hardware.link import DEMAND, PREFETCH, Link
-from simulator.hardware.ndp import NDPUnits
+from simulator.des.cache import ExpertCache, PartitionedCache
+from simulator.des.gpu import EXPERT_NDP, GPU, OTHER, TRANSFER_STALL
+from simulator.des.link import DEMAND, PREFETCH, Link
+from simulator.des.ndp import NDPUnits
 from tests.engine_tiny import tiny_system
 
 

@@ -25,13 +25,13 @@ Adding a policy = one file defining a Policy subclass + one line in simulator/po
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from simulator.hardware.cache import ExpertCache
 from simulator.precision import is_full_precision
 
 if TYPE_CHECKING:
-    from simulator.engine import Scenario
+    from simulator.scenario import Scenario
 
 
 class Placement(NamedTuple):
@@ -95,5 +95,5 @@ class Policy:
     def prepare(self, scenario: Scenario) -> None:
         """Check the scenario and precompute (e.g. a pinned set); raise UserError when it cannot run."""
 
-    def place(self, layer: int, expert: int, tokens: int, restored: int, cache: ExpertCache) -> Placement:
+    def place(self, layer: int, expert: int, tokens: int, restored: int, cache: Container[tuple[int, int, str]]) -> Placement:
         raise NotImplementedError

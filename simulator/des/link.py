@@ -28,10 +28,10 @@ import simpy
 
 from simulator import costs
 from simulator.config.system import LinkSpec
-from simulator.hardware.clock import delay_to
-from simulator.hardware.log import EventLog
+from simulator.des.clock import delay_to
+from simulator.des.log import EventLog
+from simulator.scenario import DEMAND, PREFETCH  # noqa: F401 -- PREFETCH: the priority callers pass
 
-DEMAND, PREFETCH = 0, 1
 
 
 class Copy:

@@ -17,8 +17,8 @@ import simpy
 
 from simulator import costs
 from simulator.config.system import NDPSpec
-from simulator.hardware.clock import delay_to
-from simulator.hardware.log import EventLog
+from simulator.des.clock import delay_to
+from simulator.des.log import EventLog
 
 
 class NDPUnits:

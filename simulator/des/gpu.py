@@ -7,7 +7,7 @@ may run ahead of SimPy's; one `sync` timeout catches SimPy up when something mus
 time. A wait for something whose arrival time is known moves the clock without an event (`wait_until`,
 `idled(..., until=)`); otherwise the process blocks on the event and `idled` attributes the gap. Because
 only that one process issues kernels, no SimPy Resource is needed; copies run on the link's copy
-engines (simulator.hardware.link), concurrently.
+engines (simulator.des.link), concurrently.
 
 Every instant of a step is attributed to exactly one breakdown category: a kernel's duration to its
 category, an idle gap to expert_ndp while an NDP unit computes what the stream waits for, else to transfer_stall.
@@ -19,11 +19,11 @@ import simpy
 
 from simulator import costs
 from simulator.config.system import GPUSpec
-from simulator.hardware.clock import delay_to
-from simulator.hardware.log import EventLog
+from simulator.des.clock import delay_to
+from simulator.des.log import EventLog
+from simulator.scenario import (  # noqa: F401 -- the category indices callers pass
+    ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, EXPERT_NDP, OTHER, ROUTER, TRANSFER_STALL)
 
-CATEGORIES = ("attention", "router", "expert_gpu", "compensation", "expert_ndp", "transfer_stall", "other")
-ATTENTION, ROUTER, EXPERT_GPU, COMPENSATION, EXPERT_NDP, TRANSFER_STALL, OTHER = range(len(CATEGORIES))
 
 
 class GPU:

@@ -1,0 +1,341 @@
+"""One MoE layer of a decode step in the DES: the experts' cache lookups, copies, NDP ops and GPU kernels.
+
+Per MoE layer, for each expert of the batch's union S (ascending id), its row of the placement table
+(simulator.placement; the row of the residency the policy reads, as the expert is placed) says what it
+needs (_Work): the cache entries of its GPU part, its GPU kernels and its NDP op. Then
+
+    NDP part:  activations GPU->CXL (one copy of the step's hidden states), then per expert an op on unit
+               (expert mod units), then its output CXL->GPU
+    GPU part:  cache lookups; each missing (layer, expert, form) is copied over the expert link (on
+               demand, priority 0) and inserted into the cache
+    prefetch (optional): copies for layer l+1 issued now at priority 1
+    shared experts                                             GPU kernel ("other")
+    loads_block_layer (a stack that issues its loads on the compute stream): wait until every on-demand
+               copy of this layer has arrived
+    GPU experts, cached ones first, then in copy-issue order: wait for the copies (idle ->
+               transfer_stall), expert GEMM (expert_gpu), compensation GEMMs for the restored tokens
+               (compensation) when the row has them
+    wait for all NDP outputs: idle time while some NDP unit computes this layer's experts -> expert_ndp,
+               the rest (CXL copies, queueing) -> transfer_stall
+
+Prefetch (deterministic): while layer l computes, for every (expert, form) layer l+1 will need and the
+cache lacks, one draw u ~ U[0,1) from the run's Generator (simulator.scenario.run_rng) decides: u <
+hit_rate -> the right entry is copied; else a wrong one (the next expert id, cyclically, that l+1 does
+not use and the cache lacks; same form) is copied and inserted, wasting its bytes, and the right one is
+fetched on demand at layer l+1. Entries l+1 needs that are already resident are refreshed first (the
+guess marks them used, as a demand lookup would), so prefetches evict other entries, never those; their
+bytes come off the prefetch budget. Prefetching stops once it would exceed the capacity of layer l+1's
+cache partition (it would only evict its own prefetches). A prefetched entry found by a later lookup is a
+cache hit (the GPU still waits if its copy has not arrived).
+
+Copies on a fifo link (no prefetch) are known whole when issued (simulator.des.link.Copy): the stream
+issues them at its own clock and waits for their known arrivals without SimPy events. With prefetch they
+are SimPy events and the stream syncs to its clock before issuing copies and waits on them. The layer's
+code is the same for both; `wait_copy` and `stream_now` are where they differ.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import simpy
+
+from simulator import costs
+from simulator.des.clock import delay_to
+from simulator.des.link import Copy
+from simulator.scenario import COMPENSATION, DEMAND, EXPERT_GPU, FETCHED, FORMS, OTHER, PREFETCH
+
+FETCH_NAME = {form: f"fetch {form}" for form in FORMS}  # event name of an on-demand copy per form
+PREFETCH_NAME = {form: f"prefetch {form}" for form in FORMS}  # and of a prefetched one
+
+
+def overlap(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float:
+    """Length of [t0, t1] covered by the union of `intervals`."""
+    covered, reach = 0.0, t0
+    for start, end in sorted(intervals):
+        if reach > start:  # noqa: PLR1730 -- max() and min() are slow calls, and this runs per NDP op
+            start = reach
+        if t1 < end:  # noqa: PLR1730
+            end = t1
+        if end > start:
+            covered += end - start
+            reach = end
+    return covered
+
+
+class _Work(NamedTuple):
+    """What placing one expert of one layer asks of the engine, read off its placement row once: the cache
+    entries its GPU part needs and its ops, as the arguments of the calls that issue them. Memoised per
+    (layer, expert, tokens, restored, residency read)."""
+
+    entries: tuple[tuple[tuple[int, int, str], float, str], ...]  # (cache key, bytes, counter): the stored
+                                # form, then the factors when compensated; () when pinned or no GPU part
+    keys: tuple[tuple[int, int, str], ...]  # the cache keys of entries
+    gpu: tuple | None    # GPU.kernel arguments of the expert GEMM; None without GPU tokens
+    comp: tuple | None   # GPU.kernel arguments of the compensation GEMMs; None when not compensated
+    ndp: tuple | None    # NDPUnits.run op (expert, seconds, bytes read, name, layer); None without NDP tokens
+    out_bytes: float     # bytes of the NDP op's output
+
+
+class MoELayers:
+    """The MoE-layer half of simulator.des.engine.DecodeEngine (which provides env, sc, table, gpu,
+    links, expert_link, cxl, ndp, cache, rng, c)."""
+
+    def init_layers(self) -> None:
+        model, sc = self.model, self.sc
+        self.ready: list[dict] = [{} for _ in range(model.moe_layers)]  # per layer: cache key -> its copy
+        self.fetches: list[tuple[tuple[int, int, str], float]] = []  # (key, bytes) misses not yet copied
+        self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
+        self.works: list[dict[tuple, _Work]] = [{} for _ in range(model.moe_layers)]
+        self.read_forms = sc.policy.reads_forms
+
+    def stream_now(self) -> float:
+        """Where the stream's next op starts: its clock, or SimPy's when that is later."""
+        t, now = self.gpu.t, self.env.now
+        return t if t > now else now  # noqa: FURB136 -- max() is a slow call
+
+    def moe_layer(self, moe: int, routing, next_routing, n: int, shared: tuple[float, float] | None):
+        """Layer `moe` for `n` tokens routed as `routing` (DecodeEngine.route's tuple); `shared`: the shared
+        experts' op (seconds, bytes), None without."""
+        sc, gpu = self.sc, self.gpu
+        layer = moe + self.model.first_dense_layers
+        gpu_items, ndp_items = self.place_layer(moe, routing)
+        prefetch = sc.prefetch and next_routing is not None
+        at, loads = None, []  # copies start at the stream's time: issued ahead of SimPy's on fifo links
+        if self.fetches or ndp_items or prefetch:
+            if self.fifo:
+                at = self.stream_now()
+            else:
+                ev = gpu.sync()
+                if ev is not None:
+                    yield ev
+            if self.fetches:
+                loads = self.fetch(layer, at)
+        ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
+        if prefetch:
+            self.prefetch(moe + 1, next_routing)
+        if shared is not None:
+            gpu.kernel(OTHER, *shared, "shared experts", layer)
+        gpu_items = yield from self.order_gpu_items(moe, gpu_items)
+        if sc.loads_block_layer:  # loads issued on the compute stream: no expert starts before the last
+            for copy in loads:
+                yield from self.wait_copy(copy, layer)
+        for w, waits in gpu_items:
+            if waits and waits[0] is not None:  # the weights' copy
+                yield from self.wait_copy(waits[0], layer)
+            gpu.kernel(*w.gpu)
+            if w.comp is not None:
+                if len(waits) > 1 and waits[1] is not None:  # the factors' copy
+                    yield from self.wait_copy(waits[1], layer)
+                gpu.kernel(*w.comp)
+        if ndp_done is not None:
+            yield from self.wait_ndp(ndp_done, layer)
+
+    def place_layer(self, moe: int, routing) -> tuple[list[_Work], list[tuple[int, _Work]]]:
+        """The works of the layer's GPU items and (expert, work) of its NDP items, in expert order, with the
+        GPU items' cache lookups done (one by one when the policy reads the cache: the next placement may
+        depend on this lookup)."""
+        part = self.cache.part(moe)
+        gpu_items, ndp_items, entries = [], [], []
+        for expert, tokens, restored, row in zip(*routing):
+            w = self.work(moe, expert, tokens, restored, row, part)
+            if w.ndp is not None:
+                ndp_items.append((expert, w))
+            if w.gpu is not None:
+                entries += w.entries
+                if self.read_forms:
+                    self.lookup(entries, part)
+                    entries = []
+                gpu_items.append(w)
+        if entries:
+            self.lookup(entries, part)
+        self.c["experts_gpu"] += len(gpu_items)
+        self.c["experts_ndp"] += len(ndp_items)
+        return gpu_items, ndp_items
+
+    def order_gpu_items(self, moe: int, works: list[_Work]):
+        """(work, copies it waits for: weights', factors', None = arrived) per GPU item, the ready ones first,
+        each group in order (a generator: it may sync the stream to learn which copies are still pending)."""
+        copies = self.ready[moe]
+        if copies:  # drop the copies that have arrived by the stream's clock: nothing to wait for
+            t = self.stream_now()
+            for key in [key for key, copy in copies.items() if (copy.end <= t if self.fifo else copy.processed)]:
+                del copies[key]
+        if not copies:
+            return [(w, ()) for w in works]
+        items = [(w, list(map(copies.get, w.keys))) for w in works]
+        pending = [ev for _, waits in items for ev in waits if ev is not None]
+        if not pending:
+            return items
+        if self.fifo:  # all end after the stream's clock (one ending right then was dropped above)
+            late = set(pending)
+        else:
+            ev = self.gpu.sync()
+            if ev is not None:
+                yield ev
+            late = {copy for copy in pending if not copy.processed}
+        ready, waiting = [], []
+        for item in items:
+            (ready if late.isdisjoint(item[1]) else waiting).append(item)
+        return ready + waiting
+
+    def wait_copy(self, copy, layer: int):
+        """Idle the stream until `copy` has arrived: to its known end (a Copy, no event), else on the event."""
+        if isinstance(copy, Copy):
+            self.gpu.wait_until(copy.end, "wait copy", layer)
+            return
+        if copy.processed:
+            return
+        sync = self.gpu.sync()
+        if sync is not None:
+            yield sync
+        if not copy.processed:
+            t0 = self.env.now
+            yield copy
+            self.gpu.idled(t0, "wait copy", layer)
+
+    def wait_ndp(self, ndp_done, layer: int):
+        """The stream idles from its clock t0 until the last NDP output arrives (a known time or an event);
+        if the outputs arrive before t0 nothing idles."""
+        t0 = self.stream_now()
+        end = (yield ndp_done) if isinstance(ndp_done, simpy.Event) else ndp_done
+        if end >= t0:
+            self.gpu.idled(t0, "wait ndp", layer, overlap(t0, end, self.ndp.intervals), until=end)
+        self.ndp.intervals.clear()
+
+    def work(self, moe: int, expert: int, tokens: int, restored: int, row: int, part) -> _Work:
+        """What expert `expert` of layer `moe` with `tokens` routed tokens (`restored` of them in their top-n)
+        asks of the engine: its placement row (`row` + the residency its policy reads), memoised."""
+        v = 0
+        for j, form in enumerate(self.read_forms):  # the residency the policy reads, as it places
+            if (moe, expert, form) in part:
+                v |= 1 << j
+        key = (expert, tokens, restored, v)
+        w = self.works[moe].get(key)
+        if w is None:
+            w = self.works[moe][key] = self.read_row(moe, expert, row + v)
+        return w
+
+    def read_row(self, moe: int, expert: int, row: int) -> _Work:
+        """_Work of placement row `row` for expert `expert` of layer `moe`."""
+        table, layer = self.table, moe + self.model.first_dense_layers
+        has_gpu, look, fac, wform, has_ndp = table.ti[row].tolist()
+        op_e, op_c, op_n, _, rbytes = table.tf[row].tolist()
+        b_e, b_c, b_n = table.tb[row].tolist()
+        entries, keys = (), ()
+        if has_gpu and look:  # the stored form, then the factors when compensated
+            form = FORMS[wform]
+            keys = ((moe, expert, form),)
+            entries = ((keys[0], self.size[form][moe][expert], FETCHED[form]),)
+            if fac:
+                keys += ((moe, expert, "factors"),)
+                entries += ((keys[1], self.size["factors"][moe][expert], FETCHED["factors"]),)
+        gpu_op = (EXPERT_GPU, op_e, b_e, "expert", layer, expert) if has_gpu else None
+        comp_op = (COMPENSATION, op_c, b_c, "compensation", layer, expert) if has_gpu and op_c > 0 else None
+        ndp_op = (expert, op_n, b_n, "expert", layer) if has_ndp else None
+        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0)
+
+    def lookup(self, entries, part) -> None:
+        """Look up `entries` (_Work.entries) in cache partition `part`: count hits and misses, insert the
+        misses and queue their copies for fetch()."""
+        missed = part.access(entries)
+        c = self.c
+        c["cache_hits"] += len(entries) - len(missed)  # whole counts: the same floats as one by one
+        c["cache_misses"] += len(missed)
+        for key, size, counter in missed:
+            c[counter] += size
+            self.fetches.append((key, size))
+
+    def fetch(self, layer: int, at: float | None = None) -> list:
+        """Issue the on-demand copies lookup() queued, in lookup order (on a fifo link as if at `at`);
+        returns them."""
+        ready, transfer = self.ready, self.expert_link.transfer
+        issued = []
+        for key, size in self.fetches:
+            copy = ready[key[0]][key] = transfer(size, DEMAND, FETCH_NAME[key[2]], layer, key[1], at)
+            issued.append(copy)
+        self.fetches.clear()
+        return issued
+
+    def prefetch(self, moe: int, routing) -> None:
+        """Speculatively copy what layer `moe` will need (see the module docstring)."""
+        part = self.cache.part(moe)
+        size, lookup = self.size, part.lookup
+        budget = part.capacity  # never prefetch more than the cache holds (it would evict its own prefetches)
+        for expert in routing[0]:  # what l+1 needs and holds counts as used: prefetches evict other entries
+            for form in FORMS:
+                if lookup((moe, expert, form)):
+                    budget -= size[form][moe][expert]
+        used = None
+        for item in zip(*routing):  # placed one by one: a policy that reads the cache sees the prefetches so far
+            for key, nbytes, counter in self.work(moe, *item, part).entries:
+                if key in part:
+                    continue
+                if self.rng.random() >= self.sc.prefetch_hit_rate:
+                    used = used if used is not None else set(routing[0])
+                    key = self.wrong_guess(key, used, part)
+                    if key is None:
+                        continue
+                    nbytes = size[key[2]][moe][key[1]]
+                if nbytes > budget:
+                    return
+                budget -= nbytes
+                self.prefetch_copy(key, nbytes, counter, item[0], part)
+
+    def wrong_guess(self, key: tuple[int, int, str], used: set[int], part):
+        """The entry a wrong guess copies instead of `key`: the next expert id, cyclically, that the layer
+        does not use and the cache lacks, same form (None when there is none)."""
+        moe, expert, form = key
+        num = self.model.num_experts
+        for j in range(expert + 1, expert + num):
+            guess = (moe, j % num, form)
+            if guess[1] not in used and guess not in part:
+                return guess
+        return None
+
+    def prefetch_copy(self, key: tuple[int, int, str], nbytes: float, counter: str, wanted: int, part) -> None:
+        """Copy `key` at prefetch priority and insert it (`wanted`: the expert the guess was for)."""
+        moe, expert, form = key
+        self.ready[moe][key] = self.expert_link.transfer(nbytes, PREFETCH, PREFETCH_NAME[form],
+                                                         moe + self.model.first_dense_layers, expert)
+        part.insert(key, nbytes)
+        c = self.c
+        c[counter] += nbytes
+        c["prefetch_bytes"] += nbytes
+        if expert != wanted:
+            c["prefetch_wasted_bytes"] += nbytes
+
+    def issue_ndp(self, moe: int, items, n: int, at: float | None = None) -> float | simpy.Event:
+        """Activations GPU->CXL (on a fifo link as if at `at`); when they arrive, one op per item on its NDP
+        unit; each op's output CXL->GPU as the op ends. Returns the arrival time of the last output: on a
+        fifo link everything is known now (outputs arrive in the order they are sent), else an event fires
+        then with it as value."""
+        env, cxl = self.env, self.cxl
+        layer = moe + self.model.first_dense_layers
+        ops = [w.ndp for _, w in items]
+        activations = cxl.from_gpu.transfer(costs.activation_bytes(self.model, n), DEMAND, "activations", layer, at=at)
+        if isinstance(activations, Copy):
+            for end, i in self.ndp.run(activations.end, ops):
+                expert, w = items[i]
+                last = cxl.to_gpu.transfer(w.out_bytes, DEMAND, "result", layer, expert, end)
+            return last.end
+        done = env.event()
+        left = [len(items)]
+
+        def arrived(_ev):
+            left[0] -= 1
+            if not left[0]:
+                done.succeed(env.now)
+
+        def send(expert: int, out_bytes: float, _ev):
+            cxl.to_gpu.transfer(out_bytes, DEMAND, "result", layer, expert).callbacks.append(arrived)
+
+        def start(_ev):
+            for end, i in self.ndp.run(env.now, ops):
+                expert, w = items[i]
+                env.timeout(delay_to(env.now, end)).callbacks.append(partial(send, expert, w.out_bytes))
+
+        activations.callbacks.append(start)
+        return done
+

@@ -1,0 +1,466 @@
+"""Compiled kernel of the fast timer: decode steps timed as the DES times them, from the placement table.
+
+Per step (its tokens' routing), one MoE layer after the other, the kernel does what simulator.des does,
+in the same order, in four stages (one compiled function each):
+1. route (route_step): the union S of each layer's experts (ascending, from a bitmask) and each one's
+   placement row (simulator.placement; one row per residency of the forms the policy reads, picked as
+   the expert is placed); a step whose codes are not all tabled stops the kernel before it starts;
+2. look up (lookup_layer): the cache lookups of the GPU items in item order (weights, then factors) in
+   the exact LRU or LFU of simulator.fast.cache; every miss is an on-demand copy on the expert link;
+3. prefetch (prefetch_layer), with prefetch: the DES's prefetch for the next layer (refresh what it needs
+   and holds, then per entry it needs and lacks one draw from the run's Generator, the same stream:
+   below the hit rate the entry, else the next expert id (cyclically) the layer does not use and the
+   cache lacks), copied at prefetch priority and inserted, until the next copy would exceed the budget;
+4. time (ndp_layer, transfers_layer, gpu_layer): from the layer start t0, activations out to the NDP
+   units, their ops FIFO per unit, results back as they end (equal ends in SimPy's order); copies
+   (issued at t0: on-demand first, then prefetches) and, when the experts live in the NDP memory, the
+   results share the expert link's DMA engines and wire (simulator.fast.links); the link state carries
+   over to the next layer (prefetches overlap it) and is dropped at the step's end; the GPU stream runs
+   the shared experts, [waits for the layer's on-demand loads], then the ready experts first and each
+   other one as its copies arrive (a copy issued at an earlier layer of the step counts from its
+   arrival, one from an earlier step is resident), and waits for the last NDP result: idle time while
+   an NDP unit computes is expert_ndp, the rest transfer_stall.
+
+Inputs are a few named tuples of arrays (Routing, simulator.placement's Rows, simulator.fast.cache's
+Cache, StepOps, Links, Out); constants come from simulator.scenario and simulator.placement. numba
+compiles the functions on first use and caches them under __pycache__, so later processes only load them.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numba
+import numpy as np
+
+from simulator.fast.cache import access, make_room
+from simulator.fast.links import schedule, serve_idle
+from simulator.placement import FAC, GPU, LOOK, NDP, OP_C, OP_E, OP_N, RBYTES, RES_WIRE, WFORM
+from simulator.scenario import DEMAND, FACTORS, N_FORMS, PREFETCH
+
+# columns of the per-step float output
+START, END, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(9)
+STEP_FLOATS = 9
+# columns of the per-step int output
+HITS, MISSES, N_GPU, N_NDP = range(4)
+STEP_INTS = 4
+# slots of the run totals
+(BUSY_EXPERT_LINK, BUSY_ACT, BUSY_RESULT, FETCHED_LOWBIT, FETCHED_FACTORS, FETCHED_FULL, PREFETCH_BYTES,
+ PREFETCH_WASTED, EVICTIONS) = range(9)
+TOTALS = 9
+# index of the lowest set bit of a 64-bit word w: DEBRUIJN[((w & -w) * DEBRUIJN_MUL) >> 58]
+DEBRUIJN_MUL = np.uint64(0x03F79D71B4CB0A89)
+DEBRUIJN = np.zeros(64, dtype=np.int64)
+DEBRUIJN[[(int(DEBRUIJN_MUL) << i & (1 << 64) - 1) >> 58 for i in range(64)]] = np.arange(64)
+
+# A chunk's routing: experts [tokens, L, k] of its tokens, step after step, lens [P] tokens per step; the
+# run's step index of its first step; the model's shape; NDP units (1 without NDP).
+Routing = namedtuple("Routing", "experts lens step_base L E top_n first_dense units")
+# Per step [P]: seconds of attention, router, dense FFN, shared experts, LM head; activations to the NDP
+# units: wire seconds and bytes.
+StepOps = namedtuple("StepOps", "att router dense shared head act_wire act_bytes")
+# Latencies and DMA engines: activations (GPU->CXL), expert link (to the GPU), NDP results (CXL->GPU);
+# whether results share the expert link; whether a layer's experts wait for all its on-demand loads.
+Links = namedtuple("Links", "a_lat e_lat e_engines r_lat r_engines shared_link block")
+# What the kernel writes: out [P, STEP_FLOATS], counts [P, STEP_INTS], totals [TOTALS], NDP busy [units],
+# the clock now [1] (where the next step starts), copy_step / copy_end [keys] (run step and arrival of
+# each key's latest copy).
+Out = namedtuple("Out", "out counts totals ndp_busy now copy_step copy_end")
+# Scratch of one chunk (make_scratch)
+Scratch = namedtuple("Scratch", "cnt rst mask used_by_next items rows n_items j_arr j_wire j_end j_prio j_key done "
+                                "r_arr r_wire r_end r_order r_pos s_arr s_wire s_prio g_items g_w g_f ufree unit_of "
+                                "u_count u_head u_ops act_units e_free e_wire r_free r_wire_t")
+
+
+@numba.njit(cache=True)
+def make_scratch(rt, e_engines, r_engines):
+    """Buffers for the chunk's steps: M = the most items a layer can have."""
+    M = 0
+    for p in range(len(rt.lens)):
+        M = max(M, min(rt.E, rt.experts.shape[2] * rt.lens[p]))
+    J, U = 5 * M + 1, max(rt.units, 1)  # transfers a layer can have on the expert link: 2 M copies, 2 M
+    # prefetches, M results
+    return Scratch(np.zeros(rt.E, np.int64), np.zeros(rt.E, np.int64), np.zeros((rt.E + 63) // 64, np.uint64),
+                   np.zeros(rt.E, np.bool_), np.zeros((rt.L, max(M, 1)), np.int64), np.zeros((rt.L, max(M, 1)), np.int64),
+                   np.zeros(rt.L, np.int64), np.zeros(J), np.zeros(J), np.zeros(J), np.zeros(J, np.int64),
+                   np.zeros(J, np.int64), np.zeros(J, np.bool_), np.zeros(M + 1), np.zeros(M + 1),
+                   np.zeros(M + 1), np.zeros(M + 1, np.int64), np.zeros(M + 1, np.int64), np.zeros(M + 1),
+                   np.zeros(M + 1), np.zeros(M + 1, np.int64), np.zeros(M + 1, np.int64), np.zeros(M + 1),
+                   np.zeros(M + 1), np.zeros(U), np.arange(rt.E) % U, np.zeros(U, np.int64), np.zeros(U, np.int64),
+                   np.zeros((U, M + 1), np.int64), np.zeros(U, np.int64), np.zeros(e_engines), np.zeros(1),
+                   np.zeros(r_engines), np.zeros(1))
+
+
+@numba.njit(cache=True)
+def find_row(tb, code):
+    """First placement row of `code` (-1: not tabled): the dense map, else a binary search."""
+    if len(tb.slot):
+        return tb.slot[code]
+    lo, hi = 0, len(tb.known)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tb.known[mid] < code:
+            lo = mid + 1
+        else:
+            hi = mid
+    return tb.known_at[lo] if lo < len(tb.known) and tb.known[lo] == code else -1
+
+
+@numba.njit(cache=True)
+def route_step(rt, tb, x, s, first, new, m):
+    """Stage 1: per layer of step s (tokens first[s] .. first[s + 1]), its items (experts ascending) and
+    their first placement rows into x; codes not tabled go to new[m ..]. Returns the new m."""
+    for layer in range(rt.L):
+        n = 0
+        for i in range(first[s], first[s + 1]):
+            for j in range(rt.experts.shape[2]):
+                e = rt.experts[i, layer, j]
+                x.mask[e >> 6] |= np.uint64(1) << np.uint64(e & 63)
+                x.cnt[e] += 1
+                if j < rt.top_n:
+                    x.rst[e] += 1
+        for w in range(len(x.mask)):  # set bits low to high (de Bruijn: the lowest bit's index)
+            word = x.mask[w]
+            while word:
+                low = word & (~word + np.uint64(1))
+                x.items[layer, n] = w * 64 + DEBRUIJN[np.int64((low * DEBRUIJN_MUL) >> np.uint64(58))]
+                n += 1
+                word ^= low
+            x.mask[w] = 0
+        x.n_items[layer] = n
+        for i in range(n):
+            e = x.items[layer, i]
+            code = ((layer * rt.E + e) * tb.K + x.cnt[e]) * tb.K + x.rst[e]
+            x.rows[layer, i] = find_row(tb, code)
+            if x.rows[layer, i] < 0:
+                new[m] = code
+                m += 1
+            x.cnt[e] = x.rst[e] = 0
+    return m
+
+
+@numba.njit(cache=True)
+def resident_row(tb, c, le, row):
+    """The row of an expert (layer E + expert `le`) placed now: `row` + the residency its policy reads."""
+    for j in range(len(tb.read_forms)):
+        if c.resident[le * N_FORMS + tb.read_forms[j]]:
+            row += 1 << j
+    return row
+
+
+@numba.njit(cache=True)
+def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
+    """Stage 2: the demand lookups of the layer's GPU items, in item order (weights, then factors); each
+    miss is a copy at t0 in x.j_*. Returns (copies, GPU items, NDP items)."""
+    nj = n_gpu = n_ndp = hits = 0
+    for a in range(x.n_items[layer]):
+        le = layer * rt.E + x.items[layer, a]
+        t = x.rows[layer, a] = resident_row(tb, c, le, x.rows[layer, a])
+        if tb.ti[t, GPU]:
+            if tb.ti[t, LOOK]:
+                for which in range(2):
+                    if which == 1 and not tb.ti[t, FAC]:
+                        break
+                    form = tb.ti[t, WFORM] if which == 0 else FACTORS
+                    key = le * N_FORMS + form
+                    hit, ev = access(c, key, part)
+                    o.totals[EVICTIONS] += ev
+                    if hit:
+                        hits += 1
+                    else:
+                        x.j_arr[nj], x.j_wire[nj], x.j_prio[nj], x.j_key[nj] = t0, c.key_wire[key], DEMAND, key
+                        o.totals[FETCHED_LOWBIT + form] += c.key_size[key]
+                        nj += 1
+            x.g_items[n_gpu] = a
+            n_gpu += 1
+        if tb.ti[t, NDP]:
+            n_ndp += 1
+    o.counts[s, HITS] += hits
+    o.counts[s, MISSES] += nj
+    o.counts[s, N_GPU] += n_gpu
+    o.counts[s, N_NDP] += n_ndp
+    return nj, n_gpu, n_ndp
+
+
+@numba.njit(cache=True)
+def prefetch_layer(rt, tb, c, x, o, rng, hit_rate, nxt, t0, nj):
+    """Stage 3: the prefetch copies for layer `nxt` (the DES's prefetch, see the module docstring), appended
+    to x.j_* after the `nj` demand copies. Returns the number of copies."""
+    part = nxt if c.per_layer else 0
+    budget = c.capacity
+    for i in range(x.n_items[nxt]):
+        e = x.items[nxt, i]
+        x.used_by_next[e] = True
+        for form in range(N_FORMS):  # what the layer needs and holds: refreshed, off the budget
+            key = (nxt * rt.E + e) * N_FORMS + form
+            if c.resident[key]:
+                access(c, key, part)
+                budget -= c.key_size[key]
+    for i in range(x.n_items[nxt]):
+        e = x.items[nxt, i]
+        t = resident_row(tb, c, nxt * rt.E + e, x.rows[nxt, i])  # placed at its turn, as the DES places it
+        if not (tb.ti[t, GPU] and tb.ti[t, LOOK]):
+            continue
+        for which in range(2):
+            if which == 1 and not tb.ti[t, FAC]:
+                break
+            form = tb.ti[t, WFORM] if which == 0 else FACTORS
+            key = (nxt * rt.E + e) * N_FORMS + form
+            if c.resident[key]:
+                continue
+            if rng.random() >= hit_rate:  # a wrong guess: the next expert id (cyclically) the layer does
+                key = -1                    # not use and the cache lacks
+                for jj in range(e + 1, e + rt.E):
+                    cand = (nxt * rt.E + jj % rt.E) * N_FORMS + form
+                    if not x.used_by_next[jj % rt.E] and not c.resident[cand]:
+                        key = cand
+                        break
+                if key < 0:
+                    continue
+            nbytes = c.key_size[key]
+            if nbytes > budget:
+                for k in range(x.n_items[nxt]):
+                    x.used_by_next[x.items[nxt, k]] = False
+                return nj
+            budget -= nbytes
+            x.j_arr[nj], x.j_wire[nj], x.j_prio[nj], x.j_key[nj] = t0, c.key_wire[key], PREFETCH, key
+            nj += 1
+            _, ev = access(c, key, part)
+            o.totals[EVICTIONS] += ev
+            o.totals[FETCHED_LOWBIT + form] += nbytes
+            o.totals[PREFETCH_BYTES] += nbytes
+            if (key // N_FORMS) % rt.E != e:
+                o.totals[PREFETCH_WASTED] += nbytes
+    for k in range(x.n_items[nxt]):
+        x.used_by_next[x.items[nxt, k]] = False
+    return nj
+
+
+@numba.njit(cache=True)
+def ndp_layer(rt, tb, x, o, ops, lk, s, layer, t0):
+    """Stage 4a: activations out at t0, the layer's NDP ops FIFO per unit; each op's result (arrival at the
+    op's end, wire seconds) into x.r_*, x.r_order the order SimPy ends them. Returns (activations'
+    arrival, last op end)."""
+    act_end = t0 + lk.a_lat  # as simulator.des.link adds it: latency, then the wire
+    act_end += ops.act_wire[s]
+    o.out[s, BYTES_ACT] += ops.act_bytes[s]
+    o.totals[BUSY_ACT] += ops.act_wire[s]
+    x.ufree[:] = 0.0
+    x.u_count[:] = 0
+    wire_sum = bytes_sum = 0.0
+    ops_end = -np.inf
+    k = 0
+    for a in range(x.n_items[layer]):
+        t = x.rows[layer, a]
+        if tb.ti[t, NDP]:
+            u = x.unit_of[x.items[layer, a]]
+            e_ = max(act_end, x.ufree[u]) + tb.tf[t, OP_N]
+            x.ufree[u] = e_
+            o.ndp_busy[u] += tb.tf[t, OP_N]
+            wire_sum += tb.tf[t, RES_WIRE]
+            bytes_sum += tb.tf[t, RBYTES]
+            ops_end = max(ops_end, e_)
+            x.r_arr[k], x.r_wire[k] = e_, tb.tf[t, RES_WIRE]
+            x.u_ops[u, x.u_count[u]] = k  # each unit's ops end in submission order
+            x.u_count[u] += 1
+            k += 1
+    o.totals[BUSY_RESULT] += wire_sum
+    o.out[s, BYTES_RESULT] += bytes_sum
+    end_order(rt, x, k)
+    return act_end, ops_end
+
+
+@numba.njit(cache=True)
+def end_order(rt, x, n_ndp):
+    """x.r_order: the order SimPy ends the layer's NDP ops (simulator.des.ndp.NDPUnits.run), a merge of
+    the units' lists: by end; at equal ends an op that started on an idle unit (its unit's first) first,
+    two of those in submission order, two queued ones in the order of the ops they queued behind."""
+    n_units = 0
+    for u in range(rt.units):
+        if x.u_count[u]:
+            x.act_units[n_units] = u
+            x.u_head[u] = 0
+            n_units += 1
+    for i in range(n_ndp):
+        best, bu = -1, -1
+        for q in range(n_units):
+            u = x.act_units[q]
+            if x.u_head[u] == x.u_count[u]:
+                continue
+            op = x.u_ops[u, x.u_head[u]]
+            if best < 0 or x.r_arr[op] < x.r_arr[best]:
+                best, bu = op, u
+            elif x.r_arr[op] == x.r_arr[best]:
+                o_idle, b_idle = x.u_head[u] == 0, x.u_head[bu] == 0
+                if o_idle != b_idle:
+                    better = o_idle
+                elif o_idle:
+                    better = op < best
+                else:
+                    better = x.r_pos[x.u_ops[u, x.u_head[u] - 1]] < x.r_pos[x.u_ops[bu, x.u_head[bu] - 1]]
+                if better:
+                    best, bu = op, u
+        x.r_order[i] = best
+        x.r_pos[best] = i
+        x.u_head[bu] += 1
+
+
+@numba.njit(cache=True)
+def transfers_layer(c, x, o, lk, prefetch, s, gs, nj, n_ndp):
+    """Stage 4b: the layer's copies (x.j_*, `nj`) and NDP results on their links; records each copied key's
+    arrival. Returns the last NDP result's arrival (-inf without)."""
+    wire_sum = bytes_sum = 0.0
+    for j in range(nj):
+        wire_sum += x.j_wire[j]
+        bytes_sum += c.key_size[x.j_key[j]]
+    o.totals[BUSY_EXPERT_LINK] += wire_sum
+    o.out[s, BYTES_EXPERT] += bytes_sum
+    done_t = -np.inf
+    n = nj
+    if n_ndp:
+        if lk.shared_link:  # behind the copies on the same link direction
+            for k in range(n_ndp):
+                op = x.r_order[k]
+                x.j_arr[nj + k], x.j_wire[nj + k], x.j_prio[nj + k] = x.r_arr[op], x.r_wire[op], DEMAND
+            n = nj + n_ndp
+        else:
+            for k in range(n_ndp):
+                op = x.r_order[k]
+                x.s_arr[k], x.s_wire[k], x.s_prio[k] = x.r_arr[op], x.r_wire[op], DEMAND
+            if prefetch:
+                schedule(x.s_arr, x.s_prio, x.s_wire, n_ndp, lk.r_lat, x.r_free, x.r_wire_t, x.r_end, x.done)
+            else:
+                serve_idle(x.s_arr, x.s_wire, n_ndp, lk.r_lat, x.r_free, x.r_wire_t, x.r_end)
+            for k in range(n_ndp):
+                done_t = max(done_t, x.r_end[k])
+    if prefetch:
+        schedule(x.j_arr, x.j_prio, x.j_wire, n, lk.e_lat, x.e_free, x.e_wire, x.j_end, x.done)
+    else:  # every copy and result of the layer before has arrived: the link is idle
+        serve_idle(x.j_arr, x.j_wire, n, lk.e_lat, x.e_free, x.e_wire, x.j_end)
+    for k in range(nj, n):
+        done_t = max(done_t, x.j_end[k])
+    for j in range(nj):  # the keys' latest copies
+        o.copy_step[x.j_key[j]] = gs
+        o.copy_end[x.j_key[j]] = x.j_end[j]
+    return done_t
+
+
+@numba.njit(cache=True)
+def copy_waits(rt, tb, x, o, layer, gs, n_gpu, T):
+    """When each GPU item's copies arrive (x.g_w weights, x.g_f factors; 0: resident before the step).
+    Returns whether any arrives after T."""
+    late = False
+    for i in range(n_gpu):
+        a = x.g_items[i]
+        t = x.rows[layer, a]
+        w = f = 0.0
+        if tb.ti[t, LOOK]:
+            key = (layer * rt.E + x.items[layer, a]) * N_FORMS + tb.ti[t, WFORM]
+            if o.copy_step[key] == gs:
+                w = o.copy_end[key]
+            fkey = key - tb.ti[t, WFORM] + FACTORS
+            if tb.ti[t, FAC] and o.copy_step[fkey] == gs:
+                f = o.copy_end[fkey]
+        x.g_w[i], x.g_f[i] = w, f
+        late = late or max(w, f) > T
+    return late
+
+
+@numba.njit(cache=True)
+def gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu):
+    """Stage 4c: the GPU stream from T (after the shared experts): [the on-demand loads], then the ready
+    experts first and each other one as its copies arrive (simulator.des.gpu: a wait sets the clock to the
+    arrival). Returns the stream's clock."""
+    T0 = T  # the ready/waiting split is made here, before the loads block the stream (as the DES)
+    if lk.block:  # loads issued on the stream: each on-demand one waited for, in issue order
+        for k in range(n_demand):
+            if x.j_end[k] > T:
+                o.out[s, STALL] += x.j_end[k] - T
+                T = x.j_end[k]
+    for ready in (True, False):  # ready experts first, then the others in order, each as its copies arrive
+        if ready and not late:
+            continue
+        for i in range(n_gpu):
+            if late and (max(x.g_w[i], x.g_f[i]) > T0) == ready:
+                continue
+            t = x.rows[layer, x.g_items[i]]
+            if late and x.g_w[i] > T:
+                o.out[s, STALL] += x.g_w[i] - T
+                T = x.g_w[i]
+            T += tb.tf[t, OP_E]
+            o.out[s, EXPERT_GPU] += tb.tf[t, OP_E]
+            if tb.tf[t, OP_C] > 0:
+                if late and x.g_f[i] > T:
+                    o.out[s, STALL] += x.g_f[i] - T
+                    T = x.g_f[i]
+                T += tb.tf[t, OP_C]
+                o.out[s, COMPENSATION] += tb.tf[t, OP_C]
+    return T
+
+
+@numba.njit(cache=True)
+def moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, gs, layer, T):
+    """One MoE layer of step s from the stream clock T (after its attention and router): look up,
+    prefetch, time. Returns the stream's clock at its end."""
+    t0 = T
+    part = layer if c.per_layer else 0
+    M = x.items.shape[1]
+    make_room(c, part, 8 * M + 8)  # a layer's accesses in a partition are fewer than 8 M
+    if c.per_layer and prefetch and layer + 1 < rt.L:
+        make_room(c, layer + 1, 8 * M + 8)
+    nj, n_gpu, n_ndp = lookup_layer(rt, tb, c, x, o, s, layer, t0, part)
+    n_demand = nj
+    if prefetch and layer + 1 < rt.L:
+        nj = prefetch_layer(rt, tb, c, x, o, rng, hit_rate, layer + 1, t0, nj)
+    act_end, ops_end = ndp_layer(rt, tb, x, o, ops, lk, s, layer, t0) if n_ndp else (t0, -np.inf)
+    done_t = transfers_layer(c, x, o, lk, prefetch, s, gs, nj, n_ndp)
+    T += ops.shared[s]
+    late = copy_waits(rt, tb, x, o, layer, gs, n_gpu, T) if nj or prefetch else False
+    T = gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu)
+    if n_ndp and done_t >= T:  # the last NDP result; the units were busy over [act_end, last op end]
+        gap = done_t - T
+        if gap > 0:  # the DES's overlap() of the ops' intervals in closed form (the same value in
+            busy_ndp = max(ops_end - max(act_end, T), 0.0)  # every case tested; else ~1 ulp)
+            o.out[s, EXPERT_NDP] += busy_ndp
+            o.out[s, STALL] += gap - busy_ndp
+        T = done_t
+    return T
+
+
+@numba.njit(cache=True)
+def run_steps(rt, tb, c, ops, lk, o, rng, prefetch, hit_rate, s0, new):
+    """Steps s0 .. P-1 of a chunk (P = len(rt.lens)); time is absolute, as the DES's clock: the chunk starts
+    at o.now[0] (updated to its end), and each step runs its GPU ops as the DES issues them (per dense
+    layer attention, dense FFN; per MoE layer attention, router, the layer; the LM head). Returns (the
+    step it stopped at, m): P and 0 when done; else the first step with placement codes not tabled yet
+    (before any state changed for it), and the m codes of it and of the steps after it that are not
+    tabled, into `new` (with repeats)."""
+    P = len(rt.lens)
+    x = make_scratch(rt, lk.e_engines, lk.r_engines)
+    first = np.zeros(P + 1, dtype=np.int64)
+    for p in range(P):
+        first[p + 1] = first[p] + rt.lens[p]
+    stop, m = P, 0
+    for s in range(s0, P):
+        m = route_step(rt, tb, x, s, first, new, m)  # every layer first: layer l's prefetch needs l + 1's rows
+        if m:  # placements not tabled: collect those of the steps left, then return
+            if stop == P:
+                stop = s
+            continue
+        T = o.now[0]
+        o.out[s, START] = T
+        for _ in range(rt.first_dense):
+            T += ops.att[s]
+            T += ops.dense[s]
+        x.e_free[:] = 0.0
+        x.e_wire[0] = 0.0
+        x.r_free[:] = 0.0
+        x.r_wire_t[0] = 0.0
+        for layer in range(rt.L):
+            T += ops.att[s]
+            T += ops.router[s]
+            T = moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, rt.step_base + s, layer, T)
+        T += ops.head[s]
+        o.out[s, END] = T
+        o.now[0] = T
+    return stop, m

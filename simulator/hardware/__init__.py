@@ -1,1 +1,0 @@
-"""SimPy hardware components: GPU compute stream, links, NDP units, the GPU expert cache, the event log."""
