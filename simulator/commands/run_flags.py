@@ -44,9 +44,7 @@ def describe(info: FieldInfo) -> dict[str, Any]:
             unit = UNIT_OF.get(t.func, unit)
             continue
         origin = typing.get_origin(t)
-        if origin is typing.Annotated:
-            todo += list(typing.get_args(t))
-        elif origin in (typing.Union, types.UnionType):
+        if origin in (typing.Annotated, typing.Union, types.UnionType):
             todo += list(typing.get_args(t))
         elif origin is typing.Literal:
             base, choices = str, [str(c) for c in typing.get_args(t)]

@@ -28,8 +28,8 @@ def number_or_unit(parse: Callable[[object], float], kind: str, example: str) ->
     def validate(value: object) -> float | None:
         if value is None:
             return None
-        if isinstance(value, bool):
-            raise ValueError(f"expected a {kind} like '{example}' or a number, got {value!r}")
+        if isinstance(value, bool):  # ValueError, not TypeError: pydantic turns only the former into a field error
+            raise ValueError(f"expected a {kind} like '{example}' or a number, got {value!r}")  # noqa: TRY004
         if isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, str):
@@ -38,7 +38,7 @@ def number_or_unit(parse: Callable[[object], float], kind: str, example: str) ->
             except ValueError:
                 return parse(value)  # raises ValueError with the unit parser's message
         else:
-            raise ValueError(f"expected a {kind} like '{example}' or a number, got {value!r}")
+            raise ValueError(f"expected a {kind} like '{example}' or a number, got {value!r}")  # noqa: TRY004
         if not math.isfinite(number):
             raise ValueError(f"expected a finite {kind}, got {value!r}")
         return number
