@@ -5,7 +5,7 @@ are the decode ops of one MoE layer, with their work from the engine's own cost 
 
     attention            costs.attention_work at `context` (weights + KV read), on the GPU
     expert dequant+GEMM  costs.expert_work on the low-bit bytes, on the GPU
-    expert fp16 GEMM     costs.expert_work on the full-precision bytes, on the GPU (what offload-fp16 runs)
+    expert fp16 GEMM     costs.expert_work on the full-precision bytes, on the GPU (a full-precision offload)
     compensation         costs.compensation_work with rank r, on the GPU
     NDP expert           costs.expert_work on the low-bit bytes, on an NDP unit at its precision
 
@@ -22,6 +22,7 @@ from simulator import costs
 from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
 from simulator.plots.style import figure
+from simulator.precision import FULL_PRECISION_BITS
 
 
 def operating_points(system: SystemSpec, model: ModelSpec, bits: int, group: int, rank: int,
@@ -31,7 +32,7 @@ def operating_points(system: SystemSpec, model: ModelSpec, bits: int, group: int
     lowbit = model.expert_bytes(bits, group)
     ops = [("attention", "gpu", costs.attention_work(model, tokens, tokens * context)),
            (f"expert {bits}-bit dequant+GEMM", "gpu", costs.expert_work(model, tokens, lowbit)),
-           ("expert fp16 GEMM", "gpu", costs.expert_work(model, tokens, model.expert_bytes(16))),
+           ("expert fp16 GEMM", "gpu", costs.expert_work(model, tokens, model.expert_bytes(FULL_PRECISION_BITS))),
            (f"compensation rank {rank}", "gpu",
             costs.compensation_work(model, tokens, rank, model.expert_factor_bytes(rank)))]
     points = [{"op": op, "unit": unit, "flops": f, "bytes": b, "seconds": costs.gpu_time(gpu, f, b)}
