@@ -50,11 +50,16 @@ def text_options(args) -> dict:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from simulator.accuracy.api import compensate
-    from simulator.accuracy.plan import save_plan
+    from simulator.accuracy.plan import SUFFIXES, save_plan
+    from simulator.errors import UserError
     from simulator.fileio import check_output_file
 
     check_output_file(args.out, args.force, is_previous=_is_previous_plan)  # refuse before any work
+    if Path(args.out).suffix not in SUFFIXES:  # before the work, not after it
+        raise UserError(f"plan file must end in {' or '.join(SUFFIXES)}", source=args.out, field="--out")
     df, meta = compensate(args.weights, settings_from(args), **text_options(args))
     check_output_file(args.out, args.force, is_previous=_is_previous_plan)
     path = save_plan(df, meta, args.out)
