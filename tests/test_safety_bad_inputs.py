@@ -696,3 +696,25 @@ def test_accuracy_json_is_strict(run, monkeypatch):
     assert json.loads(out, parse_constant=_reject_constant) == {
         "rel_output_error": 0.35, "kl": None, "ppl": None, "ppl_full": None, "cosine": pytest.approx(0.9),
         "layers": [{"layer": 0, "rel_output_error": None}]}
+
+
+# ------------------------------------------------------------------------------------ real processes
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--out", "."], "it is the current directory"),
+    (["simulate", "--out", "README.md"], "README.md: --out: exists and is a file"),
+    (["simulate", "hw.yaml"], "hw.yaml: gpu.hbm_bandwidth: Value error, expected a positive bandwidth"),
+    (["trace", "synth", "--model", "olmoe-1b-7b", "--tokens", "8", "--out", "README.md/t"], "is a file, not a directory"),
+])
+def test_in_a_real_process(tmp_path, argv, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "README.md").write_text("mine\n")
+    write_yaml(tmp_path / "hw.yaml", setpath(BASE_HW, ("gpu", "hbm_bandwidth"), "0 GB/s"))
+    before = tree_state(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", *argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert tree_state(tmp_path) == before
