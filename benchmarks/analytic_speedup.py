@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from simulator.config.run import RunSpec
 from simulator.des import engine
 from simulator.fast import engine as analytic
-from simulator.config.run import RunSpec
 from simulator.metrics import summarize
 from simulator.simulate import build_scenario
 

@@ -12,8 +12,8 @@ import argparse
 
 from simulator.config.run import RunSpec
 from simulator.errors import UserError
-from simulator.des.gpu import CATEGORIES
 from simulator.policies.registry import POLICIES
+from simulator.scenario import CATEGORIES
 from simulator.simulate import simulate
 
 MODELS = {"deepseek-v2-lite": {"trace": "traces/esft-intent", "top_n": 2},

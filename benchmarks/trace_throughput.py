@@ -11,9 +11,9 @@ from pathlib import Path
 
 from _common import wall
 
+from simulator.config.run import RunSpec
 from simulator.des import engine
 from simulator.fast import engine as analytic
-from simulator.config.run import RunSpec
 from simulator.metrics import summarize
 from simulator.simulate import build_scenario
 

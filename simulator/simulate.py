@@ -23,11 +23,11 @@ from simulator.config.model import ModelSpec, load_model
 from simulator.config.run import RunSpec
 from simulator.config.system import SystemSpec, load_system
 from simulator.des.engine import run
-from simulator.scenario import KERNEL_OPS, ExpertSizes, RunResult, Scenario
 from simulator.errors import UserError
 from simulator.metrics import summarize
 from simulator.policies.registry import get_policy, names
 from simulator.routing.trace import Trace, check_trace_matches_model, load_trace
+from simulator.scenario import KERNEL_OPS, ExpertSizes, RunResult, Scenario
 
 DEFAULT_RANK = 32  # compensator rank of lrc policies when neither --rank nor --plan is given
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simulator.fileio import atomic_write
 from simulator.des.log import EventLog
+from simulator.fileio import atomic_write
 
 
 def chrome_trace(log: EventLog) -> dict:

@@ -6,9 +6,9 @@ import numpy as np
 
 from simulator.config.model import ModelSpec
 from simulator.config.system import SystemSpec
-from simulator.scenario import ExpertSizes, Scenario
 from simulator.policies.registry import get_policy
 from simulator.routing.trace import Trace, TraceMeta
+from simulator.scenario import ExpertSizes, Scenario
 
 # GPU: 1000 FLOP/s, 100 B/s HBM, 1 s per kernel. Link: 10 B/s, 1 s latency. NDP: 2 units, 10 B/s, 1 s/op.
 TINY_SYSTEM = {

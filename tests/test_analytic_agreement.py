@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from simulator.config.run import RunSpec
 from simulator.des import engine
 from simulator.fast import engine as analytic
-from simulator.config.run import RunSpec
 from simulator.simulate import build_scenario, simulate
 
 UNCONTENDED = [

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.fast import cache as kernel
 from simulator.config.run import RunSpec
 from simulator.des.cache import PartitionedCache
+from simulator.fast import cache as kernel
 from simulator.fast.kernel import run_steps
 from simulator.simulate import run_spec
 
@@ -136,8 +136,8 @@ def test_experts_that_differ_get_their_own_placement_rows(tmp_path, policy):
 def test_an_expert_id_out_of_range_is_an_error_not_a_stray_write():
     """The kernel indexes arrays by expert id without bounds checks: a trace built in memory (never
     validated on load) with an id out of range must stop with one clear error."""
-    from simulator.fast import engine as analytic
     from simulator.errors import UserError
+    from simulator.fast import engine as analytic
     from tests.engine_tiny import make_trace, tiny_model, tiny_scenario
 
     trace = make_trace([[[0]], [[5]]], num_experts=2)

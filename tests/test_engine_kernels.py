@@ -7,8 +7,8 @@ router 0.16 s, expert 0.44 s, LM head 0.08 s, copy 1 + 44 / 10 = 5.4 s.
 
 import pytest
 
-from simulator.fast.engine import run as run_analytic
 from simulator.des.engine import run
+from simulator.fast.engine import run as run_analytic
 from tests.engine_tiny import make_trace, timeline, tiny_scenario
 
 KERNELS = {"attention": 2.0, "router": 3.0, "expert": 4.0, "other": 5.0}

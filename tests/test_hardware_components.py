@@ -5,9 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.des.cache import ExpertCache, PartitionedCache
-from simulator.des.gpu import EXPERT_NDP, GPU, OTHER, TRANSFER_STALL
-from simulator.des.link import DEMAND, PREFETCH, Link
+from simulator.des.gpu import GPU
+from simulator.des.link import Link
 from simulator.des.ndp import NDPUnits
+from simulator.scenario import DEMAND, EXPERT_NDP, OTHER, PREFETCH, TRANSFER_STALL
 from tests.engine_tiny import tiny_system
 
 

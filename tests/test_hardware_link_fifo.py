@@ -4,8 +4,9 @@ gives the event-driven direction's arrival times, windowed busy time and log; it
 import pytest
 import simpy
 
-from simulator.des.link import PREFETCH, Link
+from simulator.des.link import Link
 from simulator.des.log import EventLog
+from simulator.scenario import PREFETCH
 from tests.engine_tiny import tiny_system
 
 
@@ -55,7 +56,8 @@ def test_fifo_direction_refuses_prefetches():
 
 
 def test_fifo_transfer_says_when_it_arrives_and_the_stream_can_idle_until_then():
-    from simulator.des.gpu import GPU, TRANSFER_STALL
+    from simulator.des.gpu import GPU
+    from simulator.scenario import TRANSFER_STALL
 
     env, seen = simpy.Environment(), []
     link = Link(env, tiny_system().links[0], fifo=True).to_gpu

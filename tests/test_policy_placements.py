@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator.des.cache import ExpertCache
 from simulator.des.engine import run
 from simulator.errors import UserError
-from simulator.des.cache import ExpertCache
 from simulator.policies.base import Placement
 from simulator.policies.registry import POLICIES, get_policy
 from tests.engine_tiny import make_trace, tiny_model, tiny_scenario

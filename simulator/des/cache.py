@@ -18,8 +18,6 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Literal
 
-from simulator.scenario import FORMS  # noqa: F401 -- the forms of a cache key
-
 CachePolicy = Literal["lru", "lfu"]
 
 

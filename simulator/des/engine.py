@@ -34,8 +34,19 @@ from simulator.des.log import EventLog
 from simulator.des.moe_layer import MoELayers
 from simulator.des.ndp import NDPUnits
 from simulator.placement import PlacementTable
-from simulator.scenario import (ATTENTION, CATEGORIES, OTHER, ROUTER, STEP_COUNTERS, RunResult, Scenario,
-                                link_byte_columns, new_counters, new_step_rows, run_rng)
+from simulator.scenario import (
+    ATTENTION,
+    CATEGORIES,
+    OTHER,
+    ROUTER,
+    STEP_COUNTERS,
+    RunResult,
+    Scenario,
+    link_byte_columns,
+    new_counters,
+    new_step_rows,
+    run_rng,
+)
 from simulator.schedule import BatchSchedule
 
 RELEASE_EVERY = 4096  # decode steps between drops of the memory-mapped trace pages read so far

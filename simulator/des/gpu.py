@@ -21,9 +21,7 @@ from simulator import costs
 from simulator.config.system import GPUSpec
 from simulator.des.clock import delay_to
 from simulator.des.log import EventLog
-from simulator.scenario import (  # noqa: F401 -- the category indices callers pass
-    ATTENTION, CATEGORIES, COMPENSATION, EXPERT_GPU, EXPERT_NDP, OTHER, ROUTER, TRANSFER_STALL)
-
+from simulator.scenario import CATEGORIES, EXPERT_NDP, TRANSFER_STALL
 
 
 class GPU:

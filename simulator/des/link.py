@@ -30,8 +30,7 @@ from simulator import costs
 from simulator.config.system import LinkSpec
 from simulator.des.clock import delay_to
 from simulator.des.log import EventLog
-from simulator.scenario import DEMAND, PREFETCH  # noqa: F401 -- PREFETCH: the priority callers pass
-
+from simulator.scenario import DEMAND
 
 
 class Copy:

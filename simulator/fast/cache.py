@@ -141,7 +141,7 @@ def lru_room(part, need, last, resident, queue, q_head, q_tail):
     q_head[part], q_tail[part] = 0, t
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def access(c, key, part):
     """One access of cache key `key` in partition `part` of Cache `c`: (hit, evictions)."""
     if c.lfu:
@@ -151,7 +151,7 @@ def access(c, key, part):
                       c.q_tail, c.clock)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def make_room(c, part, need):
     """Before `need` accesses in partition `part`: an LRU's queue gets room for them (lru_room)."""
     if not c.lfu and c.q_tail[part] + need > c.queue.shape[1]:

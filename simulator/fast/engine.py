@@ -31,15 +31,25 @@ import numpy as np
 
 from simulator import costs
 from simulator.errors import UserError
-from simulator.fast import kernel
+from simulator.fast import buffers, kernel
 from simulator.fast.cache import new_cache
 from simulator.placement import PlacementTable
-from simulator.scenario import (CATEGORIES, FETCHED, FORMS, STEP_COUNTERS, RunResult, Scenario, link_byte_columns,
-                                new_counters, new_step_rows, run_rng)
+from simulator.scenario import (
+    CATEGORIES,
+    FETCHED,
+    FORMS,
+    STEP_COUNTERS,
+    RunResult,
+    Scenario,
+    link_byte_columns,
+    new_counters,
+    new_step_rows,
+    run_rng,
+)
 from simulator.schedule import BatchSchedule
 
 CHUNK = 2048  # batch slots x decode steps per kernel call (per chunk: Python overhead; arrays ~ KB per step)
-STEP_INT_COLUMNS = dict(zip(STEP_COUNTERS, (kernel.HITS, kernel.MISSES, kernel.N_GPU, kernel.N_NDP)))
+STEP_INT_COLUMNS = dict(zip(STEP_COUNTERS, (buffers.HITS, buffers.MISSES, buffers.N_GPU, buffers.N_NDP)))
 
 
 class AnalyticEngine:
@@ -53,9 +63,9 @@ class AnalyticEngine:
                                sc.cache_capacity, sc.cache_policy == "lfu")
         keys = len(table.key_size)
         self.units = system.ndp.units if system.ndp is not None else 1
-        self.out = kernel.Out(None, None, np.zeros(kernel.TOTALS), None, np.zeros(1),
+        self.out = buffers.Out(None, None, np.zeros(buffers.TOTALS), None, np.zeros(1),
                               np.full(keys, -1, dtype=np.int64), np.zeros(keys))  # per chunk: out, counts, ndp_busy
-        self.links = kernel.Links(
+        self.links = buffers.Links(
             float(self.cxl.latency if self.cxl is not None else 0.0), float(self.elink.latency),
             int(self.elink.dma_engines), float(self.cxl.latency if self.cxl is not None else 0.0),
             int(self.cxl.dma_engines if self.cxl is not None else 1),
@@ -69,7 +79,7 @@ class AnalyticEngine:
         self.gpu_busy = self.time = 0.0
         self.steps_done = 0  # run steps so far (prefill included)
 
-    def step_ops(self, tok: np.ndarray, lens: np.ndarray) -> kernel.StepOps:
+    def step_ops(self, tok: np.ndarray, lens: np.ndarray) -> buffers.StepOps:
         """Seconds of the ops outside the MoE layers, and the activations sent to the NDP units, per step of
         the chunk (token indices `tok` [n], step after step, `lens` [P] tokens per step): each [P]."""
         sc, model, gpu = self.sc, self.sc.model, self.sc.system.gpu
@@ -85,7 +95,7 @@ class AnalyticEngine:
 
         act_b = costs.activation_bytes(model, 1) * n                                 # [P] bytes out to NDP
         act_wire = costs.wire_time(self.cxl, costs.FROM_GPU, act_b) if self.cxl is not None else np.zeros(P)
-        return kernel.StepOps(
+        return buffers.StepOps(
             each(costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group,
                                                            sc.attention_dequant_bytes_per_weight), k["attention"])),
             each(costs.gpu_time(gpu, *costs.router_work(model, n), k["router"])),
@@ -93,7 +103,7 @@ class AnalyticEngine:
             each(costs.gpu_time(gpu, *costs.shared_work(model, n), k["other"]) if model.shared_experts else 0.0),
             each(costs.gpu_time(gpu, *costs.lm_head_work(model, n), k["other"])), each(act_wire), each(act_b))
 
-    def run_chunk(self, tok: np.ndarray, lens: np.ndarray, ops: kernel.StepOps) -> tuple[np.ndarray, np.ndarray]:
+    def run_chunk(self, tok: np.ndarray, lens: np.ndarray, ops: buffers.StepOps) -> tuple[np.ndarray, np.ndarray]:
         """Run the chunk's steps in the kernel, tabling placements when it stops for them: updates the
         counters and busy totals; returns the per-step figures [P, STEP_FLOATS] and counts [P, STEP_INTS]."""
         sc, table, model = self.sc, self.table, self.sc.model
@@ -104,11 +114,11 @@ class AnalyticEngine:
             raise UserError(f"expert id out of range [0, {E})", source=sc.trace.meta.name,  # by them unchecked
                             field="expert_ids")
         lens = lens.astype(np.int64)
-        rt = kernel.Routing(experts, lens, int(self.steps_done), int(model.moe_layers), int(E), int(sc.top_n),
+        rt = buffers.Routing(experts, lens, int(self.steps_done), int(model.moe_layers), int(E), int(sc.top_n),
                             int(model.first_dense_layers), int(self.units))
-        totals = np.zeros(kernel.TOTALS)
-        o = self.out._replace(out=np.zeros((P, kernel.STEP_FLOATS)),
-                              counts=np.zeros((P, kernel.STEP_INTS), dtype=np.int64), totals=totals,
+        totals = np.zeros(buffers.TOTALS)
+        o = self.out._replace(out=np.zeros((P, buffers.STEP_FLOATS)),
+                              counts=np.zeros((P, buffers.STEP_INTS), dtype=np.int64), totals=totals,
                               ndp_busy=np.zeros(self.units))
         new = np.empty(P * model.moe_layers * min(E, experts.shape[2] * int(lens.max())), dtype=np.int64)
         s = 0
@@ -127,14 +137,14 @@ class AnalyticEngine:
         for name, col in STEP_INT_COLUMNS.items():
             c[name] += float(counts[:, col].sum())
         for f, name in enumerate(FORMS):
-            c[FETCHED[name]] += float(totals[kernel.FETCHED_LOWBIT + f])
+            c[FETCHED[name]] += float(totals[buffers.FETCHED_LOWBIT + f])
         if self.sc.prefetch:
-            c["prefetch_bytes"] += float(totals[kernel.PREFETCH_BYTES])
-            c["prefetch_wasted_bytes"] += float(totals[kernel.PREFETCH_WASTED])
-        self.link_busy[self.elink.name][costs.TO_GPU] += float(totals[kernel.BUSY_EXPERT_LINK])
+            c["prefetch_bytes"] += float(totals[buffers.PREFETCH_BYTES])
+            c["prefetch_wasted_bytes"] += float(totals[buffers.PREFETCH_WASTED])
+        self.link_busy[self.elink.name][costs.TO_GPU] += float(totals[buffers.BUSY_EXPERT_LINK])
         if self.cxl is not None:
-            self.link_busy[self.cxl.name][costs.FROM_GPU] += float(totals[kernel.BUSY_ACT])
-            self.link_busy[self.cxl.name][costs.TO_GPU] += float(totals[kernel.BUSY_RESULT])
+            self.link_busy[self.cxl.name][costs.FROM_GPU] += float(totals[buffers.BUSY_ACT])
+            self.link_busy[self.cxl.name][costs.TO_GPU] += float(totals[buffers.BUSY_RESULT])
             self.ndp_busy = [b + float(x) for b, x in zip(self.ndp_busy, ndp_busy)]
 
     def timing(self, tok: np.ndarray, lens: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -153,16 +163,16 @@ class AnalyticEngine:
             if model.shared_experts:
                 out["other"] += ops.shared
         out["other"] += ops.head
-        for cat, col in (("expert_gpu", kernel.EXPERT_GPU), ("compensation", kernel.COMPENSATION),
-                         ("expert_ndp", kernel.EXPERT_NDP), ("transfer_stall", kernel.STALL)):
+        for cat, col in (("expert_gpu", buffers.EXPERT_GPU), ("compensation", buffers.COMPENSATION),
+                         ("expert_ndp", buffers.EXPERT_NDP), ("transfer_stall", buffers.STALL)):
             out[cat] += steps[:, col]
-        out["start"], out["end"] = steps[:, kernel.START], steps[:, kernel.END]
+        out["start"], out["end"] = steps[:, buffers.START], steps[:, buffers.END]
         for col, _, _ in self.link_cols:
             out[col] = np.zeros(P)
-        out[f"bytes_{self.elink.name}_{costs.TO_GPU}"] += steps[:, kernel.BYTES_EXPERT]
+        out[f"bytes_{self.elink.name}_{costs.TO_GPU}"] += steps[:, buffers.BYTES_EXPERT]
         if self.cxl is not None:
-            out[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += steps[:, kernel.BYTES_ACT]
-            out[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += steps[:, kernel.BYTES_RESULT]
+            out[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += steps[:, buffers.BYTES_ACT]
+            out[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += steps[:, buffers.BYTES_RESULT]
         return out, counts
 
     def run(self) -> RunResult:
@@ -193,7 +203,7 @@ class AnalyticEngine:
         return RunResult(
             scenario=sc, steps=self.rows, decode_time=self.time, prefill_time=prefill, gpu_busy=self.gpu_busy,
             link_busy=self.link_busy, ndp_busy=self.ndp_busy,
-            counters={**self.counters, "cache_evictions": int(self.out.totals[kernel.EVICTIONS]),
+            counters={**self.counters, "cache_evictions": int(self.out.totals[buffers.EVICTIONS]),
                       "cache_capacity_bytes": sc.cache_total_bytes})
 
     def append(self, first: int, lens: np.ndarray, t: dict, counts: np.ndarray) -> None:

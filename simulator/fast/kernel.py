@@ -21,77 +21,56 @@ in the same order, in four stages (one compiled function each):
    arrival, one from an earlier step is resident), and waits for the last NDP result: idle time while
    an NDP unit computes is expert_ndp, the rest transfer_stall.
 
-Inputs are a few named tuples of arrays (Routing, simulator.placement's Rows, simulator.fast.cache's
-Cache, StepOps, Links, Out); constants come from simulator.scenario and simulator.placement. numba
-compiles the functions on first use and caches them under __pycache__, so later processes only load them.
+Inputs are a few named tuples of arrays (simulator.fast.buffers' Routing, StepOps, Links, Out;
+simulator.placement's Rows; simulator.fast.cache's Cache); constants come from simulator.scenario,
+simulator.placement and simulator.fast.buffers. numba compiles the functions on first use and caches
+them under __pycache__, so later processes only load them (about 0.4 s).
+
+How the stages are compiled (measured on benchmarks/analytic_speedup.py, 2,048 tokens of ndp-lrc): a call
+that passes a named tuple of arrays increfs and decrefs every array in it (180 ns per call for 13 arrays,
+micro-benchmark), and a struct passed by value is copied; as plain calls the stages made the kernel 30x
+slower (0.42 s against 0.014 s). So the stages are compiled without reference counting (_nrt=False: they
+allocate nothing; make_scratch and run_steps do) and inlined (inline="always") into time_step, one
+compiled function per decode step: 0.017 s.
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numba
 import numpy as np
 
+from simulator.fast.buffers import (
+    BUSY_EXPERT_LINK,
+    BYTES_EXPERT,
+    COMPENSATION,
+    END,
+    EVICTIONS,
+    EXPERT_GPU,
+    EXPERT_NDP,
+    FETCHED_LOWBIT,
+    HITS,
+    MISSES,
+    N_GPU,
+    N_NDP,
+    PREFETCH_BYTES,
+    PREFETCH_WASTED,
+    STALL,
+    START,
+    make_scratch,
+)
 from simulator.fast.cache import access, make_room
 from simulator.fast.links import schedule, serve_idle
-from simulator.placement import FAC, GPU, LOOK, NDP, OP_C, OP_E, OP_N, RBYTES, RES_WIRE, WFORM
+from simulator.fast.ndp import ndp_layer
+from simulator.placement import FAC, GPU, LOOK, NDP, OP_C, OP_E, WFORM
 from simulator.scenario import DEMAND, FACTORS, N_FORMS, PREFETCH
 
-# columns of the per-step float output
-START, END, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(9)
-STEP_FLOATS = 9
-# columns of the per-step int output
-HITS, MISSES, N_GPU, N_NDP = range(4)
-STEP_INTS = 4
-# slots of the run totals
-(BUSY_EXPERT_LINK, BUSY_ACT, BUSY_RESULT, FETCHED_LOWBIT, FETCHED_FACTORS, FETCHED_FULL, PREFETCH_BYTES,
- PREFETCH_WASTED, EVICTIONS) = range(9)
-TOTALS = 9
 # index of the lowest set bit of a 64-bit word w: DEBRUIJN[((w & -w) * DEBRUIJN_MUL) >> 58]
 DEBRUIJN_MUL = np.uint64(0x03F79D71B4CB0A89)
 DEBRUIJN = np.zeros(64, dtype=np.int64)
 DEBRUIJN[[(int(DEBRUIJN_MUL) << i & (1 << 64) - 1) >> 58 for i in range(64)]] = np.arange(64)
 
-# A chunk's routing: experts [tokens, L, k] of its tokens, step after step, lens [P] tokens per step; the
-# run's step index of its first step; the model's shape; NDP units (1 without NDP).
-Routing = namedtuple("Routing", "experts lens step_base L E top_n first_dense units")
-# Per step [P]: seconds of attention, router, dense FFN, shared experts, LM head; activations to the NDP
-# units: wire seconds and bytes.
-StepOps = namedtuple("StepOps", "att router dense shared head act_wire act_bytes")
-# Latencies and DMA engines: activations (GPU->CXL), expert link (to the GPU), NDP results (CXL->GPU);
-# whether results share the expert link; whether a layer's experts wait for all its on-demand loads.
-Links = namedtuple("Links", "a_lat e_lat e_engines r_lat r_engines shared_link block")
-# What the kernel writes: out [P, STEP_FLOATS], counts [P, STEP_INTS], totals [TOTALS], NDP busy [units],
-# the clock now [1] (where the next step starts), copy_step / copy_end [keys] (run step and arrival of
-# each key's latest copy).
-Out = namedtuple("Out", "out counts totals ndp_busy now copy_step copy_end")
-# Scratch of one chunk (make_scratch)
-Scratch = namedtuple("Scratch", "cnt rst mask used_by_next items rows n_items j_arr j_wire j_end j_prio j_key done "
-                                "r_arr r_wire r_end r_order r_pos s_arr s_wire s_prio g_items g_w g_f ufree unit_of "
-                                "u_count u_head u_ops act_units e_free e_wire r_free r_wire_t")
 
-
-@numba.njit(cache=True)
-def make_scratch(rt, e_engines, r_engines):
-    """Buffers for the chunk's steps: M = the most items a layer can have."""
-    M = 0
-    for p in range(len(rt.lens)):
-        M = max(M, min(rt.E, rt.experts.shape[2] * rt.lens[p]))
-    J, U = 5 * M + 1, max(rt.units, 1)  # transfers a layer can have on the expert link: 2 M copies, 2 M
-    # prefetches, M results
-    return Scratch(np.zeros(rt.E, np.int64), np.zeros(rt.E, np.int64), np.zeros((rt.E + 63) // 64, np.uint64),
-                   np.zeros(rt.E, np.bool_), np.zeros((rt.L, max(M, 1)), np.int64), np.zeros((rt.L, max(M, 1)), np.int64),
-                   np.zeros(rt.L, np.int64), np.zeros(J), np.zeros(J), np.zeros(J), np.zeros(J, np.int64),
-                   np.zeros(J, np.int64), np.zeros(J, np.bool_), np.zeros(M + 1), np.zeros(M + 1),
-                   np.zeros(M + 1), np.zeros(M + 1, np.int64), np.zeros(M + 1, np.int64), np.zeros(M + 1),
-                   np.zeros(M + 1), np.zeros(M + 1, np.int64), np.zeros(M + 1, np.int64), np.zeros(M + 1),
-                   np.zeros(M + 1), np.zeros(U), np.arange(rt.E) % U, np.zeros(U, np.int64), np.zeros(U, np.int64),
-                   np.zeros((U, M + 1), np.int64), np.zeros(U, np.int64), np.zeros(e_engines), np.zeros(1),
-                   np.zeros(r_engines), np.zeros(1))
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def find_row(tb, code):
     """First placement row of `code` (-1: not tabled): the dense map, else a binary search."""
     if len(tb.slot):
@@ -106,7 +85,7 @@ def find_row(tb, code):
     return tb.known_at[lo] if lo < len(tb.known) and tb.known[lo] == code else -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def route_step(rt, tb, x, s, first, new, m):
     """Stage 1: per layer of step s (tokens first[s] .. first[s + 1]), its items (experts ascending) and
     their first placement rows into x; codes not tabled go to new[m ..]. Returns the new m."""
@@ -139,7 +118,7 @@ def route_step(rt, tb, x, s, first, new, m):
     return m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def resident_row(tb, c, le, row):
     """The row of an expert (layer E + expert `le`) placed now: `row` + the residency its policy reads."""
     for j in range(len(tb.read_forms)):
@@ -148,7 +127,7 @@ def resident_row(tb, c, le, row):
     return row
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
     """Stage 2: the demand lookups of the layer's GPU items, in item order (weights, then factors); each
     miss is a copy at t0 in x.j_*. Returns (copies, GPU items, NDP items)."""
@@ -182,7 +161,7 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
     return nj, n_gpu, n_ndp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def prefetch_layer(rt, tb, c, x, o, rng, hit_rate, nxt, t0, nj):
     """Stage 3: the prefetch copies for layer `nxt` (the DES's prefetch, see the module docstring), appended
     to x.j_* after the `nj` demand copies. Returns the number of copies."""
@@ -236,76 +215,7 @@ def prefetch_layer(rt, tb, c, x, o, rng, hit_rate, nxt, t0, nj):
     return nj
 
 
-@numba.njit(cache=True)
-def ndp_layer(rt, tb, x, o, ops, lk, s, layer, t0):
-    """Stage 4a: activations out at t0, the layer's NDP ops FIFO per unit; each op's result (arrival at the
-    op's end, wire seconds) into x.r_*, x.r_order the order SimPy ends them. Returns (activations'
-    arrival, last op end)."""
-    act_end = t0 + lk.a_lat  # as simulator.des.link adds it: latency, then the wire
-    act_end += ops.act_wire[s]
-    o.out[s, BYTES_ACT] += ops.act_bytes[s]
-    o.totals[BUSY_ACT] += ops.act_wire[s]
-    x.ufree[:] = 0.0
-    x.u_count[:] = 0
-    wire_sum = bytes_sum = 0.0
-    ops_end = -np.inf
-    k = 0
-    for a in range(x.n_items[layer]):
-        t = x.rows[layer, a]
-        if tb.ti[t, NDP]:
-            u = x.unit_of[x.items[layer, a]]
-            e_ = max(act_end, x.ufree[u]) + tb.tf[t, OP_N]
-            x.ufree[u] = e_
-            o.ndp_busy[u] += tb.tf[t, OP_N]
-            wire_sum += tb.tf[t, RES_WIRE]
-            bytes_sum += tb.tf[t, RBYTES]
-            ops_end = max(ops_end, e_)
-            x.r_arr[k], x.r_wire[k] = e_, tb.tf[t, RES_WIRE]
-            x.u_ops[u, x.u_count[u]] = k  # each unit's ops end in submission order
-            x.u_count[u] += 1
-            k += 1
-    o.totals[BUSY_RESULT] += wire_sum
-    o.out[s, BYTES_RESULT] += bytes_sum
-    end_order(rt, x, k)
-    return act_end, ops_end
-
-
-@numba.njit(cache=True)
-def end_order(rt, x, n_ndp):
-    """x.r_order: the order SimPy ends the layer's NDP ops (simulator.des.ndp.NDPUnits.run), a merge of
-    the units' lists: by end; at equal ends an op that started on an idle unit (its unit's first) first,
-    two of those in submission order, two queued ones in the order of the ops they queued behind."""
-    n_units = 0
-    for u in range(rt.units):
-        if x.u_count[u]:
-            x.act_units[n_units] = u
-            x.u_head[u] = 0
-            n_units += 1
-    for i in range(n_ndp):
-        best, bu = -1, -1
-        for q in range(n_units):
-            u = x.act_units[q]
-            if x.u_head[u] == x.u_count[u]:
-                continue
-            op = x.u_ops[u, x.u_head[u]]
-            if best < 0 or x.r_arr[op] < x.r_arr[best]:
-                best, bu = op, u
-            elif x.r_arr[op] == x.r_arr[best]:
-                o_idle, b_idle = x.u_head[u] == 0, x.u_head[bu] == 0
-                if o_idle != b_idle:
-                    better = o_idle
-                elif o_idle:
-                    better = op < best
-                else:
-                    better = x.r_pos[x.u_ops[u, x.u_head[u] - 1]] < x.r_pos[x.u_ops[bu, x.u_head[bu] - 1]]
-                if better:
-                    best, bu = op, u
-        x.r_order[i] = best
-        x.r_pos[best] = i
-        x.u_head[bu] += 1
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def transfers_layer(c, x, o, lk, prefetch, s, gs, nj, n_ndp):
     """Stage 4b: the layer's copies (x.j_*, `nj`) and NDP results on their links; records each copied key's
     arrival. Returns the last NDP result's arrival (-inf without)."""
@@ -345,7 +255,7 @@ def transfers_layer(c, x, o, lk, prefetch, s, gs, nj, n_ndp):
     return done_t
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def copy_waits(rt, tb, x, o, layer, gs, n_gpu, T):
     """When each GPU item's copies arrive (x.g_w weights, x.g_f factors; 0: resident before the step).
     Returns whether any arrives after T."""
@@ -366,7 +276,7 @@ def copy_waits(rt, tb, x, o, layer, gs, n_gpu, T):
     return late
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu):
     """Stage 4c: the GPU stream from T (after the shared experts): [the on-demand loads], then the ready
     experts first and each other one as its copies arrive (simulator.des.gpu: a wait sets the clock to the
@@ -398,7 +308,7 @@ def gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu):
     return T
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, gs, layer, T):
     """One MoE layer of step s from the stream clock T (after its attention and router): look up,
     prefetch, time. Returns the stream's clock at its end."""
@@ -427,11 +337,34 @@ def moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, gs, layer, T
     return T
 
 
+@numba.njit(cache=True, _nrt=False)
+def time_step(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s):
+    """Step s of the chunk, its placements all tabled, from the clock o.now[0] (updated to its end): the GPU
+    ops in the DES's order (per dense layer attention, dense FFN; per MoE layer attention, router, the layer;
+    the LM head)."""
+    T = o.now[0]
+    o.out[s, START] = T
+    for _ in range(rt.first_dense):
+        T += ops.att[s]
+        T += ops.dense[s]
+    x.e_free[:] = 0.0
+    x.e_wire[0] = 0.0
+    x.r_free[:] = 0.0
+    x.r_wire_t[0] = 0.0
+    for layer in range(rt.L):
+        T += ops.att[s]
+        T += ops.router[s]
+        T = moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, rt.step_base + s, layer, T)
+    T += ops.head[s]
+    o.out[s, END] = T
+    o.now[0] = T
+
+
 @numba.njit(cache=True)
 def run_steps(rt, tb, c, ops, lk, o, rng, prefetch, hit_rate, s0, new):
     """Steps s0 .. P-1 of a chunk (P = len(rt.lens)); time is absolute, as the DES's clock: the chunk starts
-    at o.now[0] (updated to its end), and each step runs its GPU ops as the DES issues them (per dense
-    layer attention, dense FFN; per MoE layer attention, router, the layer; the LM head). Returns (the
+    at o.now[0] (updated to its end), and each step runs its GPU ops as the DES issues them (time_step).
+    Returns (the
     step it stopped at, m): P and 0 when done; else the first step with placement codes not tabled yet
     (before any state changed for it), and the m codes of it and of the steps after it that are not
     tabled, into `new` (with repeats)."""
@@ -447,20 +380,5 @@ def run_steps(rt, tb, c, ops, lk, o, rng, prefetch, hit_rate, s0, new):
             if stop == P:
                 stop = s
             continue
-        T = o.now[0]
-        o.out[s, START] = T
-        for _ in range(rt.first_dense):
-            T += ops.att[s]
-            T += ops.dense[s]
-        x.e_free[:] = 0.0
-        x.e_wire[0] = 0.0
-        x.r_free[:] = 0.0
-        x.r_wire_t[0] = 0.0
-        for layer in range(rt.L):
-            T += ops.att[s]
-            T += ops.router[s]
-            T = moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, rt.step_base + s, layer, T)
-        T += ops.head[s]
-        o.out[s, END] = T
-        o.now[0] = T
+        time_step(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s)
     return stop, m
