@@ -96,6 +96,10 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
     if spec.cache_bytes is not None and spec.cache_experts_per_layer is not None:
         raise UserError("give --cache-bytes or --cache-experts-per-layer, not both", field="cache_bytes")
     trace = load_run_trace(spec, model)
+    sequences = len(trace.sequence_bounds())
+    if spec.batch > sequences:  # lockstep decoding of B sequences needs B of them (it ran fewer, reporting B)
+        raise UserError(f"batch {spec.batch} exceeds the {sequences} sequences of trace {spec.trace}; at most "
+                        f"{sequences} can decode in lockstep", field="batch")
     sizes = expert_sizes(spec, model, policy.compensates)
     steps = count_steps(trace, spec.batch, spec.tokens)
     kv = model.kv_bytes_per_token * model.layers * spec.batch * (spec.context + spec.prompt + steps)

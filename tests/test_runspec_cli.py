@@ -111,7 +111,7 @@ def test_flag_spellings_in_use_still_parse(argv):
     (["--cache-bytes", "-1"], "moesim simulate: error: --cache-bytes: Input should be greater than or equal to 0"),
     (["--batch", "two"], "moesim simulate: error: --batch: Input should be a valid integer"),
     (["--kernels-expert", "inf"], "moesim simulate: error: --kernels-expert: Input should be a finite number"),
-    (["--batch", "500"], ("moesim simulate: error: --batch: batch 500 exceeds the 127 sequences of trace "
+    (["--batch", "500"], ("moesim simulate: error: batch: batch 500 exceeds the 127 sequences of trace "
                           "traces/esft-intent; at most 127 can decode in lockstep")),
 ])
 def test_bad_values_are_one_line_naming_the_flag(capsys, argv, expected):

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, ValidationError
 from pydantic.fields import FieldInfo
 
 from simulator.config.quantity import UNIT_OF
-from simulator.config.run import RunSpec, check_batch
+from simulator.config.run import RunSpec
 from simulator.errors import UserError, format_validation_error
 
 NONE_WORDS = ("none", "null")  # an optional field given one of these on the command line is None
@@ -96,7 +96,7 @@ def run_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    """Validate the given flags as a RunSpec (and its batch against the trace, config.run.check_batch);
+    """Validate the given flags as a RunSpec ;
     a bad value is a one-line UserError naming the flag."""
     try:
         spec = RunSpec.model_validate(run_fields(args))
@@ -105,9 +105,4 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         name = (err.field or "").split(".")[0]
         field = flag(name) if name in RunSpec.model_fields else err.field
         raise UserError(err.detail, field=field) from None
-    try:
-        check_batch(spec)
-    except UserError as exc:
-        raise UserError(exc.detail, source=exc.source, field=flag(exc.field) if exc.field == "batch" else exc.field) \
-            from None
     return spec

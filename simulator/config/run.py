@@ -18,7 +18,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from simulator.config.quantity import ByteCount
-from simulator.errors import UserError
 
 DEFAULT_HWCONFIG = "h100-cxl-ndp"
 DEFAULT_MODEL = "deepseek-v2-lite"
@@ -83,17 +82,3 @@ class RunSpec(BaseModel):
     engine: Literal["des", "analytic"] = Field(
         default="des", description="des: SimPy discrete-event model; analytic: the compiled fast path of the "
                                    "same cost model")
-
-
-def check_batch(spec: RunSpec) -> None:
-    """A batch of B decodes B sequences of the trace in lockstep, so the trace needs at least B of them:
-    more is a UserError on `batch` (it used to run min(B, sequences) while reporting B). Synthetic traces
-    are made with B sequences. Called where a RunSpec is run (moesim simulate, a sweep's point)."""
-    if spec.batch == 1 or spec.synthetic_tokens is not None or spec.trace is None:
-        return
-    from simulator.routing.trace import load_trace
-
-    sequences = len(load_trace(spec.trace).sequence_bounds())
-    if spec.batch > sequences:
-        raise UserError(f"batch {spec.batch} exceeds the {sequences} sequences of trace {spec.trace}; at most "
-                        f"{sequences} can decode in lockstep", field="batch")

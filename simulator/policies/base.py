@@ -26,12 +26,9 @@ Adding a policy = one file defining a Policy subclass + one line in simulator/po
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 from simulator.precision import is_full_precision
-
-if TYPE_CHECKING:
-    from simulator.scenario import Scenario
 
 
 class Placement(NamedTuple):
@@ -92,8 +89,10 @@ class Policy:
         """place() depends on what the cache holds (else the engines memoise it per code)."""
         return bool(self.reads_forms)
 
-    def prepare(self, scenario: Scenario) -> None:
-        """Check the scenario and precompute (e.g. a pinned set); raise UserError when it cannot run."""
+    def prepare(self, scenario) -> None:
+        """Check the scenario and precompute (e.g. a pinned set); raise UserError when it cannot run.
+        `scenario` is a simulator.scenario.Scenario, which holds this policy: not imported here, so that the
+        run contract sits above the policies without a cycle."""
 
     def place(self, layer: int, expert: int, tokens: int, restored: int, cache: Container[tuple[int, int, str]]) -> Placement:
         raise NotImplementedError
