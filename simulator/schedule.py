@@ -13,6 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def steps_bound(bounds: list[tuple[int, int]], batch: int, tokens: int | None) -> int:
+    """Decode steps a run takes at most (the KV bound, the progress bar): the requested count, capped by the
+    trace's tokens spread over the batch (exact at batch 1)."""
+    lengths = [b - a for a, b in bounds]
+    upper = -(-sum(lengths) // max(1, min(batch, len(lengths))))  # ceil: lockstep with refills
+    return min(tokens, upper) if tokens is not None else upper
+
+
 class BatchSchedule:
     def __init__(self, bounds: list[tuple[int, int]], batch: int):
         """`bounds`: [start, end) token ranges of the trace's sequences, in storage order."""

@@ -4,7 +4,10 @@
 per-step table and the timeline. All user-input checks live in `build_scenario` and raise one-line
 UserErrors: unknown names, trace/model shape mismatch, --rank or --plan on a policy without
 compensation, --top-n above the model's k, an NDP policy on a system without NDP units, a plan for
-another model shape, resident weights + KV that overflow HBM, gpu-resident experts that do not fit.
+another model shape, resident weights + KV that overflow HBM, gpu-resident experts that do not fit, a
+batch above the trace's sequences, a rank above the expert matrices' smaller side, a cache above the free
+HBM or with more experts per layer than the model has, --bits/--group that disagree with the plan (a plan
+gives them when they are not given).
 
 GPU expert cache capacity (bytes):
     free = HBM - resident weights (attention at RunSpec.attention_bits) - KV of the batch at the largest
@@ -26,8 +29,10 @@ from simulator.des.engine import run
 from simulator.errors import UserError
 from simulator.metrics import summarize
 from simulator.policies.registry import get_policy, names
+from simulator.precision import FULL_PRECISION_BITS
 from simulator.routing.trace import Trace, check_trace_matches_model, load_trace
 from simulator.scenario import KERNEL_OPS, ExpertSizes, RunResult, Scenario
+from simulator.schedule import steps_bound
 
 DEFAULT_RANK = 32  # compensator rank of lrc policies when neither --rank nor --plan is given
 
@@ -44,12 +49,36 @@ def load_run_trace(spec: RunSpec, model: ModelSpec) -> Trace:
     return trace
 
 
+def with_plan_format(spec: RunSpec) -> RunSpec:
+    """A run with a plan takes its bits and group from the plan unless they were given; given ones that
+    disagree with the plan are a UserError (the plan's bytes and ranks are those of its format)."""
+    if spec.plan is None:
+        return spec
+    from simulator.accuracy.plan import load_plan
+
+    df, _ = load_plan(spec.plan)
+    update = {}
+    for name in ("bits", "group"):
+        values = sorted(set(df[name].astype(int).tolist()))
+        if name in spec.model_fields_set and values != [getattr(spec, name)]:
+            raise UserError(f"--{name} {getattr(spec, name)} disagrees with the plan's {name} "
+                            f"{', '.join(map(str, values))}; leave --{name} out to take the plan's",
+                            source=spec.plan, field=name)
+        if name not in spec.model_fields_set and len(values) == 1:
+            update[name] = values[0]
+    return spec.model_copy(update=update) if update else spec
+
+
 def expert_sizes(spec: RunSpec, model: ModelSpec, compensates: bool) -> ExpertSizes:
     """Per-expert bytes, bits and ranks: uniform from (bits, group, rank) or from a plan file."""
     shape = (model.moe_layers, model.num_experts)
-    full = np.full(shape, model.expert_bytes(16))
+    full = np.full(shape, model.expert_bytes(FULL_PRECISION_BITS))
+    largest = min(model.hidden, model.expert_ffn)  # a rank-r factorisation of a matrix needs r <= its smaller side
     if spec.plan is None:
         rank = (spec.rank if spec.rank is not None else DEFAULT_RANK) if compensates else 0
+        if rank > largest:
+            raise UserError(f"rank {rank} exceeds {largest}, the smaller dimension of {model.name}'s expert "
+                            f"matrices ({model.hidden} x {model.expert_ffn})", field="rank")
         return ExpertSizes(lowbit=np.full(shape, model.expert_bytes(spec.bits, spec.group)),
                            factors=np.full(shape, float(model.expert_factor_bytes(rank))), full=full,
                            bits=np.full(shape, spec.bits, dtype=np.int64),
@@ -66,19 +95,37 @@ def expert_sizes(spec: RunSpec, model: ModelSpec, compensates: bool) -> ExpertSi
     def grid(col: str, dtype) -> np.ndarray:  # [L, E]; df is sorted by (layer, expert)
         return df[col].to_numpy(dtype=dtype).reshape(shape)
 
+    if int(df["rank"].max()) > largest:
+        raise UserError(f"rank {int(df['rank'].max())} exceeds {largest}, the smaller dimension of {model.name}'s "
+                        f"expert matrices ({model.hidden} x {model.expert_ffn})", source=spec.plan, field="rank")
+
     return ExpertSizes(lowbit=grid("bytes_lowbit", np.float64), factors=grid("bytes_factors", np.float64),
                        full=full, bits=grid("bits", np.int64), rank=grid("rank", np.int64))
 
 
-def count_steps(trace: Trace, batch: int, tokens: int | None) -> int:
-    """Decode steps the run will take (for the KV bound): the requested count, capped by the trace."""
-    lengths = sorted((b - a for a, b in trace.sequence_bounds()), reverse=True)
-    upper = -(-sum(lengths) // min(batch, len(lengths)))  # ceil: lockstep with refills
-    return min(tokens, upper) if tokens is not None else upper
+def cache_capacity(spec: RunSpec, model: ModelSpec, policy, sizes: ExpertSizes, free: float) -> tuple[float, bool]:
+    """(bytes of the GPU expert cache, or of each layer's cache; whether per layer): see the module
+    docstring. A cache that does not fit in the HBM left free, or holds more experts per layer than the
+    model has, is a UserError."""
+    if spec.cache_experts_per_layer is not None:
+        if spec.cache_experts_per_layer > model.num_experts:
+            raise UserError(f"{spec.cache_experts_per_layer} cached experts per layer but {model.name} has "
+                            f"{model.num_experts} per layer", field="cache_experts_per_layer")
+        slot = sum(sizes.of(form) for form in policy.slot_forms)  # [L, E]
+        capacity = spec.cache_experts_per_layer * float(slot.max())
+        total, field = capacity * model.moe_layers, "cache_experts_per_layer"
+    else:
+        capacity = total = spec.cache_bytes if spec.cache_bytes is not None else free
+        field = "cache_bytes"
+    if total > free:
+        raise UserError(f"the expert cache needs {total / 1e9:.2f} GB but only {free / 1e9:.2f} GB of HBM is free "
+                        "after resident weights, KV cache and reserve", field=field)
+    return capacity, spec.cache_experts_per_layer is not None
 
 
 def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
     """`system`: use this hardware instead of loading spec.hwconfig (e.g. a figure being calibrated)."""
+    spec = with_plan_format(spec)
     system = system if system is not None else load_system(spec.hwconfig)
     model = load_model(spec.model)
     policy = get_policy(spec.policy)
@@ -101,7 +148,7 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
         raise UserError(f"batch {spec.batch} exceeds the {sequences} sequences of trace {spec.trace}; at most "
                         f"{sequences} can decode in lockstep", field="batch")
     sizes = expert_sizes(spec, model, policy.compensates)
-    steps = count_steps(trace, spec.batch, spec.tokens)
+    steps = steps_bound(trace.sequence_bounds(), spec.batch, spec.tokens)
     kv = model.kv_bytes_per_token * model.layers * spec.batch * (spec.context + spec.prompt + steps)
     resident = model.resident_bytes(spec.attention_bits, spec.group)
     free = system.gpu.hbm_capacity - resident - kv - system.gpu.reserved_memory
@@ -110,14 +157,7 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
                         f"{resident / 1e9:.1f} GB + KV cache {kv / 1e9:.1f} GB + reserve "
                         f"{system.gpu.reserved_memory / 1e9:.1f} GB exceed HBM {system.gpu.hbm_capacity / 1e9:.1f} GB",
                         field="hwconfig")
-    per_layer = spec.cache_experts_per_layer is not None
-    if spec.cache_bytes is not None:
-        capacity = spec.cache_bytes
-    elif per_layer:
-        slot = sum(sizes.of(form) for form in policy.slot_forms)  # [L, E]
-        capacity = spec.cache_experts_per_layer * float(slot.max())
-    else:
-        capacity = free
+    capacity, per_layer = cache_capacity(spec, model, policy, sizes, free)
     return Scenario(system=system, model=model, trace=trace, policy=policy, sizes=sizes,
                     cache_capacity=capacity, cache_per_layer=per_layer, free_hbm=free,
                     cache_policy=spec.cache_policy, batch=spec.batch, steps=spec.tokens, prompt=spec.prompt,
@@ -132,7 +172,8 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
 def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False,
              system: SystemSpec | None = None) -> tuple[RunResult, dict]:
     """Run one point (on `system` instead of spec.hwconfig when given); returns the raw result and its
-    summary (which echoes the spec)."""
+    summary (which echoes the spec, with a plan's bits and group)."""
+    spec = with_plan_format(spec)
     scenario = build_scenario(spec, system)
     if spec.engine == "analytic":  # vectorised evaluation of the same cost model (no timeline)
         from simulator.fast.engine import run as run_analytic

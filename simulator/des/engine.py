@@ -47,7 +47,7 @@ from simulator.scenario import (
     new_step_rows,
     run_rng,
 )
-from simulator.schedule import BatchSchedule
+from simulator.schedule import BatchSchedule, steps_bound
 
 RELEASE_EVERY = 4096  # decode steps between drops of the memory-mapped trace pages read so far
 
@@ -117,7 +117,9 @@ class DecodeEngine(MoELayers):
     def progress_bar(self):
         from tqdm import tqdm
 
-        return tqdm(total=self.sc.steps, unit="step", file=sys.stderr, leave=False)
+        sc = self.sc
+        return tqdm(total=steps_bound(sc.trace.sequence_bounds(), sc.batch, sc.steps), unit="step", file=sys.stderr,
+                    leave=False)
 
     def open_window(self) -> None:
         """Start measuring the decode: counters, busy times and link windows from zero."""
