@@ -5,6 +5,12 @@ error naming the key and both lines (YAML says keys are unique; PyYAML silently 
 document whose aliases would expand to more than MAX_EXPANDED_NODES nodes (a "billion laughs" bomb: a
 few lines of anchors that expand exponentially once walked) or that refers to itself is refused before
 anything is built from it.
+
+Shipped files (the hardware configs in hwconfigs/, the routing traces in traces/) are found by one rule,
+`resolve_shipped`: what the user gives is first a path relative to the current directory; otherwise it is
+the name of a shipped file, looked up in `shipped_dir`: the installed copy (pyproject.toml maps the
+repository's top-level hwconfigs/ and traces/ into the wheel as simulator/_shipped/<kind>), or, in a source
+checkout or an editable install, the repository's own folder.
 """
 
 from __future__ import annotations
@@ -111,13 +117,46 @@ def read_yaml_mapping(path: str | Path) -> dict:
     return data
 
 
-def load_named_yaml(name_or_path: str | Path, directory: Path, what: str, model: type[M]) -> M:
-    """Load `name_or_path` as `model`: a YAML path, or the stem of a shipped file in `directory`."""
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # simulator/
+
+
+def shipped_dir(kind: str) -> Path:
+    """The folder of shipped `kind` files ("hwconfigs" or "traces"): simulator/_shipped/<kind> in an installed
+    wheel, else the repository's top-level <kind>/ (source checkout, editable install)."""
+    installed = _PACKAGE_DIR / "_shipped" / kind
+    return installed if installed.is_dir() else _PACKAGE_DIR.parent / kind
+
+
+def resolve_shipped(name_or_path: str | Path, directory: Path, suffix: str = "") -> Path | None:
+    """`name_or_path` as a path (relative to the current directory) when it exists there; else the shipped
+    file it names in `directory`: "h100-pcie5", "h100-pcie5.yaml" or "hwconfigs/h100-pcie5.yaml" (a leading
+    folder named like `directory` is dropped; `suffix` is added to a name without one). None when neither."""
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = directory / f"{name_or_path}.yaml"
-        if not path.exists():
-            shipped = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+    if path.exists() or path.is_absolute() or ".." in path.parts or not path.parts:
+        return path if path.exists() else None
+    parts = path.parts[1:] if len(path.parts) > 1 and path.parts[0] == directory.name else path.parts
+    rel = Path(*parts)
+    candidates = [directory / rel] + ([directory / f"{rel}{suffix}"] if suffix and not rel.suffix else [])
+    return next((c for c in candidates if c.exists()), None)
+
+
+def shipped_names(directory: Path, suffix: str = "") -> list[str]:
+    """What `directory` ships: the stems of its `suffix` files, or (no suffix) its subfolders."""
+    if suffix:
+        return sorted(p.stem for p in directory.glob(f"*{suffix}"))
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def load_named_yaml(name_or_path: str | Path, directory: Path, what: str, model: type[M]) -> M:
+    """Load `name_or_path` as `model`: a YAML path, or the name of a shipped file in `directory`."""
+    path = resolve_shipped(name_or_path, directory, ".yaml")
+    if path is None:
+        if Path(name_or_path).suffix:
+            path = Path(name_or_path)  # a missing file: read_text names it
+        else:
+            shipped = ", ".join(shipped_names(directory, ".yaml"))
             raise UserError(f"unknown {what} {str(name_or_path)!r}; shipped: {shipped}")
     return load_yaml_file(path, model)
 

@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simulator.config.loading import shipped_dir
 from simulator.errors import UserError
 from simulator.units import Bandwidth, Bytes, FlopRate, Seconds
 
-HWCONFIG_DIR = Path(__file__).resolve().parents[2] / "hwconfigs"
+HWCONFIG_DIR = shipped_dir("hwconfigs")  # the installed copy, or the repository's hwconfigs/ (editable install)
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 

@@ -170,23 +170,27 @@ def save_trace(trace: Trace, path: str | Path, *, force: bool = False, command: 
     return path
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def resolve_trace_path(path: str | Path) -> Path:
-    """`path` as given, or, when a relative path does not exist here, the shipped trace of that name
-    under the repository (so `traces/esft-intent` works from any working directory)."""
-    path = Path(path)
-    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
-        return REPO_ROOT / path
-    return path
+    """`path` as given when it exists here, else the shipped trace it names (`traces/esft-intent` or
+    `esft-intent`, installed with the package), so the default trace works from any working directory."""
+    from simulator.config.loading import resolve_shipped, shipped_dir
+
+    return resolve_shipped(path, shipped_dir("traces")) or Path(path)
+
+
+def _shipped_traces() -> str:
+    from simulator.config.loading import shipped_dir, shipped_names
+
+    base = shipped_dir("traces")
+    return ", ".join(f"traces/{name}" for name in shipped_names(base) if (base / name / "meta.json").is_file())
 
 
 def load_meta(path: str | Path) -> TraceMeta:
     path = resolve_trace_path(path)
     meta_path = path / "meta.json"
     if not path.is_dir():
-        raise UserError("not a trace directory (expected meta.json and .npy arrays)", source=path)
+        shipped = "" if path.exists() else f"; shipped: {_shipped_traces()}"
+        raise UserError(f"not a trace directory (expected meta.json and .npy arrays){shipped}", source=path)
     try:
         raw = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
