@@ -82,6 +82,18 @@ def is_previous_output(path: str | Path, kind: str) -> bool:
     return kind == "trace" and _is_plain_trace(path)
 
 
+def _check_parent(absolute: Path, given: Path, field: str) -> None:
+    """The first existing ancestor of `absolute` must be a writable directory (the output goes below it)."""
+    for anc in absolute.parents:
+        if anc.exists() or anc.is_symlink():
+            if not anc.is_dir():
+                raise _user_error(f"{anc} is a file, not a directory; cannot create the output below it",
+                                  given, field)
+            if not os.access(anc, os.W_OK | os.X_OK):
+                raise _user_error(f"{anc} is not writable", given, field)
+            return
+
+
 def check_output_dir(path: str | Path, kind: str, force: bool = False, field: str = "--out") -> Path:
     """Raise a one-line UserError unless `path` may be written as an output directory of `kind`:
     it does not exist, or it is a previous output of `kind` and force is set. Returns the absolute path."""
@@ -91,15 +103,7 @@ def check_output_dir(path: str | Path, kind: str, force: bool = False, field: st
     absolute = Path(os.path.abspath(given))
     if given.is_symlink():
         raise _user_error("is a symbolic link; refusing to replace it (choose a new directory)", given, field)
-    parent = absolute.parent
-    for anc in (parent, *parent.parents):  # the first existing ancestor must be a writable directory
-        if anc.exists() or anc.is_symlink():
-            if not anc.is_dir():
-                raise _user_error(f"{anc} is a file, not a directory; cannot create the output below it",
-                                  given, field)
-            if not os.access(anc, os.W_OK | os.X_OK):
-                raise _user_error(f"{anc} is not writable", given, field)
-            break
+    _check_parent(absolute, given, field)
     if not (absolute.exists() or absolute.is_symlink()):
         return absolute
     why = _protected(absolute.resolve())
@@ -127,14 +131,7 @@ def check_output_file(path: str | Path, force: bool = False, field: str = "--out
     if str(path).strip() == "":
         raise _user_error("empty path; expected a file to write", given, field)
     absolute = Path(os.path.abspath(given))
-    for anc in absolute.parents:
-        if anc.exists() or anc.is_symlink():
-            if not anc.is_dir():
-                raise _user_error(f"{anc} is a file, not a directory; cannot create the output below it",
-                                  given, field)
-            if not os.access(anc, os.W_OK | os.X_OK):
-                raise _user_error(f"{anc} is not writable", given, field)
-            break
+    _check_parent(absolute, given, field)
     if not (absolute.exists() or absolute.is_symlink()):
         return absolute
     if absolute.is_dir():
