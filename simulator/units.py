@@ -36,15 +36,18 @@ def _split(text: object, kind: str, example: str) -> tuple[Decimal, str]:
         raise ValueError(f"expected a finite non-negative {kind}, got {text!r}")
     return value, m.group("unit")
 
+MIN_RATE = 1.0  # smallest rate accepted (bytes or FLOP per second): a tinier one is a typo and overflows times
+
 
 def _checked(value: Decimal, scale: int | Decimal, text: object, kind: str, positive: bool = False,
              divide: bool = False) -> float:
-    """value x scale (or / scale) as a float that is finite, and > 0 when `positive`."""
+    """value x scale (or / scale) as a float that is finite, and >= MIN_RATE when `positive` (a rate)."""
     result = float(value / scale if divide else value * scale)
     if not math.isfinite(result):
         raise ValueError(f"{kind} {text!r} is too large (not a finite number of SI units)")
-    if positive and result <= 0:
-        raise ValueError(f"expected a positive {kind} (> 0; the simulator divides by it), got {text!r}")
+    if positive and result < MIN_RATE:
+        raise ValueError(f"expected a positive {kind} of at least {MIN_RATE:g} per second (the simulator divides by it; "
+                         f"below that times overflow), got {text!r}")
     return result
 
 

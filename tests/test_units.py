@@ -59,3 +59,17 @@ def test_parsers_only_raise_valueerror(junk):
         except ValueError:
             continue
         assert isinstance(value, float) and value >= 0
+
+
+def test_rates_below_one_per_second_are_rejected_and_one_is_accepted():
+    """A positive but tiny rate (1e-300 B/s) made every time overflow to inf and a run report 0 tokens/s."""
+    import pytest
+
+    from simulator.units import parse_bandwidth, parse_flops
+
+    assert parse_bandwidth("1 B/s") == 1.0 and parse_flops("1 FLOPS") == 1.0
+    for bad in ("0.5 B/s", "1e-300 B/s"):
+        with pytest.raises(ValueError, match="expected a positive bandwidth of at least 1 per second"):
+            parse_bandwidth(bad)
+    with pytest.raises(ValueError, match="expected a positive compute rate of at least 1 per second"):
+        parse_flops("1e-3 FLOPS")
