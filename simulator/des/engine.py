@@ -87,9 +87,9 @@ class DecodeEngine(MoELayers):
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
             if len(idx):
-                self.table.start(len(idx))  # placement codes of a step of that many tokens
+                self.new_table(len(idx))  # placement codes of a step of that many tokens
                 yield from self.step(idx)
-                self.table.start(sc.batch)
+                self.new_table(sc.batch)
                 self.prefill_time = env.now
         self.open_window()
         t_start = env.now

@@ -89,6 +89,12 @@ class MoELayers:
         self.size = {form: sc.sizes.of(form).tolist() for form in FORMS}  # form -> [L][E] bytes
         self.works: list[dict[tuple, _Work]] = [{} for _ in range(model.moe_layers)]
         self.read_forms = sc.policy.reads_forms
+        self.row_lists: dict[int, tuple] = {}  # placement row -> its columns as Python numbers (new_table clears)
+
+    def new_table(self, most: int) -> None:
+        """Start the placement table for steps of at most `most` tokens (its rows are renumbered)."""
+        self.table.start(most)
+        self.row_lists.clear()
 
     def stream_now(self) -> float:
         """Where the stream's next op starts: its clock, or SimPy's when that is later."""
@@ -118,16 +124,18 @@ class MoELayers:
         if shared is not None:
             gpu.kernel(OTHER, *shared, "shared experts", layer)
         gpu_items = yield from self.order_gpu_items(moe, gpu_items)
+        wait = self.wait_copy
         if sc.loads_block_layer:  # loads issued on the compute stream: no expert starts before the last
             for copy in loads:
-                yield from self.wait_copy(copy, layer)
+                if (g := wait(copy, layer)) is not None:
+                    yield from g
         for w, waits in gpu_items:
-            if waits and waits[0] is not None:  # the weights' copy
-                yield from self.wait_copy(waits[0], layer)
+            if waits and waits[0] is not None and (g := wait(waits[0], layer)) is not None:  # the weights' copy
+                yield from g
             gpu.kernel(*w.gpu)
             if w.comp is not None:
-                if len(waits) > 1 and waits[1] is not None:  # the factors' copy
-                    yield from self.wait_copy(waits[1], layer)
+                if len(waits) > 1 and waits[1] is not None and (g := wait(waits[1], layer)) is not None:
+                    yield from g  # the factors' copy
                 gpu.kernel(*w.comp)
         if ndp_done is not None:
             yield from self.wait_ndp(ndp_done, layer)
@@ -138,8 +146,11 @@ class MoELayers:
         depend on this lookup)."""
         part = self.cache.part(moe)
         gpu_items, ndp_items, entries = [], [], []
-        for expert, tokens, restored, row in zip(*routing):
-            w = self.work(moe, expert, tokens, restored, row, part)
+        works, blind = self.works[moe], not self.read_forms  # a policy that reads no residency: memo by
+        for expert, tokens, restored, row in zip(*routing):    # (expert, tokens, restored)
+            w = works.get((expert, tokens, restored)) if blind else None
+            if w is None:
+                w = self.work(moe, expert, tokens, restored, row, part)
             if w.ndp is not None:
                 ndp_items.append((expert, w))
             if w.gpu is not None:
@@ -181,12 +192,15 @@ class MoELayers:
         return ready + waiting
 
     def wait_copy(self, copy, layer: int):
-        """Idle the stream until `copy` has arrived: to its known end (a Copy, no event), else on the event."""
-        if isinstance(copy, Copy):
+        """Idle the stream until `copy` has arrived: a Copy's known end moves the stream clock now (returns
+        None); for a pending event, returns the generator that waits for it (the caller yields from it)."""
+        if copy.__class__ is Copy:
             self.gpu.wait_until(copy.end, "wait copy", layer)
-            return
-        if copy.processed:
-            return
+            return None
+        return None if copy.processed else self.await_event(copy, layer)
+
+    def await_event(self, copy: simpy.Event, layer: int):
+        """Sync the stream to its clock; if `copy` has still not arrived, idle until it has."""
         sync = self.gpu.sync()
         if sync is not None:
             yield sync
@@ -211,7 +225,7 @@ class MoELayers:
         for j, form in enumerate(self.read_forms):  # the residency the policy reads, as it places
             if (moe, expert, form) in part:
                 v |= 1 << j
-        key = (expert, tokens, restored, v)
+        key = (expert, tokens, restored, v) if self.read_forms else (expert, tokens, restored)
         w = self.works[moe].get(key)
         if w is None:
             w = self.works[moe][key] = self.read_row(moe, expert, row + v)
@@ -219,10 +233,12 @@ class MoELayers:
 
     def read_row(self, moe: int, expert: int, row: int) -> _Work:
         """_Work of placement row `row` for expert `expert` of layer `moe`."""
-        table, layer = self.table, moe + self.model.first_dense_layers
-        has_gpu, look, fac, wform, has_ndp = table.ti[row].tolist()
-        op_e, op_c, op_n, _, rbytes = table.tf[row].tolist()
-        b_e, b_c, b_n = table.tb[row].tolist()
+        layer = moe + self.model.first_dense_layers
+        cols = self.row_lists.get(row)
+        if cols is None:  # rows repeat across experts alike: read each off the table once
+            table = self.table
+            cols = self.row_lists[row] = (*table.ti[row].tolist(), *table.tf[row].tolist(), *table.tb[row].tolist())
+        has_gpu, look, fac, wform, has_ndp, op_e, op_c, op_n, _, rbytes, b_e, b_c, b_n = cols
         entries, keys = (), ()
         if has_gpu and look:  # the stored form, then the factors when compensated
             form = FORMS[wform]
