@@ -18,6 +18,7 @@ GPU expert cache capacity (bytes):
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -158,15 +159,11 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
                         f"{system.gpu.reserved_memory / 1e9:.1f} GB exceed HBM {system.gpu.hbm_capacity / 1e9:.1f} GB",
                         field="hwconfig")
     capacity, per_layer = cache_capacity(spec, model, policy, sizes, free)
-    return Scenario(system=system, model=model, trace=trace, policy=policy, sizes=sizes,
-                    cache_capacity=capacity, cache_per_layer=per_layer, free_hbm=free,
-                    cache_policy=spec.cache_policy, batch=spec.batch, steps=spec.tokens, prompt=spec.prompt,
-                    context=spec.context, top_n=spec.top_n, attention_bits=spec.attention_bits,
-                    group=spec.group, prefetch=spec.prefetch, prefetch_hit_rate=spec.prefetch_hit_rate,
-                    seed=spec.seed, kernels={op: getattr(spec, f"kernels_{op}") for op in KERNEL_OPS},
-                    dequant_bytes_per_weight=spec.dequant_bytes_per_weight,
-                    attention_dequant_bytes_per_weight=spec.attention_dequant_bytes_per_weight,
-                    loads_block_layer=spec.loads_block_layer)
+    resolved = {"system": system, "model": model, "trace": trace, "policy": policy, "sizes": sizes,
+                "cache_capacity": capacity, "cache_per_layer": per_layer, "free_hbm": free, "steps": spec.tokens,
+                "kernels": {op: getattr(spec, f"kernels_{op}") for op in KERNEL_OPS}}
+    # every other Scenario field is the RunSpec field of its name (a test checks that each one is)
+    return Scenario(**resolved, **{f.name: getattr(spec, f.name) for f in fields(Scenario) if f.name not in resolved})
 
 
 def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False,

@@ -73,3 +73,20 @@ def test_a_plan_with_a_rank_above_the_matrices_is_rejected(tmp_path):
     with pytest.raises(UserError, match="rank 2000 exceeds 1408") as exc:
         build_scenario(RunSpec(policy="ndp-lrc", plan=plan_file(tmp_path, rank=2000), tokens=2))
     assert exc.value.field == "rank"
+
+
+def test_every_scenario_field_comes_from_the_runspec_or_is_resolved_from_it():
+    """build_scenario copies RunSpec fields by name: a Scenario field added without a RunSpec field of its
+    name (or a resolution in build_scenario) fails here instead of silently keeping its default."""
+    from dataclasses import fields
+
+    from simulator.scenario import Scenario
+
+    spec = RunSpec(batch=3, prompt=5, context=77, top_n=1, attention_bits=8, group=64, prefetch=True,
+                   prefetch_hit_rate=0.25, seed=9, cache_policy="lfu", dequant_bytes_per_weight=0.5,
+                   attention_dequant_bytes_per_weight=0.25, loads_block_layer=True, kernels_expert=3, tokens=7)
+    sc = build_scenario(spec)
+    for f in fields(Scenario):
+        if f.name in RunSpec.model_fields and f.name not in ("model", "trace", "policy"):
+            assert getattr(sc, f.name) == getattr(spec, f.name), f.name
+    assert (sc.steps, sc.kernels["expert"], sc.model.name, sc.policy.name) == (7, 3, spec.model, spec.policy)
