@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulator.precision import FULL_PRECISION_BITS
+
 if TYPE_CHECKING:
     from simulator.config.model import ModelSpec
     from simulator.config.system import SystemSpec
@@ -99,7 +101,7 @@ class Scenario:
     prompt: int = 0
     context: int = 512
     top_n: int = 0
-    attention_bits: int = 16
+    attention_bits: int = FULL_PRECISION_BITS
     group: int = 128
     prefetch: bool = False
     prefetch_hit_rate: float = 1.0

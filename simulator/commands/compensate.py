@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from simulator.precision import QUANTIZER_BITS
+
 
 def add_weight_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by compensate and accuracy."""
     p.add_argument("--weights", default="minilm",
                    help="'minilm' (shipped MoEfied all-MiniLM-L6-v2) or a Hugging Face MoE checkpoint directory")
-    p.add_argument("--bits", type=int, required=True, choices=range(1, 9), metavar="B", help="bits per weight, 1-8")
+    p.add_argument("--bits", type=int, required=True, choices=QUANTIZER_BITS, metavar="B",
+                   help=f"bits per weight, {QUANTIZER_BITS.start}-{QUANTIZER_BITS.stop - 1}")
     p.add_argument("--group", type=int, default=128, help="quantization group size along the input dimension")
     p.add_argument("--rank-budget", type=float, default=0.0, metavar="R",
                    help="average rank per routed expert over all MoE layers (each of an expert's matrices "

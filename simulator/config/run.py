@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from simulator.config.quantity import ByteCount
+from simulator.precision import FULL_PRECISION_BITS
 
 DEFAULT_HWCONFIG = "h100-cxl-ndp"
 DEFAULT_MODEL = "deepseek-v2-lite"
@@ -45,7 +46,7 @@ class RunSpec(BaseModel):
                                          description="use a synthetic trace of N tokens (batch sequences) "
                                                      "instead of --trace")
     policy: str = Field(default=DEFAULT_POLICY, description="placement policy")
-    bits: int = Field(default=4, ge=1, le=16, description="low-bit expert width")
+    bits: int = Field(default=4, ge=1, le=FULL_PRECISION_BITS, description="low-bit expert width")
     group: int = Field(default=128, ge=1, description="quantization group size")
     top_n: int = Field(default=2, ge=0, description="experts restored per token")
     rank: int | None = Field(default=None, ge=0,
@@ -58,7 +59,7 @@ class RunSpec(BaseModel):
                                                 description="per-layer caches of K experts instead")
     prefetch: bool = Field(default=False, description="speculatively copy the next layer's experts")
     prefetch_hit_rate: float = Field(default=1.0, ge=0, le=1, description="share of prefetches that guess right")
-    attention_bits: int = Field(default=16, ge=1, le=16, description="attention weights stored at this many bits")
+    attention_bits: int = Field(default=FULL_PRECISION_BITS, ge=1, le=FULL_PRECISION_BITS, description="attention weights stored at this many bits")
     batch: int = Field(default=1, ge=1, description="sequences decoded in lockstep")
     tokens: Annotated[int | None, BeforeValidator(_zero_is_none)] = Field(
         default=DEFAULT_TOKENS, ge=1, description="decode steps; 0 or none = the whole trace")
