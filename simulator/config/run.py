@@ -18,12 +18,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from simulator.config.quantity import ByteCount
+from simulator.policies.registry import DEFAULT_POLICY
 from simulator.precision import FULL_PRECISION_BITS
 
 DEFAULT_HWCONFIG = "h100-cxl-ndp"
 DEFAULT_MODEL = "deepseek-v2-lite"
 DEFAULT_TRACE = "traces/esft-intent"
-DEFAULT_POLICY = "ndp-lrc"
 DEFAULT_TOKENS = 256  # decode steps: keeps the default run to seconds; None runs the whole trace
 POSITIONAL = {"cli": "positional"}  # json_schema_extra of the field the CLI takes as its positional argument
 

@@ -22,6 +22,9 @@ POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
     GPUResident, OffloadFP16, OffloadLowbit, OffloadLRC, OffloadMixed, NDPLowbit, NDPHot, NDPLRC)}
 
 
+DEFAULT_POLICY = NDPLRC.name  # what `moesim simulate` runs when no --policy is given: the method on GPU-NDP
+
+
 def policy_class(name: str) -> type[Policy]:
     """The class registered as `name`; UserError naming the known ones otherwise."""
     try:
