@@ -123,6 +123,22 @@ def check_output_dir(path: str | Path, kind: str, force: bool = False, field: st
     return absolute
 
 
+def check_figure_dir(path: str | Path, field: str = "--out") -> Path:
+    """Raise a one-line UserError unless figures can be written into directory `path`: it is an existing
+    directory (figures are written into it file by file, atomically; other files are left alone) or can be
+    created. Returns the absolute path."""
+    given = Path(path)
+    if str(path).strip() == "":
+        raise _user_error("empty path; expected a directory for the figures", given, field)
+    absolute = Path(os.path.abspath(given))
+    if absolute.exists() and not absolute.is_dir():
+        raise _user_error("exists and is not a directory; expected a directory for the figures", given, field)
+    _check_parent(absolute, given, field)
+    if absolute.is_dir() and not os.access(absolute, os.W_OK | os.X_OK):
+        raise _user_error("is not writable", given, field)
+    return absolute
+
+
 def check_output_file(path: str | Path, force: bool = False, field: str = "--out",
                       is_previous: Callable[[Path], bool] | None = None) -> Path:
     """Raise a one-line UserError unless `path` may be written as an output file: it does not exist, or

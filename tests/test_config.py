@@ -104,3 +104,17 @@ def test_ungated_experts_have_two_matrices():
     assert m.expert_bytes(3, 128) == matrix_bytes(384, 96, 3, 128) + matrix_bytes(96, 384, 3, 128)
     assert m.expert_factor_bytes(8) == 2 * 8 * (384 + 96) * 2
     assert m.factor_flops_per_token(8) == 2.0 * 8 * 2 * (384 + 96)
+
+
+def test_a_model_yaml_with_a_bool_where_a_width_goes_is_rejected(tmp_path):
+    """`hidden: true` used to load as hidden = 1 (pydantic's lax int coercion)."""
+    import pytest
+
+    from simulator.config.model import load_model
+    from simulator.errors import UserError
+
+    path = tmp_path / "m.yaml"
+    path.write_text("name: x\nlayers: 2\nhidden: true\nexpert_ffn: 4\nnum_experts: 4\ntop_k: 2\nvocab: 10\n"
+                    "attention: {kind: gqa, heads: 1, kv_heads: 1, head_dim: 4}\n")
+    with pytest.raises(UserError, match="hidden: Input should be a valid integer"):
+        load_model(str(path))

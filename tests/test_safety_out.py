@@ -263,3 +263,23 @@ def test_strict_json():
            "d": np.arange(3), "e": np.int64(7), "f": {"g": (np.float64(2.0), None, True)}}
     text = fileio.dumps_json(obj, sort_keys=True)
     assert text == '{"a": null, "b": [null, null, 1.5], "c": null, "d": [0, 1, 2], "e": 7, "f": {"g": [2.0, null, true]}}'
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["trace", "plot", "traces/esft-intent", "--out", "README.md"], "--out"),
+    (["accuracy", "--weights", "minilm", "--bits", "3", "--figures", "README.md"], "--figures"),
+])
+def test_figures_into_a_file_refuse_before_any_work(capsys, monkeypatch, argv, field):
+    """Figures go into a directory: a file there is one line naming the flag, checked before the evaluation
+    (accuracy used to run for about 30 s, then fail with a bare "File exists")."""
+    from simulator.accuracy import api
+    from simulator.cli import main
+
+    def evaluated(*_a, **_k):
+        raise AssertionError("evaluated before the --figures check")
+
+    monkeypatch.setattr(api, "evaluate", evaluated)
+    assert main(argv) == 2
+    _, err = capsys.readouterr()
+    assert err.strip().endswith(f"README.md: {field}: exists and is not a directory; expected a directory for the "
+                                "figures") and err.count("\n") == 1, err

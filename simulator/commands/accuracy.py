@@ -16,6 +16,10 @@ def run(args) -> int:
         from simulator.fileio import check_output_dir
 
         check_output_dir(args.trace_out, "trace", args.force, field="--trace-out")
+    if args.figures:
+        from simulator.fileio import check_figure_dir
+
+        check_figure_dir(args.figures, field="--figures")
     plan = None
     if args.plan:
         plan, _ = load_plan(args.plan)

@@ -108,11 +108,13 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from simulator.errors import UserError
+    from simulator.fileio import check_figure_dir
     from simulator.plots.routing import save_figures, trace_figures
     from simulator.routing.trace import load_trace
 
     if args.tokens < 1 or args.first_token < 0:
         raise UserError("must be >= 1 (--first-token >= 0)", field="--tokens")
+    check_figure_dir(args.out)
     trace = load_trace(args.path)
     figures = trace_figures(trace, args.layer, args.first_token, args.tokens)
     for path in save_figures(figures, args.out, prefix=f"{trace.meta.name}-layer{args.layer}-"):

@@ -20,7 +20,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class AttentionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # strict: `hidden: true` is not 1
 
     kind: Literal["gqa", "mla"]
     heads: int = Field(ge=1)
@@ -75,7 +75,7 @@ class AttentionSpec(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str
     source: str = Field(default="", description="where the numbers come from")
