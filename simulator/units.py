@@ -1,4 +1,5 @@
-"""Strict parsing of quantities with units: "64 GB/s", "989 TFLOPS", "250 ns", "80 GiB".
+"""Strict parsing of quantities with units: "64 GB/s", "989 TFLOPS", "250 ns", "80 GiB", "0.6 pJ",
+"3.9 pJ/bit", "70 W".
 
 Everything inside the simulator is SI: seconds, bytes, bytes/s, FLOP/s. YAML files carry strings with
 units, and a bare number where a unit is required is an error (it is too easy to mean GB and write GiB).
@@ -99,6 +100,36 @@ def parse_time(text: object) -> float:
     return _checked(value, _TIME_DIVISOR[unit], text, "duration", divide=True)
 
 
+_SMALL = {"": Decimal(1), "m": Decimal(10) ** -3, "u": Decimal(10) ** -6, "µ": Decimal(10) ** -6,
+          "n": Decimal(10) ** -9, "p": Decimal(10) ** -12, "f": Decimal(10) ** -15, "k": Decimal(10) ** 3}
+
+
+def _small_prefixed(text: object, kind: str, example: str, base: str) -> float:
+    value, unit = _split(text, kind, example)
+    prefix = unit[: -len(base)] if unit.endswith(base) else None
+    if prefix not in _SMALL:
+        raise ValueError(f"unknown {kind} unit {unit!r} in {text!r}; expected {base} with a prefix f, p, n, u, m "
+                         f"or none (e.g. '{example}')")
+    return _checked(value, _SMALL[prefix], text, kind)
+
+
+def parse_energy(text: object) -> float:
+    """'0.6 pJ' -> 6e-13 joules (energy per operation). Accepts fJ, pJ, nJ, uJ, mJ, J."""
+    return _small_prefixed(text, "energy", "0.6 pJ", "J")
+
+
+def parse_energy_per_bit(text: object) -> float:
+    """'3.9 pJ/bit' -> 3.9e-12 joules per bit moved or accessed."""
+    if isinstance(text, str) and not text.strip().endswith("/bit"):
+        raise ValueError(f"expected an energy per bit like '3.9 pJ/bit', got {text!r}")
+    return _small_prefixed(text.strip()[:-4] if isinstance(text, str) else text, "energy per bit", "3.9 pJ", "J")
+
+
+def parse_power(text: object) -> float:
+    """'70 W' -> 70.0 watts. Accepts mW, W, kW."""
+    return _small_prefixed(text, "power", "70 W", "W")
+
+
 def _fmt(value: float, unit: str) -> str:
     return f"{value!r} {unit}"
 
@@ -108,3 +139,6 @@ Bytes = Annotated[float, BeforeValidator(parse_bytes), PlainSerializer(lambda v:
 Bandwidth = Annotated[float, BeforeValidator(parse_bandwidth), PlainSerializer(lambda v: _fmt(v, "B/s"))]
 FlopRate = Annotated[float, BeforeValidator(parse_flops), PlainSerializer(lambda v: _fmt(v, "FLOPS"))]
 Seconds = Annotated[float, BeforeValidator(parse_time), PlainSerializer(lambda v: _fmt(v, "s"))]
+Joules = Annotated[float, BeforeValidator(parse_energy), PlainSerializer(lambda v: _fmt(v, "J"))]
+JoulesPerBit = Annotated[float, BeforeValidator(parse_energy_per_bit), PlainSerializer(lambda v: _fmt(v, "J/bit"))]
+Watts = Annotated[float, BeforeValidator(parse_power), PlainSerializer(lambda v: _fmt(v, "W"))]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from simulator.config.loading import shipped_dir
 from simulator.errors import UserError
-from simulator.units import Bandwidth, Bytes, FlopRate, Seconds
+from simulator.units import Bandwidth, Bytes, FlopRate, Joules, JoulesPerBit, Seconds, Watts
 
 HWCONFIG_DIR = shipped_dir("hwconfigs")  # the installed copy, or the repository's hwconfigs/ (editable install)
 
@@ -78,6 +78,34 @@ class NDPSpec(_Strict):
         return max(self.peak_flops.values())
 
 
+class StaticPower(_Strict):
+    gpu: Watts = Field(description="GPU board power while the run lasts and the GPU idles (not per op)")
+    ndp: Watts = Field(default=0.0, description="all NDP units together, idle")
+    cxl_device: Watts = Field(default=0.0, description="the CXL memory device (controller, DRAM refresh), idle")
+
+
+class EnergySpec(_Strict):
+    """Energy figures of the machine (each sourced in the YAML): dynamic energy per operation and per bit,
+    and static (idle) power. simulator.energy turns a run's FLOPs, bytes and time into joules with them."""
+
+    gpu_flop: dict[Precision, Joules] = Field(min_length=1, description="per FLOP of a GPU GEMM, by precision")
+    hbm: JoulesPerBit = Field(description="GPU memory (HBM/GDDR) access, per bit read or written")
+    host_memory: JoulesPerBit = Field(description="host DRAM access, per bit")
+    cxl_memory: JoulesPerBit | None = Field(default=None, description="CXL device memory access, per bit")
+    links: dict[str, JoulesPerBit] = Field(min_length=1, description="per link name: energy per bit moved")
+    ndp_op: dict[Precision, Joules] = Field(default_factory=dict, description="per NDP operation, by precision")
+    static: StaticPower
+
+    def gpu_joules_per_flop(self, precision: str = "fp16") -> float:
+        """Energy per FLOP at `precision`, falling back to the 16-bit figure (dequantised GEMMs run at 16 bit)."""
+        f = self.gpu_flop
+        return f.get(precision) or f.get("fp16") or f.get("bf16") or max(f.values())
+
+    def ndp_joules_per_op(self, precision: str) -> float:
+        """Energy per NDP operation at `precision` (an unsupported one: the most expensive given)."""
+        return self.ndp_op[precision] if precision in self.ndp_op else max(self.ndp_op.values())
+
+
 class SystemSpec(_Strict):
     name: str
     description: str = ""
@@ -85,12 +113,22 @@ class SystemSpec(_Strict):
     host: HostSpec
     links: list[LinkSpec] = Field(min_length=1)
     ndp: NDPSpec | None = None
+    energy: EnergySpec | None = Field(default=None, description="energy figures; without them no joules")
 
     @model_validator(mode="after")
     def _consistent(self) -> SystemSpec:
         names = [link.name for link in self.links]
         if len(set(names)) != len(names):
             raise ValueError(f"link names must be unique, got {names}")
+        if self.energy is not None:
+            missing = [n for n in names if n not in self.energy.links]
+            if missing or set(self.energy.links) - set(names):
+                raise ValueError(f"energy.links must give each link's energy per bit: links {names}, "
+                                 f"given {sorted(self.energy.links)}")
+            if self.ndp is not None and (not self.energy.ndp_op or self.energy.cxl_memory is None):
+                raise ValueError("a system with ndp units needs energy.ndp_op and energy.cxl_memory")
+            if self.expert_memory == "cxl" and self.energy.cxl_memory is None:
+                raise ValueError("a system with CXL memory needs energy.cxl_memory")
         if self.ndp is not None and not any(link.memory == "cxl" for link in self.links):
             raise ValueError("a system with ndp units needs a link with memory: cxl")
         return self
