@@ -56,6 +56,9 @@ def gpu_time(gpu: GPUSpec, flops: float, nbytes: float, launches: float = 1.0) -
                     gpu.hbm_bandwidth * gpu.memory_efficiency, launches * gpu.launch_overhead)
 
 
+NDP_PRECISIONS = ("int4", "int8", "fp16")  # what an NDP unit computes at, by the bits of its weights
+
+
 def ndp_precision(bits: float) -> str:
     return "int4" if bits <= 4 else "int8" if bits <= 8 else "fp16"
 
@@ -116,6 +119,18 @@ def expert_work(model: ModelSpec, tokens: int, weight_bytes: float) -> tuple[flo
 
 def compensation_work(model: ModelSpec, tokens: int, rank: int, factor_bytes: float) -> tuple[float, float]:
     return model.factor_flops_per_token(rank) * tokens, factor_bytes
+
+
+def step_gpu_work(model: ModelSpec, tokens, context_sum, attention_bits: float = 16, group: int = 128,
+                  dequant_bytes_per_weight: float = 0.0):
+    """(FLOPs, HBM bytes) of a step's GPU ops outside the routed experts: attention in every layer, the
+    router and shared experts in every MoE layer, the dense FFN of the dense layers, the LM head. Scalars or
+    numpy arrays (per step), the same arithmetic either way."""
+    a = attention_work(model, tokens, context_sum, attention_bits, group, dequant_bytes_per_weight)
+    r, d, h = router_work(model, tokens), dense_ffn_work(model, tokens), lm_head_work(model, tokens)
+    s = shared_work(model, tokens) if model.shared_experts else (0.0, 0.0)
+    moe, dense = model.moe_layers, model.first_dense_layers
+    return tuple(model.layers * a[i] + moe * (r[i] + s[i]) + dense * d[i] + h[i] for i in (0, 1))
 
 
 def activation_bytes(model: ModelSpec, tokens: int) -> float:

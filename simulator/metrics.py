@@ -9,21 +9,28 @@ Definitions (decode only; the optional prefill is reported as prefill_s):
   link_utilization  per link and direction: seconds the wire carries bytes / wall time
   gpu_utilization   kernel seconds / wall time;  ndp_utilization: per unit, op seconds / wall time
   cache_hit_rate    hits / lookups of the GPU expert cache (None when the policy never looks up)
+  energy            joules per token by component, tokens per joule, average power (simulator.energy;
+                    None when the hwconfig has no energy figures)
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from simulator.energy import step_energy, summarize_energy
 from simulator.scenario import CATEGORIES, RunResult
 
 
 def step_table(result: RunResult) -> pd.DataFrame:
-    """One row per decode step: times, breakdown seconds per category, bytes per link direction, cache."""
+    """One row per decode step: times, breakdown seconds per category, bytes per link direction, cache, the
+    work of its ops and, when the system has energy figures, joules per component."""
     df = pd.DataFrame({name: pd.Series(col, dtype="float64") for name, col in result.steps.items()})
     for col in ("step", "tokens", "cache_hits", "cache_misses", "experts_gpu", "experts_ndp"):
         df[col] = df[col].astype("int64")
     df["latency_s"] = df["end_s"] - df["start_s"]
+    energy = step_energy(result.scenario.system, result.steps)
+    for name, joules in (energy or {}).items():  # joules per component (simulator.energy)
+        df[f"energy_{name}_j"] = joules
     return df
 
 
@@ -64,4 +71,5 @@ def summarize(result: RunResult) -> dict:
         "prefetch_bytes": c["prefetch_bytes"], "prefetch_wasted_bytes": c["prefetch_wasted_bytes"],
         "experts_gpu_per_step": c["experts_gpu"] / max(len(rows["step"]), 1),
         "experts_ndp_per_step": c["experts_ndp"] / max(len(rows["step"]), 1),
+        "energy": summarize_energy(result, tokens),
     }

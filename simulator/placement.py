@@ -9,11 +9,14 @@ A placement code is ((layer E + expert) K + tokens) K + restored, K = the most t
 token's top-k experts are distinct, so an expert gets at most that many). Each code has V = 2^len(
 Policy.reads_forms) rows, one per residency of the forms the policy reads (bit j: form reads_forms[j] of
 the expert is resident as it is placed); a policy that reads nothing of the cache has one row. A row:
-    ti [R, 5] int8   GPU part; LOOK: looks its weights up in the cache (not pinned); FAC: also its factors;
-                     WFORM: the form of its weights (scenario.FORMS index); NDP part
+    ti [R, 6] int8   GPU part; LOOK: looks its weights up in the cache (not pinned); FAC: also its factors;
+                     WFORM: the form of its weights (scenario.FORMS index); NDP part; NPREC: the precision
+                     the NDP unit computes at (costs.NDP_PRECISIONS index)
     tf [R, 5] float  seconds of the GPU expert GEMM, of the compensation GEMMs, of the NDP op (0: none);
                      wire seconds and bytes of the NDP result sent back to the GPU
     tb [R, 3] float  HBM bytes the GPU GEMM reads, bytes of the factors, bytes the NDP op reads (the timeline)
+    tw [R, 4] float  the work energy is made of: GPU FLOPs and HBM bytes (GEMM + compensation), NDP FLOPs and
+                     bytes read
 Cache keys are ((layer E + expert) N_FORMS + form), with key_size [keys] bytes and key_wire [keys] seconds on
 the expert link's wire. Every figure comes from simulator.costs; the factor rule (compensated when tokens
 are restored and the expert has a rank and factor bytes), the NDP precision (full precision for the full
@@ -35,16 +38,17 @@ from simulator import costs
 from simulator.precision import FULL_PRECISION_BITS
 from simulator.scenario import FACTORS, FORMS, FULL, N_FORMS, Scenario
 
-GPU, LOOK, FAC, WFORM, NDP = range(5)          # columns of ti
+GPU, LOOK, FAC, WFORM, NDP, NPREC = range(6)   # columns of ti
 OP_E, OP_C, OP_N, RES_WIRE, RBYTES = range(5)  # columns of tf
 B_E, B_C, B_N = range(3)                       # columns of tb
+W_GFLOPS, W_GBYTES, W_NFLOPS, W_NBYTES = range(4)  # columns of tw
 BLIND_UP_FRONT = 1 << 18  # placement codes tabled up front (expert_blind policies)
 DENSE_CODES = 1 << 22     # up to this many codes the code -> row map is a dense array, else sorted codes
 NOTHING: frozenset = frozenset()  # the cache a policy that reads none of it is shown
 
 # The table as the compiled timer reads it: code -> first row (slot, or sorted known codes -> known_at),
 # the rows' columns, the forms the policy reads (scenario.FORMS indices) and K.
-Rows = namedtuple("Rows", "slot known known_at ti tf read_forms K")
+Rows = namedtuple("Rows", "slot known known_at ti tf tw read_forms K")
 
 
 class PlacementTable:
@@ -65,13 +69,14 @@ class PlacementTable:
 
     def rows(self) -> Rows:
         """The table as it stands, for the compiled timer (arrays are replaced as rows are added)."""
-        return Rows(self.slot, self.known, self.known_at, self.ti, self.tf, self.read_forms, int(self.K))
+        return Rows(self.slot, self.known, self.known_at, self.ti, self.tf, self.tw, self.read_forms, int(self.K))
 
     # ---- codes -> rows ----
     def start(self, most: int) -> None:
         """An empty table for steps of at most `most` tokens (K = most + 1)."""
         self.K = most + 1
-        self.ti, self.tf, self.tb = np.zeros((0, 5), dtype=np.int8), np.zeros((0, 5)), np.zeros((0, 3))
+        self.ti, self.tf = np.zeros((0, 6), dtype=np.int8), np.zeros((0, 5))
+        self.tb, self.tw = np.zeros((0, 3)), np.zeros((0, 4))
         n_codes = self.L * self.E * self.K * self.K
         self.slot = np.full(n_codes if n_codes <= DENSE_CODES else 0, -1, dtype=np.int32)  # code -> first row
         self.known = np.zeros(0, dtype=np.int64)     # (sparse) sorted codes tabled so far ...
@@ -166,7 +171,7 @@ class PlacementTable:
         le = np.asarray(le)[..., None]
         look = (g_tok > 0) & (pinned == 0)
         fac = look & (c_tok > 0) & (sc.sizes.rank.ravel()[le] > 0) & (sc.sizes.factors.ravel()[le] > 0)
-        (op_e, op_c, op_n), (b_e, b_c, b_n) = self._ops(le, g_tok, g_form, c_tok, n_tok, n_form)
+        (op_e, op_c, op_n), (b_e, b_c, b_n), (f_g, f_n, n_prec) = self._ops(le, g_tok, g_form, c_tok, n_tok, n_form)
         rbytes = costs.activation_bytes(sc.model, 1) * n_tok.astype(float)
         res_wire = costs.wire_time(self.cxl, costs.TO_GPU, rbytes) if self.cxl is not None else 0 * rbytes
         first = len(self.ti)
@@ -174,24 +179,28 @@ class PlacementTable:
         def rows(*cols) -> np.ndarray:  # [n V, len(cols)], in the order of (code, residency)
             return np.stack([np.broadcast_to(c, (*shape, V)).ravel() for c in cols], axis=1)
 
-        self.ti = np.concatenate([self.ti, rows(g_tok > 0, look, fac, g_form, n_tok > 0).astype(np.int8)])
+        self.ti = np.concatenate([self.ti, rows(g_tok > 0, look, fac, g_form, n_tok > 0, n_prec).astype(np.int8)])
         self.tf = np.concatenate([self.tf, rows(op_e, op_c, op_n, res_wire, rbytes)])
         self.tb = np.concatenate([self.tb, rows(b_e, b_c, b_n).astype(float)])
+        self.tw = np.concatenate([self.tw, rows(f_g, b_e + b_c, f_n, b_n).astype(float)])
         return first
 
     def _ops(self, le, g_tok, g_form, c_tok, n_tok, n_form):
         """(seconds, bytes read) of the GPU expert GEMM, the compensation GEMMs and the NDP op of placements
-        of experts `le` (0 where there is none); the arguments broadcast together."""
+        of experts `le` (0 where there is none), and (GPU FLOPs, NDP FLOPs, NDP precision index); the
+        arguments broadcast together."""
         sc, model, gpu = self.sc, self.sc.model, self.sc.system.gpu
         rank, factors, bits = (x.ravel() for x in (sc.sizes.rank, sc.sizes.factors, sc.sizes.bits))  # [L E]
         wsz = self.key_size[le * N_FORMS + g_form]
         if sc.dequant_bytes_per_weight:  # an unfused dequantization reads more than a low-bit form
             wsz = wsz + np.where(g_form != FULL, self.dequant_bytes, 0.0)
         gpu_on = g_tok > 0
+        flops_e = np.where(gpu_on, costs.expert_work(model, g_tok, wsz)[0], 0.0)
         op_e = np.where(gpu_on, costs.gpu_time(gpu, *costs.expert_work(model, g_tok, wsz), sc.kernels["expert"]), 0.0)
         ranks, rank_of = np.unique(rank, return_inverse=True)  # FLOPs per token by rank: a table, not a loop
         per_token = np.array([model.factor_flops_per_token(int(rk)) for rk in ranks])[rank_of]  # [L E]
         comp = gpu_on & (c_tok > 0) & (rank[le] > 0)
+        flops_c = np.where(comp, per_token[le] * c_tok, 0.0)
         op_c = np.where(comp, costs.gpu_time(gpu, per_token[le] * c_tok, factors[le]), 0.0)
         n_bits = np.where(n_form == FULL, FULL_PRECISION_BITS, bits[le])
         n_sz = self.key_size[le * N_FORMS + n_form]
@@ -200,8 +209,10 @@ class PlacementTable:
             on = (n_tok > 0) & (n_bits == b)
             if on.any():
                 op_n = np.where(on, costs.ndp_time(sc.system.ndp, *costs.expert_work(model, n_tok, n_sz), int(b)), op_n)
-        return (op_e, op_c, op_n), (np.where(gpu_on, wsz, 0.0), np.where(comp, factors[le], 0.0),
-                                    np.where(n_tok > 0, n_sz, 0.0))
+        n_prec = np.select([n_bits <= 4, n_bits <= 8], [0, 1], 2)  # costs.ndp_precision as an index
+        flops_n = np.where(n_tok > 0, costs.expert_work(model, n_tok, n_sz)[0], 0.0)
+        return ((op_e, op_c, op_n), (np.where(gpu_on, wsz, 0.0), np.where(comp, factors[le], 0.0),
+                                     np.where(n_tok > 0, n_sz, 0.0)), (flops_e + flops_c, flops_n, n_prec))
 
     def factors_key(self, key: int) -> int:
         """The cache key of the factors of the expert of cache key `key`."""

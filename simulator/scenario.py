@@ -40,7 +40,12 @@ DEMAND, PREFETCH = 0, 1  # transfer priorities on a link: on-demand copies are s
 
 KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
 
-STEP_COUNTERS = ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp")  # per step and per run
+# What a step's ops did, the energy model's input (simulator.energy): GPU FLOPs and HBM bytes of its kernels,
+# NDP FLOPs by the precision the unit computes at (costs.NDP_PRECISIONS) and bytes the units read, bytes
+# copied into the GPU expert cache (read from the expert memory).
+WORK_COLUMNS = ("gpu_flops", "gpu_bytes", "ndp_flops_int4", "ndp_flops_int8", "ndp_flops_fp16", "ndp_bytes",
+                "copied_bytes")
+STEP_COUNTERS = ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp", *WORK_COLUMNS)  # per step and run
 STEP_COLUMNS = ("step", "tokens", "start_s", "end_s", *CATEGORIES, *STEP_COUNTERS)  # + link byte columns
 FETCHED = {form: f"fetched_{form}_bytes" for form in FORMS}  # counter of the bytes copied per form
 RUN_COUNTERS = (*STEP_COUNTERS, "prefetch_bytes", "prefetch_wasted_bytes", *FETCHED.values())

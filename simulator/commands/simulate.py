@@ -78,4 +78,12 @@ def print_table(s: dict) -> None:
         t.add_row("NDP unit utilization", ", ".join(f"{u:.0%}" for u in s["ndp_utilization"]))
     if s["prefill_s"]:
         t.add_row("prefill (s)", f"{s['prefill_s']:.4f}")
+    energy = s.get("energy")
+    if energy is None:
+        t.add_row("energy", f"unknown: {s['hwconfig']} has no energy figures")
+    else:
+        t.add_row("J/token (tokens/J, average W)",
+                  f"{energy['joules_per_token']:.4f} ({energy['tokens_per_joule']:.1f}, {energy['average_power_w']:.0f})")
+        for part, joules in energy["breakdown_j_per_token"].items():
+            t.add_row(f"  {part}", f"{joules:.4f}")
     Console().print(t)

@@ -163,6 +163,10 @@ class DecodeEngine(MoELayers):
         if model.shared_experts:
             flops, shared_bytes = costs.shared_work(model, n)
             shared = gpu.seconds(flops, shared_bytes, k["other"]), shared_bytes
+        flops, nbytes = costs.step_gpu_work(model, n, context_sum, sc.attention_bits, sc.group,
+                                            sc.attention_dequant_bytes_per_weight)
+        self.c["gpu_flops"] += flops
+        self.c["gpu_bytes"] += nbytes
         dense = model.first_dense_layers
         for layer in range(dense):
             gpu.kernel(ATTENTION, *att, "attention", layer)

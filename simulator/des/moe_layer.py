@@ -46,6 +46,7 @@ from simulator.des.clock import delay_to
 from simulator.des.link import Copy
 from simulator.scenario import COMPENSATION, DEMAND, EXPERT_GPU, FETCHED, FORMS, OTHER, PREFETCH
 
+NDP_FLOPS = [f"ndp_flops_{p}" for p in costs.NDP_PRECISIONS]  # work counter per NDP precision index
 FETCH_NAME = {form: f"fetch {form}" for form in FORMS}  # event name of an on-demand copy per form
 PREFETCH_NAME = {form: f"prefetch {form}" for form in FORMS}  # and of a prefetched one
 
@@ -76,6 +77,7 @@ class _Work(NamedTuple):
     comp: tuple | None   # GPU.kernel arguments of the compensation GEMMs; None when not compensated
     ndp: tuple | None    # NDPUnits.run op (expert, seconds, bytes read, name, layer); None without NDP tokens
     out_bytes: float     # bytes of the NDP op's output
+    work: tuple[tuple[str, float], ...]  # (work counter, amount): GPU FLOPs and bytes, NDP FLOPs and bytes
 
 
 class MoELayers:
@@ -146,11 +148,14 @@ class MoELayers:
         depend on this lookup)."""
         part = self.cache.part(moe)
         gpu_items, ndp_items, entries = [], [], []
+        c = self.c
         works, blind = self.works[moe], not self.read_forms  # a policy that reads no residency: memo by
         for expert, tokens, restored, row in zip(*routing):    # (expert, tokens, restored)
             w = works.get((expert, tokens, restored)) if blind else None
             if w is None:
                 w = self.work(moe, expert, tokens, restored, row, part)
+            for counter, amount in w.work:
+                c[counter] += amount
             if w.ndp is not None:
                 ndp_items.append((expert, w))
             if w.gpu is not None:
@@ -161,8 +166,8 @@ class MoELayers:
                 gpu_items.append(w)
         if entries:
             self.lookup(entries, part)
-        self.c["experts_gpu"] += len(gpu_items)
-        self.c["experts_ndp"] += len(ndp_items)
+        c["experts_gpu"] += len(gpu_items)
+        c["experts_ndp"] += len(ndp_items)
         return gpu_items, ndp_items
 
     def order_gpu_items(self, moe: int, works: list[_Work]):
@@ -237,8 +242,9 @@ class MoELayers:
         cols = self.row_lists.get(row)
         if cols is None:  # rows repeat across experts alike: read each off the table once
             table = self.table
-            cols = self.row_lists[row] = (*table.ti[row].tolist(), *table.tf[row].tolist(), *table.tb[row].tolist())
-        has_gpu, look, fac, wform, has_ndp, op_e, op_c, op_n, _, rbytes, b_e, b_c, b_n = cols
+            cols = self.row_lists[row] = (*table.ti[row].tolist(), *table.tf[row].tolist(), *table.tb[row].tolist(),
+                                          *table.tw[row].tolist())
+        has_gpu, look, fac, wform, has_ndp, nprec, op_e, op_c, op_n, _, rbytes, b_e, b_c, b_n, *tw = cols
         entries, keys = (), ()
         if has_gpu and look:  # the stored form, then the factors when compensated
             form = FORMS[wform]
@@ -250,7 +256,10 @@ class MoELayers:
         gpu_op = (EXPERT_GPU, op_e, b_e, "expert", layer, expert) if has_gpu else None
         comp_op = (COMPENSATION, op_c, b_c, "compensation", layer, expert) if has_gpu and op_c > 0 else None
         ndp_op = (expert, op_n, b_n, "expert", layer) if has_ndp else None
-        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0)
+        gpu_flops, gpu_bytes, ndp_flops, ndp_bytes = tw
+        work = ((("gpu_flops", gpu_flops), ("gpu_bytes", gpu_bytes)) if has_gpu else ()) + \
+            (((NDP_FLOPS[nprec], ndp_flops), ("ndp_bytes", ndp_bytes)) if has_ndp else ())
+        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0, work)
 
     def lookup(self, entries, part) -> None:
         """Look up `entries` (_Work.entries) in cache partition `part`: count hits and misses, insert the
@@ -261,6 +270,7 @@ class MoELayers:
         c["cache_misses"] += len(missed)
         for key, size, counter in missed:
             c[counter] += size
+            c["copied_bytes"] += size
             self.fetches.append((key, size))
 
     def fetch(self, layer: int, at: float | None = None) -> list:
@@ -318,6 +328,7 @@ class MoELayers:
         part.insert(key, nbytes)
         c = self.c
         c[counter] += nbytes
+        c["copied_bytes"] += nbytes
         c["prefetch_bytes"] += nbytes
         if expert != wanted:
             c["prefetch_wasted_bytes"] += nbytes

@@ -12,8 +12,9 @@ import numba
 import numpy as np
 
 # columns of the per-step float output
-START, END, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT = range(9)
-STEP_FLOATS = 9
+(START, END, EXPERT_GPU, COMPENSATION, EXPERT_NDP, STALL, BYTES_EXPERT, BYTES_ACT, BYTES_RESULT,  # the
+ GPU_FLOPS, GPU_BYTES, NDP_FLOPS_INT4, NDP_FLOPS_INT8, NDP_FLOPS_FP16, NDP_BYTES) = range(15)  # routed experts' work
+STEP_FLOATS = 15
 # columns of the per-step int output
 HITS, MISSES, N_GPU, N_NDP = range(4)
 STEP_INTS = 4

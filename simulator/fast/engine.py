@@ -38,7 +38,7 @@ from simulator.scenario import (
     CATEGORIES,
     FETCHED,
     FORMS,
-    STEP_COUNTERS,
+    WORK_COLUMNS,
     RunResult,
     Scenario,
     link_byte_columns,
@@ -49,7 +49,8 @@ from simulator.scenario import (
 from simulator.schedule import BatchSchedule
 
 CHUNK = 2048  # batch slots x decode steps per kernel call (per chunk: Python overhead; arrays ~ KB per step)
-STEP_INT_COLUMNS = dict(zip(STEP_COUNTERS, (buffers.HITS, buffers.MISSES, buffers.N_GPU, buffers.N_NDP)))
+STEP_INT_COLUMNS = {"cache_hits": buffers.HITS, "cache_misses": buffers.MISSES, "experts_gpu": buffers.N_GPU,
+                    "experts_ndp": buffers.N_NDP}
 
 
 class AnalyticEngine:
@@ -79,15 +80,20 @@ class AnalyticEngine:
         self.gpu_busy = self.time = 0.0
         self.steps_done = 0  # run steps so far (prefill included)
 
+    def tokens_and_contexts(self, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens [P] and the sum of their KV contexts [P] per step of the chunk (floats, as the DES's)."""
+        n = lens.astype(np.float64)                                                  # [P] tokens
+        pos = np.asarray(self.sc.trace.position[tok], dtype=np.int64)               # [n] positions
+        ctx = (n * self.sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
+               ).astype(np.float64)                                                 # [P] context sums
+        return n, ctx
+
     def step_ops(self, tok: np.ndarray, lens: np.ndarray) -> buffers.StepOps:
         """Seconds of the ops outside the MoE layers, and the activations sent to the NDP units, per step of
         the chunk (token indices `tok` [n], step after step, `lens` [P] tokens per step): each [P]."""
         sc, model, gpu = self.sc, self.sc.model, self.sc.system.gpu
         P = len(lens)
-        n = lens.astype(np.float64)                                                  # [P] tokens
-        pos = np.asarray(sc.trace.position[tok], dtype=np.int64)                     # [n] positions
-        ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
-               ).astype(np.float64)                                                 # [P] context sums
+        n, ctx = self.tokens_and_contexts(tok, lens)
         k = sc.kernels
 
         def each(x) -> np.ndarray:  # [P] float, writable: one array type for the kernel
@@ -173,6 +179,15 @@ class AnalyticEngine:
         if self.cxl is not None:
             out[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += steps[:, buffers.BYTES_ACT]
             out[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += steps[:, buffers.BYTES_RESULT]
+        sc = self.sc
+        flops, nbytes = costs.step_gpu_work(model, *self.tokens_and_contexts(tok, lens), sc.attention_bits, sc.group,
+                                            sc.attention_dequant_bytes_per_weight)  # the DES's order: these first
+        out["gpu_flops"] = flops + steps[:, buffers.GPU_FLOPS]
+        out["gpu_bytes"] = nbytes + steps[:, buffers.GPU_BYTES]
+        for i, prec in enumerate(costs.NDP_PRECISIONS):
+            out[f"ndp_flops_{prec}"] = steps[:, buffers.NDP_FLOPS_INT4 + i]
+        out["ndp_bytes"] = steps[:, buffers.NDP_BYTES]
+        out["copied_bytes"] = steps[:, buffers.BYTES_EXPERT]
         return out, counts
 
     def run(self) -> RunResult:
@@ -221,6 +236,9 @@ class AnalyticEngine:
                 self.gpu_busy += float(t[cat].sum())
         for name, col in STEP_INT_COLUMNS.items():
             put(name, counts[:, col].astype(float))
+        for name in WORK_COLUMNS:
+            put(name, t[name])
+            self.counters[name] += float(t[name].sum())
         for col, _, _ in self.link_cols:
             put(col, t[col])
 

@@ -48,10 +48,14 @@ from simulator.fast.buffers import (
     EXPERT_GPU,
     EXPERT_NDP,
     FETCHED_LOWBIT,
+    GPU_BYTES,
+    GPU_FLOPS,
     HITS,
     MISSES,
     N_GPU,
     N_NDP,
+    NDP_BYTES,
+    NDP_FLOPS_INT4,
     PREFETCH_BYTES,
     PREFETCH_WASTED,
     STALL,
@@ -61,7 +65,20 @@ from simulator.fast.buffers import (
 from simulator.fast.cache import access, make_room
 from simulator.fast.links import schedule, serve_idle
 from simulator.fast.ndp import ndp_layer
-from simulator.placement import FAC, GPU, LOOK, NDP, OP_C, OP_E, WFORM
+from simulator.placement import (
+    FAC,
+    GPU,
+    LOOK,
+    NDP,
+    NPREC,
+    OP_C,
+    OP_E,
+    W_GBYTES,
+    W_GFLOPS,
+    W_NBYTES,
+    W_NFLOPS,
+    WFORM,
+)
 from simulator.scenario import DEMAND, FACTORS, N_FORMS, PREFETCH
 
 # index of the lowest set bit of a 64-bit word w: DEBRUIJN[((w & -w) * DEBRUIJN_MUL) >> 58]
@@ -152,8 +169,12 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
                         nj += 1
             x.g_items[n_gpu] = a
             n_gpu += 1
+            o.out[s, GPU_FLOPS] += tb.tw[t, W_GFLOPS]
+            o.out[s, GPU_BYTES] += tb.tw[t, W_GBYTES]
         if tb.ti[t, NDP]:
             n_ndp += 1
+            o.out[s, NDP_FLOPS_INT4 + tb.ti[t, NPREC]] += tb.tw[t, W_NFLOPS]
+            o.out[s, NDP_BYTES] += tb.tw[t, W_NBYTES]
     o.counts[s, HITS] += hits
     o.counts[s, MISSES] += nj
     o.counts[s, N_GPU] += n_gpu
