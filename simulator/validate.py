@@ -7,6 +7,12 @@ config: nothing is fitted per point. A hardware figure no datasheet gives may be
 per hardware config (`calibrates: <the figure>`, documented in the hwconfig); that point's error is then
 zero by construction, and the summary reports the other, held-out points separately. The predicted
 value is the summary field the unit names.
+
+Energy: a point may also carry a measured energy per generated token (`measured_joules_per_token`, with
+`energy_scope` saying what the meter covered), or a whole file may be in J/token. Such a point gives an
+energy row beside its time row: measured vs the run's predicted joules per token (summary energy, from the
+hwconfig's energy figures; None where the hwconfig has none). Energy rows are summarised apart from the
+time rows; no energy figure is calibrated on any point.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from simulator.errors import UserError, format_validation_error
 
 VALIDATION_DIR = Path(__file__).resolve().parents[1] / "validation"
 SUMMARY_FIELD = {"tokens/s": "tokens_per_s", "ms/token": "ms_per_token"}  # unit -> simulate() key
+ENERGY_UNIT = "J/token"   # predicted by simulate()["energy"]["joules_per_token"]
+# what a published energy measurement covered (moesim predicts the GPU board's dynamic energy for the ops
+# it models, the links, host/CXL memory and NDP, plus the static power the hwconfig gives)
+EnergyScope = Literal["gpu", "gpu+cpu+dram", "node"]
 
 
 class Point(BaseModel):
@@ -31,22 +41,42 @@ class Point(BaseModel):
 
     name: str
     hwconfig: str
-    measured: float = Field(gt=0)
+    measured: float = Field(gt=0, description="the measured value, in the file's unit")
     run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields of this point")
     calibrates: Literal["gpu.launch_overhead"] | None = Field(
         default=None, description="the hardware figure fitted to this point, if any (see fit())")
+    measured_joules_per_token: float | None = Field(
+        default=None, gt=0, description="measured energy per generated token (J), beside a time measurement")
+    energy_scope: EnergyScope | None = Field(
+        default=None, description="what the energy meter covered: the GPU board (NVML), GPU + CPU + DRAM "
+                                  "(NVML + RAPL) or the whole node (wall/BMC)")
+
+    @model_validator(mode="after")
+    def _scope_with_energy(self) -> Point:
+        if (self.measured_joules_per_token is None) != (self.energy_scope is None):
+            raise ValueError("measured_joules_per_token and energy_scope go together (give both or neither)")
+        return self
 
 
 class ValidationFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(min_length=1, description="paper/table/code the measured values come from")
-    unit: Literal["tokens/s", "ms/token"]
+    unit: Literal["tokens/s", "ms/token", "J/token"]
+    energy_scope: EnergyScope | None = Field(
+        default=None, description="with unit J/token: what the meter covered (as Point.energy_scope)")
     run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields shared by all points")
     points: list[Point] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ValidationFile:
+        if (self.unit == ENERGY_UNIT) != (self.energy_scope is not None):
+            raise ValueError("energy_scope is given exactly when unit is J/token (what the meter covered)")
+        if self.unit == ENERGY_UNIT and any(p.measured_joules_per_token is not None for p in self.points):
+            raise ValueError("in a J/token file `measured` is the energy; measured_joules_per_token is for "
+                             "time files")
+        if self.unit == ENERGY_UNIT and any(p.calibrates for p in self.points):
+            raise ValueError("no figure is calibrated on an energy point (calibrates: only in time files)")
         names = [p.name for p in self.points]
         if len(set(names)) != len(names):
             raise ValueError(f"point names must be unique, got {names}")
@@ -79,23 +109,39 @@ def validation_files(directory: str | Path = VALIDATION_DIR) -> list[Path]:
     return files
 
 
+def _energy_row(base: dict, measured: float, scope: str, summary: dict) -> dict:
+    """One J/token record: predicted from the summary's energy (None, with rel_error None, where the
+    hwconfig gives no energy figures), with the predicted breakdown by component."""
+    energy = summary.get("energy")
+    predicted = None if energy is None else float(energy["joules_per_token"])
+    return {**base, "unit": ENERGY_UNIT, "measured": measured, "predicted": predicted,
+            "rel_error": None if predicted is None else (predicted - measured) / measured,
+            "energy_scope": scope, "predicted_breakdown_j_per_token": None if energy is None else
+            {k: float(v) for k, v in energy["breakdown_j_per_token"].items()}}
+
+
 def validate(paths: list[Path], engine: str | None = None) -> list[dict]:
-    """Simulate every point of every file; one record per point, in file then point order."""
+    """Simulate every point of every file; one record per point (a time point with a measured energy gives
+    a second, J/token record right after it), in file then point order."""
     from simulator.simulate import simulate
 
     rows = []
     for path in paths:
         vfile, specs = load_validation(path)
-        key = SUMMARY_FIELD[vfile.unit]
         for point, spec in zip(vfile.points, specs):
             if engine:
                 spec = spec.model_copy(update={"engine": engine})
-            predicted = float(simulate(spec)[key])
-            rows.append({
-                "name": point.name, "file": path.name, "hwconfig": point.hwconfig, "unit": vfile.unit,
-                "measured": point.measured, "predicted": predicted,
-                "rel_error": (predicted - point.measured) / point.measured, "calibrates": point.calibrates,
-            })
+            summary = simulate(spec)
+            base = {"name": point.name, "file": path.name, "hwconfig": point.hwconfig,
+                    "calibrates": point.calibrates}
+            if vfile.unit == ENERGY_UNIT:
+                rows.append(_energy_row(base, point.measured, vfile.energy_scope, summary))
+                continue
+            predicted = float(summary[SUMMARY_FIELD[vfile.unit]])
+            rows.append({**base, "unit": vfile.unit, "measured": point.measured, "predicted": predicted,
+                         "rel_error": (predicted - point.measured) / point.measured})
+            if point.measured_joules_per_token is not None:
+                rows.append(_energy_row(base, point.measured_joules_per_token, point.energy_scope, summary))
     return rows
 
 
@@ -135,7 +181,7 @@ def fit(paths: list[Path], engine: str | None = None) -> list[dict]:
     for path in paths:
         vfile, specs = load_validation(path)
         for point, spec in zip(vfile.points, specs):
-            if point.calibrates:
+            if point.calibrates:  # (only in time files: ValidationFile forbids it in J/token ones)
                 spec = spec.model_copy(update={"engine": engine}) if engine else spec
                 shipped, fitted = fit_launch_overhead(spec, vfile.unit, point.measured)
                 out.append({"name": point.name, "file": path.name, "hwconfig": point.hwconfig,
@@ -144,12 +190,22 @@ def fit(paths: list[Path], engine: str | None = None) -> list[dict]:
 
 
 def error_summary(rows: list[dict]) -> dict:
-    """Median and worst absolute relative error over all points and over the held-out ones (those no
-    hardware figure was calibrated on; None when there are none)."""
+    """Median and worst absolute relative error of the time rows, over all points and over the held-out
+    ones (those no hardware figure was calibrated on; None when there are none). Where there are energy
+    (J/token) rows, the same over them under energy_* keys: energy_points counts every energy row,
+    energy_predicted_points those whose hwconfig has energy figures (the errors are over these)."""
+    time_rows = [r for r in rows if r.get("unit") != ENERGY_UNIT]
     out = {}
-    for prefix, subset in (("", rows), ("held_out_", [r for r in rows if not r.get("calibrates")])):
+    for prefix, subset in (("", time_rows), ("held_out_", [r for r in time_rows if not r.get("calibrates")])):
         errors = [abs(r["rel_error"]) for r in subset]
         out[f"{prefix}points"] = len(subset)
         out[f"{prefix}median_abs_rel_error"] = statistics.median(errors) if errors else None
         out[f"{prefix}worst_abs_rel_error"] = max(errors) if errors else None
+    energy_rows = [r for r in rows if r.get("unit") == ENERGY_UNIT]
+    if energy_rows:
+        errors = [abs(r["rel_error"]) for r in energy_rows if r["rel_error"] is not None]
+        out["energy_points"] = len(energy_rows)
+        out["energy_predicted_points"] = len(errors)
+        out["energy_median_abs_rel_error"] = statistics.median(errors) if errors else None
+        out["energy_worst_abs_rel_error"] = max(errors) if errors else None
     return out

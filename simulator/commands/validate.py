@@ -9,14 +9,16 @@ from simulator.config.run import RunSpec
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("validate", help="compare simulated throughput with published measurements")
+    parser = subparsers.add_parser("validate", help="compare simulated throughput (and energy per token) with published measurements")
     parser.add_argument("files", nargs="*", help="validation YAML files (default: every validation/*.yaml)")
     parser.add_argument("--engine", choices=describe(RunSpec.model_fields["engine"])["choices"], default=None,
                         help="override each point's engine (default: the point's, i.e. des)")
     parser.add_argument("--fit", action="store_true",
                         help="fit each point's `calibrates:` figure to its measurement and print it (shipped vs fitted)")
     parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of {name, measured, predicted, unit, rel_error, ...}")
+                        help="print a JSON list of {name, measured, predicted, unit, rel_error, ...} (J/token rows add "
+                             "energy_scope and predicted_breakdown_j_per_token; predicted null where the "
+                             "hwconfig has no energy figures)")
     parser.set_defaults(func=_validate)
 
 
@@ -42,12 +44,21 @@ def _validate(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'point':<{width}}  {'measured':>9}  {'predicted':>9}  {'unit':<9} {'error':>7}")
     for r in rows:
-        fitted = f"  (calibrates {r['calibrates']})" if r["calibrates"] else ""
+        note = f"  (calibrates {r['calibrates']})" if r["calibrates"] and r["unit"] != "J/token" else ""
+        if r["unit"] == "J/token":
+            note = f"  (measured: {r['energy_scope']})"
+        if r["predicted"] is None:
+            print(f"{r['name']:<{width}}  {r['measured']:9.3f}  {'n/a':>9}  {r['unit']:<9} {'n/a':>7}"
+                  f"  ({r['hwconfig']} has no energy figures)")
+            continue
         print(f"{r['name']:<{width}}  {r['measured']:9.3f}  {r['predicted']:9.3f}  {r['unit']:<9} "
-              f"{100 * r['rel_error']:+6.1f}%{fitted}")
+              f"{100 * r['rel_error']:+6.1f}%{note}")
     s = error_summary(rows)
     for prefix, what in (("", "points"), ("held_out_", "held-out points")):
         if s[f"{prefix}points"] and (prefix == "" or s["held_out_points"] < s["points"]):
             print(f"{s[f'{prefix}points']} {what}: median |error| {100 * s[f'{prefix}median_abs_rel_error']:.1f}%, "
                   f"worst |error| {100 * s[f'{prefix}worst_abs_rel_error']:.1f}%")
+    if s.get("energy_predicted_points"):
+        print(f"{s['energy_predicted_points']} energy points (J/token): median |error| "
+              f"{100 * s['energy_median_abs_rel_error']:.1f}%, worst |error| {100 * s['energy_worst_abs_rel_error']:.1f}%")
     return 0
