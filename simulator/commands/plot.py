@@ -5,6 +5,7 @@
     routing     expert heat map and router score distribution of a trace
     accuracy    residual error vs rank, and kurtosis vs quantization error, on real weights
     pareto      link bytes/token and tokens/s vs accuracy error, from a sweep table
+    energy      stacked J/token by component per run, and J/token vs accuracy error, from a sweep table
 """
 
 from __future__ import annotations
@@ -90,13 +91,27 @@ def _pareto(args) -> list:
     return [pareto_figure(pd.concat([_read_table(t) for t in args.table], ignore_index=True))]
 
 
+def _energy(args) -> list:
+    """PREFIX-bars (always) and PREFIX-pareto (when the table has accuracy errors)."""
+    from simulator.plots.energy import energy_bars_figure, energy_pareto_figure
+    from simulator.sweep.front import ERROR
+
+    table = pd.concat([_read_table(t) for t in args.table], ignore_index=True)
+    where = ", ".join(dict.fromkeys(table["hwconfig"])) if "hwconfig" in table else ""
+    figures = [energy_bars_figure(table, f"{where}: energy per generated token".lstrip(": "))]
+    if ERROR in table and table[ERROR].notna().any():
+        figures.append(energy_pareto_figure(table))
+    return figures
+
+
 KINDS = {"roofline": _roofline, "breakdown": _breakdown, "routing": _routing, "accuracy": _accuracy,
-         "pareto": _pareto}
-SUFFIXES = {"routing": ["-heatmap", "-scores"], "accuracy": ["-error-vs-rank", "-kurtosis"]}
+         "pareto": _pareto, "energy": _energy}
+SUFFIXES = {"routing": ["-heatmap", "-scores"], "accuracy": ["-error-vs-rank", "-kurtosis"],
+            "energy": ["-bars", "-pareto"]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="draw a figure (PNG + SVG): roofline, breakdown, routing, accuracy, pareto",
+    p = sub.add_parser("plot", help="draw a figure (PNG + SVG): roofline, breakdown, routing, accuracy, pareto, energy",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -135,6 +150,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = kinds.add_parser("pareto", parents=[common], help="bytes/token and tokens/s vs accuracy error")
     k.add_argument("table", nargs="+", help="sweep results.parquet file(s) or directories")
+
+    k = kinds.add_parser("energy", parents=[common], help="stacked J/token by component; J/token vs error")
+    k.add_argument("table", nargs="+", help="sweep results.parquet file(s) or directories (the Pareto needs "
+                                            "an accuracy: section; without one only PREFIX-bars is drawn)")
     p.set_defaults(func=run)
 
 
