@@ -77,7 +77,11 @@ class _Work(NamedTuple):
     comp: tuple | None   # GPU.kernel arguments of the compensation GEMMs; None when not compensated
     ndp: tuple | None    # NDPUnits.run op (expert, seconds, bytes read, name, layer); None without NDP tokens
     out_bytes: float     # bytes of the NDP op's output
-    work: tuple[tuple[str, float], ...]  # (work counter, amount): GPU FLOPs and bytes, NDP FLOPs and bytes
+    gpu_flops: float     # work of its ops (simulator.energy): GPU FLOPs and HBM bytes of its GEMMs, ...
+    gpu_bytes: float
+    ndp_prec: int        # ... the precision its NDP op computes at (costs.NDP_PRECISIONS index), its FLOPs
+    ndp_flops: float     # and the bytes it reads (0 without the part)
+    ndp_bytes: float
 
 
 class MoELayers:
@@ -149,16 +153,20 @@ class MoELayers:
         part = self.cache.part(moe)
         gpu_items, ndp_items, entries = [], [], []
         c = self.c
+        gpu_flops = gpu_bytes = ndp_bytes = 0.0  # the layer's work, added to the counters at its end
+        ndp_flops = [0.0] * len(NDP_FLOPS)
         works, blind = self.works[moe], not self.read_forms  # a policy that reads no residency: memo by
         for expert, tokens, restored, row in zip(*routing):    # (expert, tokens, restored)
             w = works.get((expert, tokens, restored)) if blind else None
             if w is None:
                 w = self.work(moe, expert, tokens, restored, row, part)
-            for counter, amount in w.work:
-                c[counter] += amount
             if w.ndp is not None:
                 ndp_items.append((expert, w))
+                ndp_flops[w.ndp_prec] += w.ndp_flops
+                ndp_bytes += w.ndp_bytes
             if w.gpu is not None:
+                gpu_flops += w.gpu_flops
+                gpu_bytes += w.gpu_bytes
                 entries += w.entries
                 if self.read_forms:
                     self.lookup(entries, part)
@@ -168,6 +176,12 @@ class MoELayers:
             self.lookup(entries, part)
         c["experts_gpu"] += len(gpu_items)
         c["experts_ndp"] += len(ndp_items)
+        c["gpu_flops"] += gpu_flops
+        c["gpu_bytes"] += gpu_bytes
+        if ndp_items:
+            c["ndp_bytes"] += ndp_bytes
+            for counter, flops in zip(NDP_FLOPS, ndp_flops):
+                c[counter] += flops
         return gpu_items, ndp_items
 
     def order_gpu_items(self, moe: int, works: list[_Work]):
@@ -256,10 +270,7 @@ class MoELayers:
         gpu_op = (EXPERT_GPU, op_e, b_e, "expert", layer, expert) if has_gpu else None
         comp_op = (COMPENSATION, op_c, b_c, "compensation", layer, expert) if has_gpu and op_c > 0 else None
         ndp_op = (expert, op_n, b_n, "expert", layer) if has_ndp else None
-        gpu_flops, gpu_bytes, ndp_flops, ndp_bytes = tw
-        work = ((("gpu_flops", gpu_flops), ("gpu_bytes", gpu_bytes)) if has_gpu else ()) + \
-            (((NDP_FLOPS[nprec], ndp_flops), ("ndp_bytes", ndp_bytes)) if has_ndp else ())
-        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0, work)
+        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0, *tw[:2], nprec, *tw[2:])
 
     def lookup(self, entries, part) -> None:
         """Look up `entries` (_Work.entries) in cache partition `part`: count hits and misses, insert the
