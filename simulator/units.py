@@ -122,7 +122,11 @@ def parse_energy_per_bit(text: object) -> float:
     """'3.9 pJ/bit' -> 3.9e-12 joules per bit moved or accessed."""
     if isinstance(text, str) and not text.strip().endswith("/bit"):
         raise ValueError(f"expected an energy per bit like '3.9 pJ/bit', got {text!r}")
-    return _small_prefixed(text.strip()[:-4] if isinstance(text, str) else text, "energy per bit", "3.9 pJ", "J")
+    try:
+        return _small_prefixed(text.strip()[:-4] if isinstance(text, str) else text, "energy per bit", "3.9 pJ", "J")
+    except ValueError as exc:  # name what was written, unit included
+        raise ValueError(str(exc).replace(repr(text.strip()[:-4]), repr(text)) if isinstance(text, str)
+                         else str(exc)) from None
 
 
 def parse_power(text: object) -> float:
