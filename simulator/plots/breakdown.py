@@ -45,17 +45,26 @@ def breakdown_figure(df: pd.DataFrame, title: str = "decode time per token"):
     if not cats:
         raise UserError(f"the table has no {PREFIX}* columns (is it a sweep or simulate table?)", field="table")
     df = df[df.get("status", pd.Series("ok", index=df.index)) == "ok"].reset_index(drop=True)
+    return stacked_bars(df, {PREFIX + c: (c.replace("_", " "), CATEGORIES[c]) for c in cats},
+                        "ms_per_token" if "ms_per_token" in df else None, "ms per token",
+                        "time per decode step (ms per token)", title)
+
+
+def stacked_bars(df: pd.DataFrame, parts: dict[str, tuple[str, str]], total: str | None, total_label: str,
+                 ylabel: str, title: str):
+    """One bar per row of `df`, stacked by the columns of `parts` (column -> (legend label, colour)) in
+    order, the column `total` marked on each bar; bars labelled by bar_labels."""
     fig, (ax,) = figure(width=max(5.0, 0.75 * len(df) + 2.5), height=4.5)
     x = np.arange(len(df))
     bottom = np.zeros(len(df))
-    for c in cats:
-        values = df[PREFIX + c].fillna(0).to_numpy(dtype=float)
-        ax.bar(x, values, bottom=bottom, color=CATEGORIES[c], label=c.replace("_", " "), width=0.7)
+    for column, (label, colour) in parts.items():
+        values = df[column].fillna(0).to_numpy(dtype=float) if column in df else np.zeros(len(df))
+        ax.bar(x, values, bottom=bottom, color=colour, label=label, width=0.7)
         bottom += values
-    if "ms_per_token" in df:
-        ax.scatter(x, df["ms_per_token"], marker="_", color="black", s=200, zorder=3, label="ms per token")
+    if total is not None:
+        ax.scatter(x, df[total], marker="_", color="black", s=200, zorder=3, label=total_label)
     ax.set_xticks(x, bar_labels(df), fontsize=7)
-    ax.set_ylabel("time per decode step (ms per token)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7, ncols=2)
     ax.grid(axis="x", visible=False)

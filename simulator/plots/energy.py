@@ -16,12 +16,11 @@ have no energy (NaN columns) and are left out, as are failed rows.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from simulator.energy import COMPONENTS
 from simulator.errors import UserError
-from simulator.plots.breakdown import bar_labels
+from simulator.plots.breakdown import stacked_bars
 from simulator.plots.pareto import _panel
 from simulator.plots.style import figure, place_axes_labels
 from simulator.sweep.front import ERROR, prefer_des
@@ -51,21 +50,8 @@ def energy_rows(df: pd.DataFrame) -> pd.DataFrame:
 def energy_bars_figure(df: pd.DataFrame, title: str = "energy per token"):
     """Stacked bars of joules per generated token by component, one bar per row with energy."""
     df = energy_rows(df)
-    fig, (ax,) = figure(width=max(5.0, 0.75 * len(df) + 2.5), height=4.5)
-    x = np.arange(len(df))
-    bottom = np.zeros(len(df))
-    for c in COMPONENTS:
-        values = df[PREFIX + c].fillna(0).to_numpy(dtype=float) if PREFIX + c in df else np.zeros(len(df))
-        ax.bar(x, values, bottom=bottom, color=COLOURS[c], label=c.replace("_", " "), width=0.7)
-        bottom += values
-    ax.scatter(x, df[TOTAL], marker="_", color="black", s=200, zorder=3, label="J per token")
-    ax.set_xticks(x, bar_labels(df), fontsize=7)
-    ax.set_ylabel("energy per generated token (J)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncols=2)
-    ax.grid(axis="x", visible=False)
-    fig.tight_layout()
-    return fig
+    return stacked_bars(df, {PREFIX + c: (c.replace("_", " "), COLOURS[c]) for c in COMPONENTS}, TOTAL,
+                        "J per token", "energy per generated token (J)", title)
 
 
 def energy_pareto_figure(df: pd.DataFrame, error: str = ERROR):
