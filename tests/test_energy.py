@@ -89,7 +89,7 @@ def test_without_energy_figures_there_are_no_joules_not_zeros():
 @pytest.mark.parametrize("energy, expected", [
     ({"hbm": "-1 J/bit"}, "energy.hbm: Value error, expected a finite non-negative energy per bit"),
     ({"links": {}}, "energy.links: Dictionary should have at least 1 item"),
-    ({"links": {"pcie": "1 pJ/bit"}}, "energy.links must give each link's energy per bit"),
+    ({"links": {"pcie": "1 pJ/bit"}}, "energy.links must give one energy per bit for each link, by its name"),
     ({"cxl_memory": None}, "a system with ndp units needs energy.ndp_op and energy.cxl_memory"),
     ({"static": {"ndp": "1 W"}}, "energy.static.gpu: Field required"),
     ({"gpu_flop": {"fp16": "2 pJ/bit"}}, "unknown energy unit 'pJ/bit'"),

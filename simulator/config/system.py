@@ -123,8 +123,8 @@ class SystemSpec(_Strict):
         if self.energy is not None:
             missing = [n for n in names if n not in self.energy.links]
             if missing or set(self.energy.links) - set(names):
-                raise ValueError(f"energy.links must give each link's energy per bit: links {names}, "
-                                 f"given {sorted(self.energy.links)}")
+                raise ValueError(f"energy.links must give one energy per bit for each link, by its name: link "
+                                 f"names {names}, given {sorted(self.energy.links)}")
             if self.ndp is not None and (not self.energy.ndp_op or self.energy.cxl_memory is None):
                 raise ValueError("a system with ndp units needs energy.ndp_op and energy.cxl_memory")
             if self.expert_memory == "cxl" and self.energy.cxl_memory is None:
