@@ -77,6 +77,7 @@ class DecodeEngine(MoELayers):
         self.dirs = [(col, self.links[name].directions[d]) for col, name, d in link_byte_columns(system)]
         self._layer_offsets = np.arange(model.moe_layers, dtype=np.int64)[None, :, None] * model.num_experts
         self.prefill_time = self.decode_time = 0.0
+        self._token_ops: dict[int, tuple] = {}
         self.init_layers()
 
     # ---- step driver ----
@@ -154,31 +155,37 @@ class DecodeEngine(MoELayers):
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
         k = sc.kernels
         # the same ops in every layer of the step: (seconds, bytes)
-        flops, att_bytes = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group,
-                                                sc.attention_dequant_bytes_per_weight)
-        att = gpu.seconds(flops, att_bytes, k["attention"]), att_bytes
-        flops, router_bytes = costs.router_work(model, n)
-        router = gpu.seconds(flops, router_bytes, k["router"]), router_bytes
-        shared = None
-        if model.shared_experts:
-            flops, shared_bytes = costs.shared_work(model, n)
-            shared = gpu.seconds(flops, shared_bytes, k["other"]), shared_bytes
-        flops, nbytes = costs.step_gpu_work(model, n, context_sum, sc.attention_bits, sc.group,
-                                            sc.attention_dequant_bytes_per_weight)
+        att_work = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group,
+                                        sc.attention_dequant_bytes_per_weight)
+        att = gpu.seconds(*att_work, k["attention"]), att_work[1]
+        router_work, shared_work, dense_work, head_work = self.token_ops(n)
+        router = gpu.seconds(*router_work, k["router"]), router_work[1]
+        shared = (gpu.seconds(*shared_work, k["other"]), shared_work[1]) if model.shared_experts else None
+        flops, nbytes = costs.step_work(model, att_work, router_work, shared_work, dense_work, head_work)
         self.c["gpu_flops"] += flops
         self.c["gpu_bytes"] += nbytes
         dense = model.first_dense_layers
         for layer in range(dense):
             gpu.kernel(ATTENTION, *att, "attention", layer)
-            gpu.launch(OTHER, *costs.dense_ffn_work(model, n), "dense ffn", layer, launches=k["other"])
+            gpu.launch(OTHER, *dense_work, "dense ffn", layer, launches=k["other"])
         for moe, nxt in enumerate([*routing[1:], None]):
             gpu.kernel(ATTENTION, *att, "attention", moe + dense)
             gpu.kernel(ROUTER, *router, "router", moe + dense)
             yield from self.moe_layer(moe, routing[moe], nxt, n, shared)
-        gpu.launch(OTHER, *costs.lm_head_work(model, n), "lm head", launches=k["other"])
+        gpu.launch(OTHER, *head_work, "lm head", launches=k["other"])
         ev = gpu.sync()
         if ev is not None:
             yield ev
+
+    def token_ops(self, n: int) -> tuple:
+        """(FLOPs, bytes) of the router, shared experts, dense FFN and LM head for `n` tokens (memoised)."""
+        ops = self._token_ops.get(n)
+        if ops is None:
+            model = self.model
+            ops = self._token_ops[n] = (costs.router_work(model, n), costs.shared_work(model, n) if
+                                        model.shared_experts else (0.0, 0.0), costs.dense_ffn_work(model, n),
+                                        costs.lm_head_work(model, n))
+        return ops
 
     def route(self, idx: np.ndarray) -> list[tuple[list[int], list[int], list[int], list[int]]]:
         """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert,
