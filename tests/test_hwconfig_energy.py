@@ -3,10 +3,9 @@ energy is consistent with its board power, and a bad figure is refused in one li
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import yaml
+from file_state import DELETE, set_path
 
 from simulator.cli import main
 from simulator.config.system import HWCONFIG_DIR, list_hwconfigs, load_system
@@ -83,14 +82,7 @@ BAD = [
 
 @pytest.mark.parametrize("path, value, field", BAD, ids=[f"{'.'.join(p)}={v!r}" for p, v, _ in BAD])
 def test_bad_energy_figure_is_one_line_naming_file_and_field(tmp_path, capsys, path, value, field):
-    data = copy.deepcopy(BASE)
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    if value is None:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
+    data = set_path(BASE, path, DELETE if value is None else value)
     hw = _write(tmp_path, data)
     assert main(["simulate", hw, "--tokens", "2", "--json"]) == 2
     captured = capsys.readouterr()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from file_state import DELETE, set_path, tree_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,16 +41,6 @@ HYP = settings(max_examples=60, deadline=None, derandomize=True,
 
 
 # ---------------------------------------------------------------------------------------------- harness
-
-def tree_state(root: Path) -> dict[str, str]:
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            state[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return state
-
 
 def _reject_constant(name):
     raise ValueError(f"not strict JSON: {name}")
@@ -184,19 +175,6 @@ def shipped_data_unchanged():
     assert state() == before
 
 
-def setpath(data: dict, path: tuple, value) -> dict:
-    data = json.loads(json.dumps(data))
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return data
-
-
-_DELETE = object()
 
 
 def write_yaml(path: Path, data) -> Path:
@@ -217,7 +195,7 @@ HW_CASES = [
     (("gpu", "hbm_bandwidth"), None, "gpu.hbm_bandwidth"),
     (("gpu", "hbm_bandwidth"), True, "gpu.hbm_bandwidth"),
     (("gpu", "hbm_bandwidth"), [1, 2], "gpu.hbm_bandwidth"),
-    (("gpu", "hbm_bandwidth"), _DELETE, "gpu.hbm_bandwidth"),
+    (("gpu", "hbm_bandwidth"), DELETE, "gpu.hbm_bandwidth"),
     (("gpu", "peak_flops", "fp16"), "0 TFLOPS", "positive compute rate"),
     (("gpu", "peak_flops", "bf16"), "0 TFLOPS", "positive compute rate"),
     (("gpu", "peak_flops", "fp8"), "-1 TFLOPS", "gpu.peak_flops.fp8"),
@@ -254,7 +232,7 @@ HW_CASES = [
     (("ndp", "capacity"), "0 GB", "ndp.capacity"),
     (("ndp", "op_overhead"), "fast", "ndp.op_overhead"),
     (("ndp", "compute_efficiency"), 2, "ndp.compute_efficiency"),
-    (("name",), _DELETE, "name"),
+    (("name",), DELETE, "name"),
     (("gpu",), "H100", "gpu"),
 ]
 
@@ -262,7 +240,7 @@ HW_CASES = [
 @pytest.mark.parametrize("path, value, message", HW_CASES, ids=[f"{'.'.join(map(str, p))}={v!r}"[:60]
                                                                   for p, v, _ in HW_CASES])
 def test_hwconfig_field(run, tmp_path, path, value, message):
-    hw = write_yaml(tmp_path / "hw.yaml", setpath(BASE_HW, path, value))
+    hw = write_yaml(tmp_path / "hw.yaml", set_path(BASE_HW, path, value))
     run(*SIM, str(hw), expect=2, match=message)
     run("plot", "roofline", "--hwconfig", str(hw), "--out", str(tmp_path / "fig"), expect=2, match=message)
 
@@ -315,7 +293,7 @@ HW_LEAVES = [p for p, _, _ in HW_CASES if p[-1] not in ("extra_field",) and len(
 @HYP
 @given(path=st.sampled_from(HW_LEAVES), value=JUNK)
 def test_hwconfig_hypothesis(run, tmp_path, path, value):
-    hw = write_yaml(tmp_path / "hw.yaml", setpath(BASE_HW, path, value))
+    hw = write_yaml(tmp_path / "hw.yaml", set_path(BASE_HW, path, value))
     run(*SIM, str(hw))
 
 
@@ -333,16 +311,16 @@ MODEL_CASES = [
     (("num_experts",), 0, "num_experts"), (("top_k",), 0, "top_k"), (("top_k",), 65, "exceeds num_experts"),
     (("layers",), 0, "layers"), (("hidden",), -1, "hidden"), (("expert_ffn",), 1.5, "expert_ffn"),
     (("vocab",), "big", "vocab"), (("weight_bytes",), 0, "weight_bytes"), (("attention", "kind"), "mamba", "kind"),
-    (("attention", "heads"), 0, "attention.heads"), (("attention", "kv_heads"), _DELETE, "needs kv_heads"),
+    (("attention", "heads"), 0, "attention.heads"), (("attention", "kv_heads"), DELETE, "needs kv_heads"),
     (("first_dense_layers",), 16, "at least one MoE layer"), (("first_dense_layers",), 1, "dense_ffn"),
-    (("shared_experts",), -1, "shared_experts"), (("unknown",), 3, "unknown"), (("name",), _DELETE, "name"),
+    (("shared_experts",), -1, "shared_experts"), (("unknown",), 3, "unknown"), (("name",), DELETE, "name"),
     (("attention",), None, "attention"), (("hidden",), "wide", "hidden"),
 ]
 
 
 @pytest.mark.parametrize("path, value, message", MODEL_CASES, ids=[f"{'.'.join(p)}={v!r}" for p, v, _ in MODEL_CASES])
 def test_model_field(run, tmp_path, path, value, message):
-    model = write_yaml(tmp_path / "model.yaml", setpath(BASE_MODEL, path, value))
+    model = write_yaml(tmp_path / "model.yaml", set_path(BASE_MODEL, path, value))
     run(*SIM, "h100-pcie5", "--policy", "offload-lowbit", "--model", str(model), "--synthetic-tokens", "8",
         expect=2, match=message)
     run("trace", "synth", "--model", str(model), "--tokens", "8", "--out", str(tmp_path / "t"), expect=2,
@@ -711,7 +689,7 @@ def test_in_a_real_process(tmp_path, argv, message):
     import sys
 
     (tmp_path / "README.md").write_text("mine\n")
-    write_yaml(tmp_path / "hw.yaml", setpath(BASE_HW, ("gpu", "hbm_bandwidth"), "0 GB/s"))
+    write_yaml(tmp_path / "hw.yaml", set_path(BASE_HW, ("gpu", "hbm_bandwidth"), "0 GB/s"))
     before = tree_state(tmp_path)
     done = subprocess.run([sys.executable, "-m", "simulator.cli", *argv], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, check=False)

@@ -3,13 +3,13 @@ previous output of the same moesim command and --force is given (simulator/filei
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from file_state import tree_state
 
 from simulator import fileio
 from simulator.cli import main
@@ -17,22 +17,6 @@ from simulator.errors import UserError
 
 SYNTH = ["trace", "synth", "--model", "deepseek-v2-lite", "--tokens", "40", "--sequences", "2"]
 SIM = ["simulate", "--engine", "analytic", "--tokens", "4", "--json"]
-
-
-def tree_state(root: Path) -> dict[str, str]:
-    """Every entry under root (hidden ones too): relative path -> sha256 of a file, 'dir' or the link."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                state[rel] = "link:" + os.readlink(p)
-            elif p.is_dir():
-                state[rel] = "dir"
-            else:
-                state[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return state
 
 
 @pytest.fixture
