@@ -121,19 +121,10 @@ def compensation_work(model: ModelSpec, tokens: int, rank: int, factor_bytes: fl
     return model.factor_flops_per_token(rank) * tokens, factor_bytes
 
 
-def step_gpu_work(model: ModelSpec, tokens, context_sum, attention_bits: float = 16, group: int = 128,
-                  dequant_bytes_per_weight: float = 0.0):
-    """(FLOPs, HBM bytes) of a step's GPU ops outside the routed experts: attention in every layer, the
-    router and shared experts in every MoE layer, the dense FFN of the dense layers, the LM head. Scalars or
-    numpy arrays (per step), the same arithmetic either way."""
-    return step_work(model, attention_work(model, tokens, context_sum, attention_bits, group, dequant_bytes_per_weight),
-                     router_work(model, tokens), shared_work(model, tokens) if model.shared_experts else (0.0, 0.0),
-                     dense_ffn_work(model, tokens), lm_head_work(model, tokens))
-
-
 def step_work(model: ModelSpec, attention, router, shared, dense, head):
-    """(FLOPs, bytes) of a step from its ops' (FLOPs, bytes): attention per layer, router and shared experts
-    per MoE layer, dense FFN per dense layer, one LM head (step_gpu_work; the DES passes the works it has)."""
+    """(FLOPs, HBM bytes) of a step's GPU ops outside the routed experts, from their (FLOPs, bytes):
+    attention in every layer, router and shared experts in every MoE layer, the dense FFN of the dense
+    layers, one LM head. Scalars (the DES) or numpy arrays per step (the fast path), the same arithmetic."""
     moe, layers = model.moe_layers, model.first_dense_layers
     return tuple(model.layers * attention[i] + moe * (router[i] + shared[i]) + layers * dense[i] + head[i]
                  for i in (0, 1))

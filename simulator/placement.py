@@ -15,8 +15,8 @@ the expert is resident as it is placed); a policy that reads nothing of the cach
     tf [R, 5] float  seconds of the GPU expert GEMM, of the compensation GEMMs, of the NDP op (0: none);
                      wire seconds and bytes of the NDP result sent back to the GPU
     tb [R, 3] float  HBM bytes the GPU GEMM reads, bytes of the factors, bytes the NDP op reads (the timeline)
-    tw [R, 4] float  the work energy is made of: GPU FLOPs and HBM bytes (GEMM + compensation), NDP FLOPs and
-                     bytes read
+    tw [R, 2] float  FLOPs of the GPU GEMMs (expert + compensation) and of the NDP op: with tb's bytes, the
+                     work energy is made of
 Cache keys are ((layer E + expert) N_FORMS + form), with key_size [keys] bytes and key_wire [keys] seconds on
 the expert link's wire. Every figure comes from simulator.costs; the factor rule (compensated when tokens
 are restored and the expert has a rank and factor bytes), the NDP precision (full precision for the full
@@ -36,19 +36,19 @@ import numpy as np
 
 from simulator import costs
 from simulator.precision import FULL_PRECISION_BITS
-from simulator.scenario import FACTORS, FORMS, FULL, N_FORMS, Scenario
+from simulator.scenario import FORMS, FULL, N_FORMS, Scenario
 
 GPU, LOOK, FAC, WFORM, NDP, NPREC = range(6)   # columns of ti
 OP_E, OP_C, OP_N, RES_WIRE, RBYTES = range(5)  # columns of tf
 B_E, B_C, B_N = range(3)                       # columns of tb
-W_GFLOPS, W_GBYTES, W_NFLOPS, W_NBYTES = range(4)  # columns of tw
+W_GFLOPS, W_NFLOPS = range(2)                  # columns of tw
 BLIND_UP_FRONT = 1 << 18  # placement codes tabled up front (expert_blind policies)
 DENSE_CODES = 1 << 22     # up to this many codes the code -> row map is a dense array, else sorted codes
 NOTHING: frozenset = frozenset()  # the cache a policy that reads none of it is shown
 
 # The table as the compiled timer reads it: code -> first row (slot, or sorted known codes -> known_at),
 # the rows' columns, the forms the policy reads (scenario.FORMS indices) and K.
-Rows = namedtuple("Rows", "slot known known_at ti tf tw read_forms K")
+Rows = namedtuple("Rows", "slot known known_at ti tf tb tw read_forms K")
 
 
 class PlacementTable:
@@ -69,14 +69,15 @@ class PlacementTable:
 
     def rows(self) -> Rows:
         """The table as it stands, for the compiled timer (arrays are replaced as rows are added)."""
-        return Rows(self.slot, self.known, self.known_at, self.ti, self.tf, self.tw, self.read_forms, int(self.K))
+        return Rows(self.slot, self.known, self.known_at, self.ti, self.tf, self.tb, self.tw, self.read_forms,
+                    int(self.K))
 
     # ---- codes -> rows ----
     def start(self, most: int) -> None:
         """An empty table for steps of at most `most` tokens (K = most + 1)."""
         self.K = most + 1
         self.ti, self.tf = np.zeros((0, 6), dtype=np.int8), np.zeros((0, 5))
-        self.tb, self.tw = np.zeros((0, 3)), np.zeros((0, 4))
+        self.tb, self.tw = np.zeros((0, 3)), np.zeros((0, 2))
         n_codes = self.L * self.E * self.K * self.K
         self.slot = np.full(n_codes if n_codes <= DENSE_CODES else 0, -1, dtype=np.int32)  # code -> first row
         self.known = np.zeros(0, dtype=np.int64)     # (sparse) sorted codes tabled so far ...
@@ -182,7 +183,7 @@ class PlacementTable:
         self.ti = np.concatenate([self.ti, rows(g_tok > 0, look, fac, g_form, n_tok > 0, n_prec).astype(np.int8)])
         self.tf = np.concatenate([self.tf, rows(op_e, op_c, op_n, res_wire, rbytes)])
         self.tb = np.concatenate([self.tb, rows(b_e, b_c, b_n).astype(float)])
-        self.tw = np.concatenate([self.tw, rows(f_g, b_e + b_c, f_n, b_n).astype(float)])
+        self.tw = np.concatenate([self.tw, rows(f_g, f_n).astype(float)])
         return first
 
     def _ops(self, le, g_tok, g_form, c_tok, n_tok, n_form):
@@ -213,7 +214,3 @@ class PlacementTable:
         flops_n = np.where(n_tok > 0, costs.expert_work(model, n_tok, n_sz)[0], 0.0)
         return ((op_e, op_c, op_n), (np.where(gpu_on, wsz, 0.0), np.where(comp, factors[le], 0.0),
                                      np.where(n_tok > 0, n_sz, 0.0)), (flops_e + flops_c, flops_n, n_prec))
-
-    def factors_key(self, key: int) -> int:
-        """The cache key of the factors of the expert of cache key `key`."""
-        return key - key % N_FORMS + FACTORS

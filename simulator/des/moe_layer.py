@@ -258,7 +258,7 @@ class MoELayers:
             table = self.table
             cols = self.row_lists[row] = (*table.ti[row].tolist(), *table.tf[row].tolist(), *table.tb[row].tolist(),
                                           *table.tw[row].tolist())
-        has_gpu, look, fac, wform, has_ndp, nprec, op_e, op_c, op_n, _, rbytes, b_e, b_c, b_n, *tw = cols
+        has_gpu, look, fac, wform, has_ndp, nprec, op_e, op_c, op_n, _, rbytes, b_e, b_c, b_n, gpu_flops, ndp_flops = cols
         entries, keys = (), ()
         if has_gpu and look:  # the stored form, then the factors when compensated
             form = FORMS[wform]
@@ -270,7 +270,8 @@ class MoELayers:
         gpu_op = (EXPERT_GPU, op_e, b_e, "expert", layer, expert) if has_gpu else None
         comp_op = (COMPENSATION, op_c, b_c, "compensation", layer, expert) if has_gpu and op_c > 0 else None
         ndp_op = (expert, op_n, b_n, "expert", layer) if has_ndp else None
-        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0, *tw[:2], nprec, *tw[2:])
+        return _Work(entries, keys, gpu_op, comp_op, ndp_op, rbytes if has_ndp else 0.0, gpu_flops, b_e + b_c, nprec,
+                     ndp_flops, b_n)
 
     def lookup(self, entries, part) -> None:
         """Look up `entries` (_Work.entries) in cache partition `part`: count hits and misses, insert the

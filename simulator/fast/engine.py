@@ -80,34 +80,33 @@ class AnalyticEngine:
         self.gpu_busy = self.time = 0.0
         self.steps_done = 0  # run steps so far (prefill included)
 
-    def tokens_and_contexts(self, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens [P] and the sum of their KV contexts [P] per step of the chunk (floats, as the DES's)."""
-        n = lens.astype(np.float64)                                                  # [P] tokens
-        pos = np.asarray(self.sc.trace.position[tok], dtype=np.int64)               # [n] positions
-        ctx = (n * self.sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
-               ).astype(np.float64)                                                 # [P] context sums
-        return n, ctx
-
-    def step_ops(self, tok: np.ndarray, lens: np.ndarray) -> buffers.StepOps:
-        """Seconds of the ops outside the MoE layers, and the activations sent to the NDP units, per step of
-        the chunk (token indices `tok` [n], step after step, `lens` [P] tokens per step): each [P]."""
+    def step_ops(self, tok: np.ndarray, lens: np.ndarray) -> tuple[buffers.StepOps, tuple]:
+        """Seconds of the ops outside the MoE layers and the activations sent to the NDP units, and the
+        (FLOPs, bytes) of those ops (costs.step_work), per step of the chunk (token indices `tok` [n], step
+        after step, `lens` [P] tokens per step): each [P]."""
         sc, model, gpu = self.sc, self.sc.model, self.sc.system.gpu
         P = len(lens)
-        n, ctx = self.tokens_and_contexts(tok, lens)
+        n = lens.astype(np.float64)                                                  # [P] tokens
+        pos = np.asarray(sc.trace.position[tok], dtype=np.int64)                     # [n] positions
+        ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
+               ).astype(np.float64)                                                 # [P] context sums (floats, as the DES's)
         k = sc.kernels
+        works = (costs.attention_work(model, n, ctx, sc.attention_bits, sc.group, sc.attention_dequant_bytes_per_weight),
+                 costs.router_work(model, n), costs.shared_work(model, n) if model.shared_experts else (0.0, 0.0),
+                 costs.dense_ffn_work(model, n), costs.lm_head_work(model, n))
+        att, router, shared, dense, head = works
 
         def each(x) -> np.ndarray:  # [P] float, writable: one array type for the kernel
             return np.array(np.broadcast_to(x, (P,)), dtype=float)
 
         act_b = costs.activation_bytes(model, 1) * n                                 # [P] bytes out to NDP
         act_wire = costs.wire_time(self.cxl, costs.FROM_GPU, act_b) if self.cxl is not None else np.zeros(P)
-        return buffers.StepOps(
-            each(costs.gpu_time(gpu, *costs.attention_work(model, n, ctx, sc.attention_bits, sc.group,
-                                                           sc.attention_dequant_bytes_per_weight), k["attention"])),
-            each(costs.gpu_time(gpu, *costs.router_work(model, n), k["router"])),
-            each(costs.gpu_time(gpu, *costs.dense_ffn_work(model, n), k["other"])),
-            each(costs.gpu_time(gpu, *costs.shared_work(model, n), k["other"]) if model.shared_experts else 0.0),
-            each(costs.gpu_time(gpu, *costs.lm_head_work(model, n), k["other"])), each(act_wire), each(act_b))
+        ops = buffers.StepOps(
+            each(costs.gpu_time(gpu, *att, k["attention"])), each(costs.gpu_time(gpu, *router, k["router"])),
+            each(costs.gpu_time(gpu, *dense, k["other"])),
+            each(costs.gpu_time(gpu, *shared, k["other"]) if model.shared_experts else 0.0),
+            each(costs.gpu_time(gpu, *head, k["other"])), each(act_wire), each(act_b))
+        return ops, costs.step_work(model, *works)
 
     def run_chunk(self, tok: np.ndarray, lens: np.ndarray, ops: buffers.StepOps) -> tuple[np.ndarray, np.ndarray]:
         """Run the chunk's steps in the kernel, tabling placements when it stops for them: updates the
@@ -157,7 +156,7 @@ class AnalyticEngine:
         """Per-step start and end (the DES's clock), seconds per category and link bytes of a chunk, and its
         per-step counts [P, STEP_INTS]."""
         model, P = self.sc.model, len(lens)
-        ops = self.step_ops(tok, lens)
+        ops, (flops, nbytes) = self.step_ops(tok, lens)
         steps, counts = self.run_chunk(tok, lens, ops)
         out = {cat: np.zeros(P) for cat in CATEGORIES}
         for _ in range(model.first_dense_layers):  # the DES's additions, in its order (see its step())
@@ -179,10 +178,7 @@ class AnalyticEngine:
         if self.cxl is not None:
             out[f"bytes_{self.cxl.name}_{costs.FROM_GPU}"] += steps[:, buffers.BYTES_ACT]
             out[f"bytes_{self.cxl.name}_{costs.TO_GPU}"] += steps[:, buffers.BYTES_RESULT]
-        sc = self.sc
-        flops, nbytes = costs.step_gpu_work(model, *self.tokens_and_contexts(tok, lens), sc.attention_bits, sc.group,
-                                            sc.attention_dequant_bytes_per_weight)  # the DES's order: these first
-        out["gpu_flops"] = flops + steps[:, buffers.GPU_FLOPS]
+        out["gpu_flops"] = flops + steps[:, buffers.GPU_FLOPS]  # the DES's order: the step's own ops first
         out["gpu_bytes"] = nbytes + steps[:, buffers.GPU_BYTES]
         for i, prec in enumerate(costs.NDP_PRECISIONS):
             out[f"ndp_flops_{prec}"] = steps[:, buffers.NDP_FLOPS_INT4 + i]

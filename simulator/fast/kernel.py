@@ -66,6 +66,9 @@ from simulator.fast.cache import access, make_room
 from simulator.fast.links import schedule, serve_idle
 from simulator.fast.ndp import ndp_layer
 from simulator.placement import (
+    B_C,
+    B_E,
+    B_N,
     FAC,
     GPU,
     LOOK,
@@ -73,9 +76,7 @@ from simulator.placement import (
     NPREC,
     OP_C,
     OP_E,
-    W_GBYTES,
     W_GFLOPS,
-    W_NBYTES,
     W_NFLOPS,
     WFORM,
 )
@@ -170,11 +171,11 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
             x.g_items[n_gpu] = a
             n_gpu += 1
             o.out[s, GPU_FLOPS] += tb.tw[t, W_GFLOPS]
-            o.out[s, GPU_BYTES] += tb.tw[t, W_GBYTES]
+            o.out[s, GPU_BYTES] += tb.tb[t, B_E] + tb.tb[t, B_C]
         if tb.ti[t, NDP]:
             n_ndp += 1
             o.out[s, NDP_FLOPS_INT4 + tb.ti[t, NPREC]] += tb.tw[t, W_NFLOPS]
-            o.out[s, NDP_BYTES] += tb.tw[t, W_NBYTES]
+            o.out[s, NDP_BYTES] += tb.tb[t, B_N]
     o.counts[s, HITS] += hits
     o.counts[s, MISSES] += nj
     o.counts[s, N_GPU] += n_gpu
