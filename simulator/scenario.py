@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulator.costs import FROM_GPU, TO_GPU
 from simulator.precision import FULL_PRECISION_BITS
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ def new_counters() -> dict[str, float]:
 
 def link_byte_columns(system: SystemSpec) -> list[tuple[str, str, str]]:
     """(step column, link name, direction) of the bytes issued per step on each link direction."""
-    from simulator.costs import FROM_GPU, TO_GPU
-
     return [(f"bytes_{link.name}_{d}", link.name, d) for link in system.links for d in (TO_GPU, FROM_GPU)]
 
 
