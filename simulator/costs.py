@@ -6,23 +6,23 @@ are SI floats (FLOPs, bytes, seconds). Every function works on Python scalars; `
 numpy arrays (element-wise), so a vectorised caller reuses the same formula.
 
 Op time (GPU or NDP unit):   max(FLOPs / (peak x compute_eff), bytes / (bandwidth x memory_eff)) + overhead
-GPU overhead = launches x gpu.launch_overhead: `launches` is how many kernels the software stack issues
-    for the op (RunSpec.kernels_*; 1 = one fused kernel). For an eager-PyTorch stack that syncs every few
-    kernels the host issue time is not hidden behind GPU work, so each launch adds its host cost.
+GPU overhead = the runtime profile's fixed seconds for the op (simulator.config.runtime Runtime.op_overhead:
+    kernels issued x (gpu.launch_overhead + the host's issue time when that is on the critical path)).
+    A low-bit expert GEMM's memory side runs at the runtime's dequant efficiency for its code width.
 Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML bandwidths are effective;
     copy engines overlap latencies, the bytes share the direction's bandwidth: simulator.des.link)
 
 Work per op (tokens = tokens in the op, activations fp16 = ACT_BYTES per value):
   attention   FLOPs = sum over tokens of AttentionSpec.flops_per_token(hidden, context_i)
               bytes = attention weights at attention_bits + KV read (sum of contexts) + KV write (tokens)
-                      [+ RunSpec.attention_dequant_bytes_per_weight x params when low-bit]
+                      [+ the runtime's dequant.attention_extra_bytes_per_weight x params when low-bit]
   router      FLOPs = 2 hidden E tokens,               bytes = router weights (full precision)
   shared      FLOPs = 2 shared_params tokens,          bytes = shared expert weights (full precision)
   dense FFN   FLOPs = 2 dense_ffn_params tokens,       bytes = dense FFN weights
   LM head     FLOPs = 2 vocab hidden tokens,           bytes = vocab x hidden weights
   expert      FLOPs = 2 expert_params tokens,          bytes = the stored form read (low-bit: dequant is fused
               into the GEMM and not costed separately; decode GEMMs are memory-bound)
-                      [+ RunSpec.dequant_bytes_per_weight x expert_params for a low-bit form: the
+                      [+ the runtime's dequant.extra_bytes_per_weight x expert_params for a low-bit form: the
                       traffic of a stack that dequantizes scales or weights in separate kernels]
   compensation FLOPs = ModelSpec.factor_flops_per_token(rank) tokens (x V, then (x V) U^T, three matrices),
               bytes = the factors
@@ -50,10 +50,14 @@ def roofline(flops, nbytes, flop_rate: float, bandwidth: float, overhead: float)
     return max(compute, memory) + overhead
 
 
-def gpu_time(gpu: GPUSpec, flops: float, nbytes: float, launches: float = 1.0) -> float:
-    """Seconds of one op on the GPU compute stream (16-bit GEMMs) issued as `launches` kernels."""
+def gpu_time(gpu: GPUSpec, flops: float, nbytes: float, overhead: float | None = None,
+             efficiency: float = 1.0):
+    """Seconds of one op on the GPU compute stream (16-bit GEMMs): its roofline time, with the memory side at
+    `efficiency` of the streaming bandwidth (a dequant-GEMM's, by code width), plus `overhead` seconds (the
+    runtime's kernels x per-kernel cost, Runtime.op_overhead; None: one kernel's gpu.launch_overhead)."""
     return roofline(flops, nbytes, gpu.flops("fp16") * gpu.compute_efficiency,
-                    gpu.hbm_bandwidth * gpu.memory_efficiency, launches * gpu.launch_overhead)
+                    gpu.hbm_bandwidth * gpu.memory_efficiency * efficiency,
+                    gpu.launch_overhead if overhead is None else overhead)
 
 
 NDP_PRECISIONS = ("int4", "int8", "fp16")  # what an NDP unit computes at, by the bits of its weights

@@ -197,12 +197,16 @@ class PlacementTable:
             wsz = wsz + np.where(g_form != FULL, self.dequant_bytes, 0.0)
         gpu_on = g_tok > 0
         flops_e = np.where(gpu_on, costs.expert_work(model, g_tok, wsz)[0], 0.0)
-        op_e = np.where(gpu_on, costs.gpu_time(gpu, *costs.expert_work(model, g_tok, wsz), sc.kernels["expert"]), 0.0)
+        g_bits = np.where(g_form == FULL, FULL_PRECISION_BITS, bits[le])  # the GEMM's code width
+        eff = np.asarray(sc.dequant_efficiency)[g_bits]                   # its share of the HBM bandwidth
+        op_e = np.where(gpu_on, costs.gpu_time(gpu, *costs.expert_work(model, g_tok, wsz), sc.op_overhead["expert"],
+                                               eff), 0.0)
         ranks, rank_of = np.unique(rank, return_inverse=True)  # FLOPs per token by rank: a table, not a loop
         per_token = np.array([model.factor_flops_per_token(int(rk)) for rk in ranks])[rank_of]  # [L E]
         comp = gpu_on & (c_tok > 0) & (rank[le] > 0)
         flops_c = np.where(comp, per_token[le] * c_tok, 0.0)
-        op_c = np.where(comp, costs.gpu_time(gpu, per_token[le] * c_tok, factors[le]), 0.0)
+        op_c = np.where(comp, costs.gpu_time(gpu, per_token[le] * c_tok, factors[le], sc.op_overhead["compensation"]),
+                        0.0)
         n_bits = np.where(n_form == FULL, FULL_PRECISION_BITS, bits[le])
         n_sz = self.key_size[le * N_FORMS + n_form]
         op_n = np.zeros(np.broadcast_shapes(np.shape(le), np.shape(n_tok)))

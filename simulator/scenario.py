@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulator.config.runtime import OP_KINDS
 from simulator.costs import FROM_GPU, TO_GPU
 from simulator.precision import FULL_PRECISION_BITS
 
 if TYPE_CHECKING:
     from simulator.config.model import ModelSpec
+    from simulator.config.runtime import Runtime
     from simulator.config.system import SystemSpec
     from simulator.policies.base import Policy
     from simulator.routing.trace import Trace
@@ -39,7 +41,6 @@ ATTENTION, ROUTER, EXPERT_GPU, COMPENSATION, EXPERT_NDP, TRANSFER_STALL, OTHER =
 
 DEMAND, PREFETCH = 0, 1  # transfer priorities on a link: on-demand copies are served before prefetches
 
-KERNEL_OPS = ("attention", "router", "expert", "other")  # Scenario.kernels keys (RunSpec.kernels_*)
 
 # What a step's ops did, the energy model's input (simulator.energy): GPU FLOPs and HBM bytes of its kernels,
 # NDP FLOPs by the precision the unit computes at (costs.NDP_PRECISIONS) and bytes the units read, bytes
@@ -110,10 +111,16 @@ class Scenario:
     prefetch: bool = False
     prefetch_hit_rate: float = 1.0
     seed: int = 0
-    kernels: dict[str, float] = field(default_factory=lambda: dict.fromkeys(KERNEL_OPS, 1.0))  # launches per op
+    runtime: Runtime | None = None   # the software stack's profile (what the fields below were resolved from)
+    op_overhead: dict[str, float] = field(default_factory=dict)  # seconds per GPU op of each OP_KINDS kind
+                                                                 # (empty: one gpu.launch_overhead each)
+    dequant_efficiency: tuple[float, ...] = (1.0,) * (FULL_PRECISION_BITS + 1)  # by code width: HBM bw share
     dequant_bytes_per_weight: float = 0.0            # extra HBM bytes per low-bit expert weight per GPU call
     attention_dequant_bytes_per_weight: float = 0.0  # same for low-bit attention weights
     loads_block_layer: bool = False                  # a layer's experts wait for all its on-demand loads
+
+    def __post_init__(self) -> None:
+        self.op_overhead = {op: self.op_overhead.get(op, self.system.gpu.launch_overhead) for op in OP_KINDS}
 
     @property
     def cache_partitions(self) -> int:

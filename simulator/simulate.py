@@ -25,6 +25,7 @@ import numpy as np
 
 from simulator.config.model import ModelSpec, load_model
 from simulator.config.run import RunSpec
+from simulator.config.runtime import Runtime, load_runtime
 from simulator.config.system import SystemSpec, load_system
 from simulator.des.engine import run
 from simulator.errors import UserError
@@ -32,7 +33,7 @@ from simulator.metrics import summarize
 from simulator.policies.registry import get_policy, names
 from simulator.precision import FULL_PRECISION_BITS
 from simulator.routing.trace import Trace, check_trace_matches_model, load_trace
-from simulator.scenario import KERNEL_OPS, ExpertSizes, RunResult, Scenario
+from simulator.scenario import ExpertSizes, RunResult, Scenario
 from simulator.schedule import steps_bound
 
 DEFAULT_RANK = 32  # compensator rank of lrc policies when neither --rank nor --plan is given
@@ -124,8 +125,39 @@ def cache_capacity(spec: RunSpec, model: ModelSpec, policy, sizes: ExpertSizes, 
     return capacity, spec.cache_experts_per_layer is not None
 
 
-def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
-    """`system`: use this hardware instead of loading spec.hwconfig (e.g. a figure being calibrated)."""
+def runtime_fields(spec: RunSpec, system: SystemSpec, runtime: Runtime | None = None) -> dict:
+    """The Scenario fields the runtime profile decides (RunSpec's cache_policy, prefetch and prefetch_hit_rate
+    override the profile's when given), and the system as the runtime's copies see it (pageable copies run at
+    the link's pageable bandwidth). `runtime`: this profile instead of loading spec.runtime."""
+    rt = runtime if runtime is not None else load_runtime(spec.runtime)
+    if rt.copies.host_memory == "pageable":
+        system = pageable_system(system, rt.name)
+    prefetch = rt.prefetch.kind != "none" if spec.prefetch is None else spec.prefetch
+    recall = rt.prefetch.recall if spec.prefetch_hit_rate is None else spec.prefetch_hit_rate
+    return {"system": system, "runtime": rt, "op_overhead": rt.op_overhead(system),
+            "dequant_efficiency": tuple(rt.dequant.at(b) for b in range(FULL_PRECISION_BITS + 1)),
+            "dequant_bytes_per_weight": rt.dequant.extra_bytes_per_weight,
+            "attention_dequant_bytes_per_weight": rt.dequant.attention_extra_bytes_per_weight,
+            "loads_block_layer": rt.copies.stream == "compute",
+            "cache_policy": spec.cache_policy or rt.cache, "prefetch": prefetch, "prefetch_hit_rate": recall}
+
+
+def pageable_system(system: SystemSpec, runtime: str) -> SystemSpec:
+    """`system` with each host link's memory -> GPU bandwidth replaced by its pageable figure."""
+    links = []
+    for link in system.links:
+        if link.memory == "host":
+            if link.pageable_bandwidth_to_gpu is None:
+                raise UserError(f"runtime {runtime!r} copies from pageable memory; give the link's "
+                                "pageable_bandwidth_to_gpu", source=system.name, field=f"links.{link.name}")
+            link = link.model_copy(update={"bandwidth_to_gpu": link.pageable_bandwidth_to_gpu})
+        links.append(link)
+    return system.model_copy(update={"links": links})
+
+
+def build_scenario(spec: RunSpec, system: SystemSpec | None = None, runtime: Runtime | None = None) -> Scenario:
+    """`system`, `runtime`: use this hardware / runtime profile instead of loading spec.hwconfig / spec.runtime
+    (e.g. a figure being calibrated)."""
     spec = with_plan_format(spec)
     system = system if system is not None else load_system(spec.hwconfig)
     model = load_model(spec.model)
@@ -161,17 +193,17 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None) -> Scenario:
     capacity, per_layer = cache_capacity(spec, model, policy, sizes, free)
     resolved = {"system": system, "model": model, "trace": trace, "policy": policy, "sizes": sizes,
                 "cache_capacity": capacity, "cache_per_layer": per_layer, "free_hbm": free, "steps": spec.tokens,
-                "kernels": {op: getattr(spec, f"kernels_{op}") for op in KERNEL_OPS}}
+                **runtime_fields(spec, system, runtime)}
     # every other Scenario field is the RunSpec field of its name (a test checks that each one is)
     return Scenario(**resolved, **{f.name: getattr(spec, f.name) for f in fields(Scenario) if f.name not in resolved})
 
 
 def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = False,
-             system: SystemSpec | None = None) -> tuple[RunResult, dict]:
+             system: SystemSpec | None = None, runtime: Runtime | None = None) -> tuple[RunResult, dict]:
     """Run one point (on `system` instead of spec.hwconfig when given); returns the raw result and its
     summary (which echoes the spec, with a plan's bits and group)."""
     spec = with_plan_format(spec)
-    scenario = build_scenario(spec, system)
+    scenario = build_scenario(spec, system, runtime)
     if spec.engine == "analytic":  # vectorised evaluation of the same cost model (no timeline)
         from simulator.fast.engine import run as run_analytic
 
@@ -184,6 +216,6 @@ def run_spec(spec: RunSpec, *, record_events: bool = False, progress: bool = Fal
     return result, summary
 
 
-def simulate(spec: RunSpec, system: SystemSpec | None = None) -> dict:
+def simulate(spec: RunSpec, system: SystemSpec | None = None, runtime: Runtime | None = None) -> dict:
     """The summary dict of one simulation point (the sweep's entry point)."""
-    return run_spec(spec, system=system)[1]
+    return run_spec(spec, system=system, runtime=runtime)[1]

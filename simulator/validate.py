@@ -3,9 +3,10 @@
 validation/*.yaml each hold one source's points (ValidationFile): the source, the unit, RunSpec fields
 shared by every point (`run`) and the points, each with a name, a hardware config, the measured value
 and its own RunSpec fields. A point is simulated with exactly the shipped figures of its hardware
-config: nothing is fitted per point. A hardware figure no datasheet gives may be calibrated on one point
-per hardware config (`calibrates: <the figure>`, documented in the hwconfig); that point's error is then
-zero by construction, and the summary reports the other, held-out points separately. The predicted
+config and runtime profile: nothing is fitted per point. A runtime figure no datasheet gives (the host's
+time per kernel) may be calibrated on one point per runtime and host CPU (`calibrates:
+runtime.host.per_kernel`, documented in the profile); that point's row is a "calibration" row whose error
+is zero by construction, and every other row is a "prediction" (reported apart, per runtime). The predicted
 value is the summary field the unit names.
 
 Energy: a point may also carry a measured energy per generated token (`measured_joules_per_token`, with
@@ -25,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simulator.config.loading import load_yaml_file
 from simulator.config.run import RunSpec
-from simulator.config.system import SystemSpec, load_system
+from simulator.config.runtime import Runtime, load_runtime
+from simulator.config.system import load_system
 from simulator.errors import UserError, format_validation_error
 
 VALIDATION_DIR = Path(__file__).resolve().parents[1] / "validation"
@@ -43,8 +45,8 @@ class Point(BaseModel):
     hwconfig: str
     measured: float = Field(gt=0, description="the measured value, in the file's unit")
     run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields of this point")
-    calibrates: Literal["gpu.launch_overhead"] | None = Field(
-        default=None, description="the hardware figure fitted to this point, if any (see fit())")
+    calibrates: Literal["runtime.host.per_kernel"] | None = Field(
+        default=None, description="the runtime figure fitted to this point, if any (see fit())")
     measured_joules_per_token: float | None = Field(
         default=None, gt=0, description="measured energy per generated token (J), beside a time measurement")
     energy_scope: EnergyScope | None = Field(
@@ -80,9 +82,6 @@ class ValidationFile(BaseModel):
         names = [p.name for p in self.points]
         if len(set(names)) != len(names):
             raise ValueError(f"point names must be unique, got {names}")
-        fitted = [p.hwconfig for p in self.points if p.calibrates]
-        if len(set(fitted)) != len(fitted):
-            raise ValueError(f"at most one calibration point per hwconfig, got {sorted(fitted)}")
         return self
 
 
@@ -120,20 +119,29 @@ def _energy_row(base: dict, measured: float, scope: str, summary: dict) -> dict:
             {k: float(v) for k, v in energy["breakdown_j_per_token"].items()}}
 
 
+def _short_source(vfile: ValidationFile) -> str:
+    """The first clause of the file's source (authors, title), for a row."""
+    return vfile.source.split(",")[0].strip() + (", " + vfile.source.split(",")[1].strip()
+                                                 if "," in vfile.source else "")
+
+
 def validate(paths: list[Path], engine: str | None = None) -> list[dict]:
     """Simulate every point of every file; one record per point (a time point with a measured energy gives
-    a second, J/token record right after it), in file then point order."""
+    a second, J/token record right after it), in file then point order. `kind` is "calibration" for the
+    point a runtime figure was fitted to (its error is zero by construction) and "prediction" otherwise."""
     from simulator.simulate import simulate
 
+    loaded = [(path, *load_validation(path)) for path in paths]
+    check_calibrations(loaded)
     rows = []
-    for path in paths:
-        vfile, specs = load_validation(path)
+    for path, vfile, specs in loaded:
         for point, spec in zip(vfile.points, specs):
             if engine:
                 spec = spec.model_copy(update={"engine": engine})
             summary = simulate(spec)
-            base = {"name": point.name, "file": path.name, "hwconfig": point.hwconfig,
-                    "calibrates": point.calibrates}
+            base = {"name": point.name, "file": path.name, "source": _short_source(vfile),
+                    "runtime": spec.runtime, "hwconfig": point.hwconfig, "calibrates": point.calibrates,
+                    "kind": "calibration" if point.calibrates else "prediction"}
             if vfile.unit == ENERGY_UNIT:
                 rows.append(_energy_row(base, point.measured, vfile.energy_scope, summary))
                 continue
@@ -145,62 +153,118 @@ def validate(paths: list[Path], engine: str | None = None) -> list[dict]:
     return rows
 
 
-def _with_launch_overhead(system: SystemSpec, seconds: float) -> SystemSpec:
-    return system.model_copy(update={"gpu": system.gpu.model_copy(update={"launch_overhead": seconds})})
+def check_calibrations(loaded: list[tuple[Path, ValidationFile, list[RunSpec]]]) -> None:
+    """At most one calibrated figure per runtime and host CPU, over all the files: a second calibration point
+    of the same (runtime, host CPU) would fit the figure twice."""
+    seen: dict[tuple[str, str], str] = {}
+    for path, vfile, specs in loaded:
+        for i, (point, spec) in enumerate(zip(vfile.points, specs)):
+            if point.calibrates:
+                cpu = load_system(spec.hwconfig).host.cpu
+                key = (spec.runtime, cpu.name if cpu is not None else spec.hwconfig)
+                if key in seen:
+                    raise UserError(f"a second calibration point for runtime {key[0]!r} on host CPU {key[1]!r} "
+                                    f"(the first: {seen[key]}); calibrate at most one figure per runtime and "
+                                    "host CPU", source=path, field=f"points.{i}.calibrates")
+                seen[key] = f"{path.name} {point.name}"
 
 
-def _gap(spec: RunSpec, system: SystemSpec, unit: str, measured: float) -> float:
-    """Predicted minus measured time per token (s/token for tokens/s, ms for ms/token) on `system`."""
+def _gap(spec: RunSpec, runtime: Runtime, unit: str, measured: float) -> float:
+    """Predicted minus measured time per token (s/token for tokens/s, ms for ms/token) with `runtime`."""
     from simulator.simulate import simulate
 
-    value = float(simulate(spec, system)[SUMMARY_FIELD[unit]])
+    value = float(simulate(spec, runtime=runtime)[SUMMARY_FIELD[unit]])
     return 1 / value - 1 / measured if unit == "tokens/s" else value - measured
 
 
-def fit_launch_overhead(spec: RunSpec, unit: str, measured: float) -> tuple[float, float]:
-    """(shipped, fitted) gpu.launch_overhead of spec.hwconfig, fitted so that `spec` predicts `measured`.
-    Time per token is affine in the overhead wherever launches are on the critical path, so secant
-    steps from the shipped value converge in two or three simulations."""
-    system = load_system(spec.hwconfig)
-    shipped = system.gpu.launch_overhead
+def fit_per_kernel(spec: RunSpec, unit: str, measured: float) -> tuple[Runtime, Runtime]:
+    """(shipped, fitted) runtime profile of `spec`, the fitted one's host.per_kernel set so that `spec`
+    predicts `measured` and restated on spec.hwconfig's host CPU (its reference). Time per token is affine
+    in the per-kernel time wherever launches are on the critical path, so secant steps converge in two or
+    three simulations."""
+    shipped = load_runtime(spec.runtime)
+    cpu = load_system(spec.hwconfig).host.cpu
+    if not shipped.host.on_critical_path or cpu is None:
+        raise UserError(f"runtime {shipped.name!r} has no host time on the critical path to fit on "
+                        f"{spec.hwconfig}", field="calibrates")
+
+    def with_per_kernel(seconds: float) -> Runtime:  # restated on this host's CPU
+        host = shipped.host.model_copy(update={"per_kernel": seconds, "reference_cpu": cpu.name,
+                                               "reference_single_thread": cpu.single_thread})
+        return shipped.model_copy(update={"host": host})
+
     scale = 1 / measured if unit == "tokens/s" else measured
-    x0, x1 = shipped, 2 * shipped + 1e-6
-    f0, f1 = (_gap(spec, _with_launch_overhead(system, x), unit, measured) for x in (x0, x1))
+    x0 = shipped.host_seconds(shipped.host.per_kernel, load_system(spec.hwconfig))
+    x1 = 2 * x0 + 1e-6
+    f0, f1 = (_gap(spec, with_per_kernel(x), unit, measured) for x in (x0, x1))
     for _ in range(6):
         if f1 == f0 or abs(f1) <= 1e-9 * scale:
             break
         x0, f0, x1 = x1, f1, x1 - f1 * (x1 - x0) / (f1 - f0)
-        f1 = _gap(spec, _with_launch_overhead(system, x1), unit, measured)
-    return shipped, x1
+        f1 = _gap(spec, with_per_kernel(x1), unit, measured)
+    return shipped, with_per_kernel(max(x1, 0.0))
 
 
 def fit(paths: list[Path], engine: str | None = None) -> list[dict]:
-    """Each point's `calibrates:` figure fitted to its measurement (fit_launch_overhead), one record per
-    calibration point with the shipped value beside the fitted one."""
+    """Each point's `calibrates:` figure fitted to its measurement (fit_per_kernel), one record per
+    calibration point with the shipped value beside the fitted one (both on the point's host CPU) and the
+    fitted profile."""
     out = []
     for path in paths:
         vfile, specs = load_validation(path)
         for point, spec in zip(vfile.points, specs):
             if point.calibrates:  # (only in time files: ValidationFile forbids it in J/token ones)
                 spec = spec.model_copy(update={"engine": engine}) if engine else spec
-                shipped, fitted = fit_launch_overhead(spec, vfile.unit, point.measured)
+                shipped, fitted = fit_per_kernel(spec, vfile.unit, point.measured)
+                system = load_system(spec.hwconfig)
                 out.append({"name": point.name, "file": path.name, "hwconfig": point.hwconfig,
-                            "figure": point.calibrates, "shipped": shipped, "fitted": fitted})
+                            "runtime": shipped.name, "figure": point.calibrates,
+                            "shipped": shipped.host_seconds(shipped.host.per_kernel, system),
+                            "fitted": fitted.host.per_kernel, "profile": fitted})
     return out
 
 
+def write_fitted_profiles(fits: list[dict], out: Path, force: bool = False) -> list[Path]:
+    """Write each fit's profile as `out`/<runtime>-fitted-<hwconfig>.yaml (source and per_kernel say where the
+    figure comes from); the folder is checked and marked as moesim's (simulator.fileio)."""
+    from datetime import date
+
+    import yaml
+
+    from simulator.fileio import output_directory
+
+    written = []
+    with output_directory(out, "fitted-runtimes", force=force, command="validate --fit") as folder:
+        for f in fits:
+            profile = f["profile"]
+            data = profile.model_dump(mode="json")
+            data["name"] = f"{profile.name}-fitted-{f['hwconfig']}"
+            data["source"] = (f"{profile.source}; host.per_kernel fitted by `moesim validate --fit` on "
+                              f"{f['file']} point {f['name']} ({date.today().isoformat()})")
+            (folder / f"{data['name']}.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+            written.append(out / f"{data['name']}.yaml")
+    return written
+
+
 def error_summary(rows: list[dict]) -> dict:
-    """Median and worst absolute relative error of the time rows, over all points and over the held-out
-    ones (those no hardware figure was calibrated on; None when there are none). Where there are energy
-    (J/token) rows, the same over them under energy_* keys: energy_points counts every energy row,
-    energy_predicted_points those whose hwconfig has energy figures (the errors are over these)."""
+    """Median and worst absolute relative error of the time rows: over all of them, over the prediction rows
+    (held_out_*: no figure was fitted to them; None when there are none), and per runtime
+    (`by_runtime`: runtime -> {kind -> {points, median, worst}}). Where there are energy (J/token) rows,
+    the same over them under energy_* keys: energy_points counts every energy row, energy_predicted_points
+    those whose hwconfig has energy figures (the errors are over these)."""
     time_rows = [r for r in rows if r.get("unit") != ENERGY_UNIT]
     out = {}
-    for prefix, subset in (("", time_rows), ("held_out_", [r for r in time_rows if not r.get("calibrates")])):
+    for prefix, subset in (("", time_rows), ("held_out_", [r for r in time_rows if r.get("kind") == "prediction"])):
         errors = [abs(r["rel_error"]) for r in subset]
         out[f"{prefix}points"] = len(subset)
         out[f"{prefix}median_abs_rel_error"] = statistics.median(errors) if errors else None
         out[f"{prefix}worst_abs_rel_error"] = max(errors) if errors else None
+    by_runtime: dict[str, dict] = {}
+    for r in time_rows:
+        by_runtime.setdefault(r["runtime"], {}).setdefault(r["kind"], []).append(abs(r["rel_error"]))
+    out["by_runtime"] = {rt: {kind: {"points": len(e), "median_abs_rel_error": statistics.median(e),
+                                     "worst_abs_rel_error": max(e)} for kind, e in sorted(kinds.items())}
+                         for rt, kinds in sorted(by_runtime.items())}
     energy_rows = [r for r in rows if r.get("unit") == ENERGY_UNIT]
     if energy_rows:
         errors = [abs(r["rel_error"]) for r in energy_rows if r["rel_error"] is not None]

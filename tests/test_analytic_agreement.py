@@ -7,6 +7,8 @@ error and held to a loose bound.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from simulator.config.run import RunSpec
@@ -29,9 +31,11 @@ UNCONTENDED = [
     # the validated software stack: loads on the compute stream, unfused dequantization traffic
     {"policy": "offload-lrc", "hwconfig": "rtx3060-pcie3", "model": "mixtral-8x7b", "trace": None,
          "synthetic_tokens": 32, "bits": 2, "group": 32, "attention_bits": 4, "cache_experts_per_layer": 2,
-         "tokens": 32, "loads_block_layer": True, "dequant_bytes_per_weight": 1.5,
-         "attention_dequant_bytes_per_weight": 0.375, "kernels_expert": 43},
+         "tokens": 32, "runtime": "mixtral-offloading"},
 ]
+
+
+COMPUTE_STREAM = str(Path(__file__).parent / "runtimes" / "fused-compute-stream.yaml")  # loads block the layer
 
 
 def _both(kw):
@@ -57,7 +61,7 @@ def test_uncontended_is_the_des_bit_for_bit(kw):
         assert ana.link_busy[link] == pytest.approx(by_dir, rel=1e-12), link
 
 
-@pytest.mark.parametrize("extra", [{}, {"loads_block_layer": True},
+@pytest.mark.parametrize("extra", [{}, {"runtime": COMPUTE_STREAM},
                                    {"cache_policy": "lfu"},
                                    {"policy": "offload-mixed"}],             # replayed: placement reads the cache
                          ids=["overlapped", "loads-block-layer", "lfu", "mixed-replay"])

@@ -107,7 +107,7 @@ def test_one_compiled_signature_whatever_the_configuration():
     install, not once per configuration (each compile costs seconds)."""
     for kw in ({"policy": "ndp-lrc", "batch": 3, "prompt": 4}, {"policy": "offload-fp16", "hwconfig": "a100-pcie4"},
                {"policy": "offload-lrc", "hwconfig": "t4-pcie3", "prefetch": True, "cache_experts_per_layer": 2,
-                "loads_block_layer": True}):
+                "runtime": "mixtral-offloading"}):
         run_spec(RunSpec(engine="analytic", tokens=6, **kw))
     assert len(run_steps.signatures) == 1
 

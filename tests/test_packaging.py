@@ -53,6 +53,7 @@ def test_wheel_lists_hwconfigs_traces_and_every_subpackage(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     hw, traces = _shipped_files("hwconfigs"), _shipped_files("traces")
     assert "simulator/_shipped/hwconfigs/h100-cxl-ndp.yaml" in hw
+    assert "simulator/_shipped/runtimes/fused.yaml" in _shipped_files("runtimes")
     assert {"simulator/_shipped/traces/README.md", "simulator/_shipped/traces/LICENSES/ESFT-LICENSE-CODE.txt",
             "simulator/_shipped/traces/esft-intent/meta.json",
             "simulator/_shipped/traces/minilm-moe-sample/expert_ids.npy"} <= traces

@@ -110,7 +110,8 @@ def test_flag_spellings_in_use_still_parse(argv):
     (["--cache-bytes", "4 XB"], "moesim simulate: error: --cache-bytes: Value error, unknown size unit 'XB'"),
     (["--cache-bytes", "-1"], "moesim simulate: error: --cache-bytes: Input should be greater than or equal to 0"),
     (["--batch", "two"], "moesim simulate: error: --batch: Input should be a valid integer"),
-    (["--kernels-expert", "inf"], "moesim simulate: error: --kernels-expert: Input should be a finite number"),
+    (["--prefetch-hit-rate", "inf"], "moesim simulate: error: --prefetch-hit-rate: Input should be a finite number"),
+    (["--runtime", "nosuch"], "moesim simulate: error: unknown runtime 'nosuch'; shipped: fused, "),
     (["--batch", "500"], ("moesim simulate: error: batch: batch 500 exceeds the 127 sequences of trace "
                           "traces/esft-intent; at most 127 can decode in lockstep")),
 ])

@@ -82,11 +82,14 @@ def test_every_scenario_field_comes_from_the_runspec_or_is_resolved_from_it():
 
     from simulator.scenario import Scenario
 
-    spec = RunSpec(batch=3, prompt=5, context=77, top_n=1, attention_bits=8, group=64, prefetch=True,
-                   prefetch_hit_rate=0.25, seed=9, cache_policy="lfu", dequant_bytes_per_weight=0.5,
-                   attention_dequant_bytes_per_weight=0.25, loads_block_layer=True, kernels_expert=3, tokens=7)
+    spec = RunSpec(hwconfig="rtx3060-pcie3", policy="offload-lrc", batch=3, prompt=5, context=77, top_n=1, attention_bits=8, group=64,
+                   prefetch=True, prefetch_hit_rate=0.25, seed=9, cache_policy="lfu", tokens=7,
+                   runtime="mixtral-offloading")
     sc = build_scenario(spec)
     for f in fields(Scenario):
-        if f.name in RunSpec.model_fields and f.name not in ("model", "trace", "policy"):
+        if f.name in RunSpec.model_fields and f.name not in ("model", "trace", "policy", "runtime"):
             assert getattr(sc, f.name) == getattr(spec, f.name), f.name
-    assert (sc.steps, sc.kernels["expert"], sc.model.name, sc.policy.name) == (7, 3, spec.model, spec.policy)
+    assert (sc.steps, sc.model.name, sc.policy.name, sc.runtime.name) == (7, spec.model, spec.policy, spec.runtime)
+    # the runtime's figures: 43 kernels per expert at 5 us (GPU) + 29.2 us (host, the reference CPU's own)
+    assert sc.op_overhead["expert"] == pytest.approx(43 * (5e-6 + 29.2e-6), rel=1e-12)
+    assert (sc.dequant_bytes_per_weight, sc.attention_dequant_bytes_per_weight, sc.loads_block_layer) == (1.5, 0.375, True)

@@ -88,7 +88,7 @@ def test_joules_per_token_file_and_a_hwconfig_without_energy(tmp_path, fake_simu
     ("unit: J/token\npoints:\n  - {name: a, hwconfig: t4-pcie3, measured: 1.0}\n", "energy_scope"),
     ("unit: tokens/s\nenergy_scope: gpu\npoints:\n  - {name: a, hwconfig: t4-pcie3, measured: 1.0}\n", "energy_scope"),
     (("unit: J/token\nenergy_scope: gpu\npoints:\n  - {name: a, hwconfig: t4-pcie3, measured: 1.0, "
-     "calibrates: gpu.launch_overhead}\n"), "calibrated"),
+     "calibrates: runtime.host.per_kernel}\n"), "calibrated"),
     (("unit: tokens/s\npoints:\n  - {name: a, hwconfig: t4-pcie3, measured: 1.0, measured_joules_per_token: -1, "
      "energy_scope: gpu}\n"), "measured_joules_per_token"),
     (("unit: tokens/s\npoints:\n  - {name: a, hwconfig: t4-pcie3, measured: 1.0, measured_joules_per_token: 1, "

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from simulator.config.quantity import ByteCount
+from simulator.config.runtime import DEFAULT_RUNTIME
 from simulator.policies.registry import DEFAULT_POLICY
 from simulator.precision import FULL_PRECISION_BITS
 
@@ -52,33 +53,23 @@ class RunSpec(BaseModel):
     rank: int | None = Field(default=None, ge=0,
                              description="uniform compensator rank of the lrc policies (none: 32)")
     plan: str | None = Field(default=None, description="compensation plan file with per-expert ranks and bytes")
-    cache_policy: Literal["lru", "lfu"] = Field(default="lru", description="GPU expert cache replacement rule")
+    runtime: str = Field(default=DEFAULT_RUNTIME, description="runtime profile (software stack) name or YAML")
+    cache_policy: Literal["lru", "lfu"] | None = Field(default=None, description="GPU expert cache replacement "
+                                                       "rule (none: the runtime's)")
     cache_bytes: ByteCount | None = Field(default=None, ge=0,
                                           description="GPU expert cache size instead of the derived one")
     cache_experts_per_layer: int | None = Field(default=None, ge=0,
                                                 description="per-layer caches of K experts instead")
-    prefetch: bool = Field(default=False, description="speculatively copy the next layer's experts")
-    prefetch_hit_rate: float = Field(default=1.0, ge=0, le=1, description="share of prefetches that guess right")
+    prefetch: bool | None = Field(default=None, description="speculatively copy the next layer's experts "
+                                                           "(none: as the runtime does)")
+    prefetch_hit_rate: float | None = Field(default=None, ge=0, le=1, description="share of prefetches that "
+                                            "guess right (none: the runtime's recall)")
     attention_bits: int = Field(default=FULL_PRECISION_BITS, ge=1, le=FULL_PRECISION_BITS, description="attention weights stored at this many bits")
     batch: int = Field(default=1, ge=1, description="sequences decoded in lockstep")
     tokens: Annotated[int | None, BeforeValidator(_zero_is_none)] = Field(
         default=DEFAULT_TOKENS, ge=1, description="decode steps; 0 or none = the whole trace")
     prompt: int = Field(default=0, ge=0, description="prefill length; 0 = no prefill")
     context: int = Field(default=512, ge=0, description="KV context length at the first decode step")
-    # kernels the software stack launches per op (each costs the GPU's launch_overhead): 1 = one fused
-    # kernel per op; an eager framework issues many (norms, projections, rotary, routing bookkeeping)
-    kernels_attention: float = Field(default=1, ge=0, description="kernels per layer's attention block")
-    kernels_router: float = Field(default=1, ge=0, description="kernels per MoE layer's router and dispatch")
-    kernels_expert: float = Field(default=1, ge=0, description="kernels per expert computed on the GPU")
-    kernels_other: float = Field(default=1, ge=0, description="kernels per shared/dense FFN and per LM head")
-    # HBM traffic of a software stack that dequantizes outside the GEMM (e.g. eager scale/zero dequant
-    # before a Triton kernel): extra bytes per weight per GPU call of a low-bit matrix; 0 = fused
-    dequant_bytes_per_weight: float = Field(default=0, ge=0, description="extra HBM bytes per low-bit expert weight per call")
-    attention_dequant_bytes_per_weight: float = Field(default=0, ge=0,
-                                                      description="extra HBM bytes per low-bit attention weight per call")
-    # a stack that issues a layer's expert loads on its compute stream (no copy stream) starts the
-    # layer's experts only when all of its on-demand loads have arrived; prefetches still overlap
-    loads_block_layer: bool = Field(default=False, description="a layer's experts wait for all its on-demand loads")
     seed: int = Field(default=0, description="random seed (synthetic trace, prefetch guesses)")
     engine: Literal["des", "analytic"] = Field(
         default="des", description="des: SimPy discrete-event model; analytic: the compiled fast path of the "

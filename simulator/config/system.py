@@ -47,9 +47,17 @@ class GPUSpec(_Strict):
         return self.peak_flops.get(precision) or self.peak_flops.get("fp16") or self.peak_flops["bf16"]
 
 
+class CPUSpec(_Strict):
+    name: str = Field(min_length=1)
+    single_thread: float = Field(gt=0, description="PassMark CPU Mark single-thread rating: scales a runtime "
+                                                   "profile's host time per op (simulator.config.runtime)")
+
+
 class HostSpec(_Strict):
     memory_capacity: Bytes = Field(gt=0)
     memory_bandwidth: Bandwidth
+    cpu: CPUSpec | None = Field(default=None, description="the host CPU; needed by runtimes whose host time "
+                                                          "is on the critical path")
 
 
 class LinkSpec(_Strict):
@@ -60,6 +68,9 @@ class LinkSpec(_Strict):
     bandwidth_from_gpu: Bandwidth = Field(description="effective bandwidth, GPU -> memory")
     latency: Seconds
     dma_engines: int = Field(ge=1, description="concurrent transfers per direction")
+    pageable_bandwidth_to_gpu: Bandwidth | None = Field(
+        default=None, description="memory -> GPU from pageable (not pinned) host memory: the driver stages "
+                                  "through a pinned bounce buffer; used by runtimes with pageable copies")
 
 
 class NDPSpec(_Strict):

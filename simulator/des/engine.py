@@ -153,7 +153,7 @@ class DecodeEngine(MoELayers):
         n = len(idx)
         routing = self.route(idx)
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
-        k = sc.kernels
+        k = sc.op_overhead
         # the same ops in every layer of the step: (seconds, bytes)
         att_work = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group,
                                         sc.attention_dequant_bytes_per_weight)
@@ -167,12 +167,12 @@ class DecodeEngine(MoELayers):
         dense = model.first_dense_layers
         for layer in range(dense):
             gpu.kernel(ATTENTION, *att, "attention", layer)
-            gpu.launch(OTHER, *dense_work, "dense ffn", layer, launches=k["other"])
+            gpu.launch(OTHER, *dense_work, "dense ffn", layer, overhead=k["other"])
         for moe, nxt in enumerate([*routing[1:], None]):
             gpu.kernel(ATTENTION, *att, "attention", moe + dense)
             gpu.kernel(ROUTER, *router, "router", moe + dense)
             yield from self.moe_layer(moe, routing[moe], nxt, n, shared)
-        gpu.launch(OTHER, *head_work, "lm head", launches=k["other"])
+        gpu.launch(OTHER, *head_work, "lm head", overhead=k["other"])
         ev = gpu.sync()
         if ev is not None:
             yield ev

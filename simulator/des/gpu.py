@@ -33,18 +33,18 @@ class GPU:
         self._track = log.track("GPU", "compute stream") if log is not None else -1
         self._seconds: dict[tuple[float, float, float], float] = {}  # memo of costs.gpu_time
 
-    def seconds(self, flops: float, nbytes: float, launches: float = 1.0) -> float:
-        """costs.gpu_time of one op issued as `launches` kernels of the stack (memoised: ops repeat)."""
-        key = (flops, nbytes, launches)
+    def seconds(self, flops: float, nbytes: float, overhead: float | None = None) -> float:
+        """costs.gpu_time of one op with the runtime's fixed `overhead` seconds (memoised: ops repeat)."""
+        key = (flops, nbytes, overhead)
         seconds = self._seconds.get(key)
         if seconds is None:
-            seconds = self._seconds[key] = costs.gpu_time(self.spec, flops, nbytes, launches)
+            seconds = self._seconds[key] = costs.gpu_time(self.spec, flops, nbytes, overhead)
         return seconds
 
     def launch(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
-               expert: int = -1, launches: float = 1.0) -> None:
-        """Enqueue one op (`launches` kernels) timed by the roofline; see kernel()."""
-        self.kernel(category, self.seconds(flops, nbytes, launches), nbytes, name, layer, expert)
+               expert: int = -1, overhead: float | None = None) -> None:
+        """Enqueue one op (with `overhead` fixed seconds) timed by the roofline; see kernel()."""
+        self.kernel(category, self.seconds(flops, nbytes, overhead), nbytes, name, layer, expert)
 
     def kernel(self, category: int, seconds: float, nbytes: float, name: str, layer: int = -1,
                expert: int = -1) -> None:
@@ -60,9 +60,9 @@ class GPU:
             self.log.add(self._track, name, layer, expert, start, end, nbytes)
 
     def op(self, category: int, flops: float, nbytes: float, name: str, layer: int = -1,
-           expert: int = -1, launches: float = 1.0) -> simpy.Timeout | None:
-        """Launch one op (`launches` kernels) and return sync() (the caller yields it)."""
-        self.launch(category, flops, nbytes, name, layer, expert, launches)
+           expert: int = -1, overhead: float | None = None) -> simpy.Timeout | None:
+        """Launch one op (with `overhead` fixed seconds) and return sync() (the caller yields it)."""
+        self.launch(category, flops, nbytes, name, layer, expert, overhead)
         return self.sync()
 
     def sync(self) -> simpy.Timeout | None:

@@ -90,7 +90,7 @@ class AnalyticEngine:
         pos = np.asarray(sc.trace.position[tok], dtype=np.int64)                     # [n] positions
         ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
                ).astype(np.float64)                                                 # [P] context sums (floats, as the DES's)
-        k = sc.kernels
+        k = sc.op_overhead
         works = (costs.attention_work(model, n, ctx, sc.attention_bits, sc.group, sc.attention_dequant_bytes_per_weight),
                  costs.router_work(model, n), costs.shared_work(model, n) if model.shared_experts else (0.0, 0.0),
                  costs.dense_ffn_work(model, n), costs.lm_head_work(model, n))
