@@ -19,7 +19,7 @@ from simulator.config.loading import resolve_shipped, shipped_dir
 from simulator.routing.trace import resolve_trace_path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["pyproject.toml", "README.md", "MANIFEST.in", "simulator", "hwconfigs", "traces"]
+SOURCES = ["pyproject.toml", "README.md", "MANIFEST.in", "simulator", "hwconfigs", "traces", "runtimes"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,8 @@ def test_wheel_lists_hwconfigs_traces_and_every_subpackage(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     hw, traces = _shipped_files("hwconfigs"), _shipped_files("traces")
     assert "simulator/_shipped/hwconfigs/h100-cxl-ndp.yaml" in hw
-    assert "simulator/_shipped/runtimes/fused.yaml" in _shipped_files("runtimes")
+    runtimes = _shipped_files("runtimes")
+    assert "simulator/_shipped/runtimes/fused.yaml" in runtimes and runtimes <= names, sorted(runtimes - names)
     assert {"simulator/_shipped/traces/README.md", "simulator/_shipped/traces/LICENSES/ESFT-LICENSE-CODE.txt",
             "simulator/_shipped/traces/esft-intent/meta.json",
             "simulator/_shipped/traces/minilm-moe-sample/expert_ids.npy"} <= traces
