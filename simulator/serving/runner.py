@@ -155,7 +155,7 @@ def serve(run: RunSpec, spec: ServeSpec, *, chunked: bool = True) -> ServeResult
     req = request_table(w.arrival_s, times["admitted"], times["first"], times["finish"], w.prompt, w.output,
                         spec.slo_ttft, spec.slo_tpot)
     summary = {"policy": sc.policy.name, "hwconfig": sc.system.name, "model": model.name,
-               "routing_trace": sc.trace.meta.name, "workload": w.source, "arrivals": spec.arrivals,
+               "routing_trace": sc.trace.meta.name, "workload": spec.workload, "arrivals": spec.arrivals,
                "offered_rate": len(w) / spec.duration, "engine": run.engine,
                "kv_budget_bytes": kv_bytes, "cache_capacity_bytes": sc.cache_total_bytes,
                **summarize_requests(req, steps, spec.slo_ttft, spec.slo_tpot),
