@@ -6,6 +6,7 @@
     accuracy    residual error vs rank, and kurtosis vs quantization error, on real weights
     pareto      link bytes/token and tokens/s vs accuracy error, from a sweep table
     energy      stacked J/token by component per run, and J/token vs accuracy error, from a sweep table
+    latency     p50/p99 TTFT and TPOT vs offered rate, one line per policy, from `moesim serve --rates` tables
 """
 
 from __future__ import annotations
@@ -104,14 +105,24 @@ def _energy(args) -> list:
     return figures
 
 
+def _latency(args) -> list:
+    from simulator.plots.latency import latency_figure
+
+    tables = []
+    for t in args.table:
+        p = Path(t)
+        tables.append(_read_table(str(p / "rates.parquet") if p.is_dir() else t))
+    return [latency_figure(pd.concat(tables, ignore_index=True))]
+
+
 KINDS = {"roofline": _roofline, "breakdown": _breakdown, "routing": _routing, "accuracy": _accuracy,
-         "pareto": _pareto, "energy": _energy}
+         "pareto": _pareto, "energy": _energy, "latency": _latency}
 SUFFIXES = {"routing": ["-heatmap", "-scores"], "accuracy": ["-error-vs-rank", "-kurtosis"],
             "energy": ["-bars", "-pareto"]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="draw a figure (PNG + SVG): roofline, breakdown, routing, accuracy, pareto, energy",
+    p = sub.add_parser("plot", help="draw a figure (PNG + SVG): roofline, breakdown, routing, accuracy, pareto, energy, latency",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -154,6 +165,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     k = kinds.add_parser("energy", parents=[common], help="stacked J/token by component; J/token vs error")
     k.add_argument("table", nargs="+", help="sweep results.parquet file(s) or directories (the Pareto needs "
                                             "an accuracy: section; without one only PREFIX-bars is drawn)")
+
+    k = kinds.add_parser("latency", parents=[common], help="p50/p99 TTFT and TPOT vs offered rate per policy")
+    k.add_argument("table", nargs="+", help="`moesim serve --rates ... --out DIR` outputs (DIR or DIR/rates.parquet)")
     p.set_defaults(func=run)
 
 
