@@ -19,7 +19,7 @@ from simulator.config.loading import resolve_shipped, shipped_dir
 from simulator.routing.trace import resolve_trace_path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["pyproject.toml", "README.md", "MANIFEST.in", "simulator", "hwconfigs", "traces", "runtimes"]
+SOURCES = ["pyproject.toml", "README.md", "MANIFEST.in", "simulator", "hwconfigs", "traces", "runtimes", "workloads"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,9 @@ def test_wheel_lists_hwconfigs_traces_and_every_subpackage(wheel):
     assert "simulator/_shipped/hwconfigs/h100-cxl-ndp.yaml" in hw
     runtimes = _shipped_files("runtimes")
     assert "simulator/_shipped/runtimes/fused.yaml" in runtimes and runtimes <= names, sorted(runtimes - names)
+    workloads = _shipped_files("workloads")
+    assert {"simulator/_shipped/workloads/azure-conv.csv.gz", "simulator/_shipped/workloads/README.md",
+            "simulator/_shipped/workloads/LICENSES/CC-BY-4.0.txt"} <= workloads <= names, sorted(workloads - names)
     assert {"simulator/_shipped/traces/README.md", "simulator/_shipped/traces/LICENSES/ESFT-LICENSE-CODE.txt",
             "simulator/_shipped/traces/esft-intent/meta.json",
             "simulator/_shipped/traces/minilm-moe-sample/expert_ids.npy"} <= traces
