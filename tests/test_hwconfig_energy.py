@@ -20,6 +20,7 @@ TDP_W = {
     "RTX 4090": 450.0,               # NVIDIA GeForce RTX 4090 specifications: total graphics power 450 W
     "GeForce RTX 3060 12GB": 170.0,  # NVIDIA GeForce RTX 3060 family specifications: graphics card power 170 W
     "Tesla T4": 70.0,                # NVIDIA T4 datasheet: max power consumption 70 W
+    "RTX A5000": 230.0,              # NVIDIA RTX A5000 datasheet: max power consumption 230 W
 }
 
 
