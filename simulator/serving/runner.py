@@ -147,11 +147,9 @@ def serve(run: RunSpec, spec: ServeSpec, *, chunked: bool = True) -> ServeResult
     timer = (AnalyticTimer if run.engine == "analytic" else DESTimer)(sc, routing, spec.max_tokens_per_step)
     sched = Scheduler(w.arrival_s, w.prompt, w.output, spec.max_batch, spec.max_tokens_per_step, kv)
     steps, times = serve_loop(w, sched, timer, chunked=chunked)
-    engine_rows = pd.DataFrame({k: np.frombuffer(v, dtype=np.float64) if len(v) else np.zeros(0)
-                                for k, v in timer.rows.items()})
-    for name in engine_rows.columns:
-        if name not in steps.columns and name != "step":
-            steps[name] = engine_rows[name].to_numpy()
+    for name, col in (timer.rows or {}).items():  # the engine's per-step columns (those it fills; none for fixed costs)
+        if name not in steps.columns and name != "step" and len(col) == len(steps):
+            steps[name] = np.frombuffer(col, dtype=np.float64) if len(col) else np.zeros(0)
     req = request_table(w.arrival_s, times["admitted"], times["first"], times["finish"], w.prompt, w.output,
                         spec.slo_ttft, spec.slo_tpot)
     summary = {"policy": sc.policy.name, "hwconfig": sc.system.name, "model": model.name,
