@@ -43,8 +43,9 @@ def arrival_times(kind: str, rate: float | None, duration: float, rng: np.random
         total += float(g.sum())
     times = np.cumsum(np.concatenate(gaps)) - np.concatenate(gaps)[0]  # the first request at 0
     times = times[times < duration]
-    for i in np.flatnonzero(np.diff(times) <= 0) + 1:  # a gap below the float resolution (bursty gamma):
-        times[i] = max(times[i], np.nextafter(times[i - 1], np.inf))  # the next representable instant
+    bad = np.flatnonzero(np.diff(times) <= 0)
+    for i in range(int(bad[0]) + 1 if len(bad) else len(times), len(times)):  # gaps below the float resolution
+        times[i] = max(times[i], np.nextafter(times[i - 1], np.inf))  # (bursty gamma): the next instant
     return times
 
 
