@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.config.loading import load_named_yaml, shipped_dir, shipped_names
 from simulator.config.system import SystemSpec
@@ -83,10 +83,30 @@ class Dequant(_Strict):
         return 1.0 if bits >= FULL_PRECISION_BITS else self.efficiency.get(int(bits), self.default_efficiency)
 
 
+PrefetchKind = Literal["none", "recall", "previous-token", "transitions"]  # simulator.prefetch.KINDS
+
+
 class Prefetch(_Strict):
-    kind: Literal["none", "recall"] = Field(description="none; or recall: guess the next layer's experts "
-                                                        "with a published recall")
-    recall: float = Field(default=1.0, ge=0, le=1, description="share of guesses that are right (recall)")
+    """How the stack guesses layer l+1's experts while layer l runs (simulator.prefetch says what each kind
+    knows)."""
+
+    kind: PrefetchKind = Field(description="none; recall: a published lookahead recall, wrong guesses drawn by "
+                                           "popularity; previous-token: the experts the same sequences used at "
+                                           "l+1 one token before; transitions: top successors (l -> l+1) "
+                                           "learned from a calibration prefix")
+    recall: float = Field(default=1.0, ge=0, le=1, description="recall: share of the next layer's experts "
+                                                               "guessed right")
+    calibration_tokens: int = Field(default=0, ge=0, description="recall, transitions: the trace's first N "
+                                    "tokens they learn from (popularity, transitions); the timed decode "
+                                    "starts after them")
+    successors: int = Field(default=1, ge=1, description="transitions: guessed successors per expert of the "
+                                                         "current layer")
+
+    @model_validator(mode="after")
+    def _transitions_learn(self) -> Prefetch:
+        if self.kind == "transitions" and self.calibration_tokens == 0:
+            raise ValueError("the transitions prefetcher learns from calibration_tokens > 0 tokens")
+        return self
 
 
 class Runtime(_Strict):

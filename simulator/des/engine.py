@@ -27,6 +27,7 @@ import numpy as np
 import simpy
 
 from simulator import costs
+from simulator import prefetch as prefetchers
 from simulator.des.cache import PartitionedCache
 from simulator.des.gpu import GPU
 from simulator.des.link import Link
@@ -78,13 +79,15 @@ class DecodeEngine(MoELayers):
         self._layer_offsets = np.arange(model.moe_layers, dtype=np.int64)[None, :, None] * model.num_experts
         self.prefill_time = self.decode_time = 0.0
         self._token_ops: dict[int, tuple] = {}
+        self.run_step = 0  # steps run so far, prefill included (the prefetch decision log's step)
         self.init_layers()
+        self.init_prefetch()
 
     # ---- step driver ----
     def decode(self, progress: bool):
         """The decode process: the prompt's prefill step (if any), then decode steps until done."""
         sc, env = self.sc, self.env
-        sched = BatchSchedule(sc.trace.sequence_bounds(), sc.batch)
+        sched = BatchSchedule(sc.decode_bounds(), sc.batch)
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
             if len(idx):
@@ -119,7 +122,7 @@ class DecodeEngine(MoELayers):
         from tqdm import tqdm
 
         sc = self.sc
-        return tqdm(total=steps_bound(sc.trace.sequence_bounds(), sc.batch, sc.steps), unit="step", file=sys.stderr,
+        return tqdm(total=steps_bound(sc.decode_bounds(), sc.batch, sc.steps), unit="step", file=sys.stderr,
                     leave=False)
 
     def open_window(self) -> None:
@@ -152,11 +155,14 @@ class DecodeEngine(MoELayers):
         sc, model, gpu = self.sc, self.model, self.gpu
         n = len(idx)
         routing = self.route(idx)
+        guesses = routing  # what layer l's prefetch reads of layer l+1 (recall: the true routing, simulator.prefetch)
+        if self.pf_mode in (prefetchers.PREVIOUS, prefetchers.TRANSITIONS):
+            guesses = self.route_guesses(idx)
         context_sum = float(n * sc.context + np.asarray(sc.trace.position[idx], dtype=np.int64).sum())
         k = sc.op_overhead
         # the same ops in every layer of the step: (seconds, bytes)
-        att_work = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.group,
-                                        sc.attention_dequant_bytes_per_weight)
+        att_work = costs.attention_work(model, n, context_sum, sc.attention_bits, sc.attention_group,
+                                        sc.attention_dequant_bytes_per_weight, sc.attention_format)
         att = gpu.seconds(*att_work, k["attention"]), att_work[1]
         router_work, shared_work, dense_work, head_work = self.token_ops(n)
         router = gpu.seconds(*router_work, k["router"]), router_work[1]
@@ -168,11 +174,12 @@ class DecodeEngine(MoELayers):
         for layer in range(dense):
             gpu.kernel(ATTENTION, *att, "attention", layer)
             gpu.launch(OTHER, *dense_work, "dense ffn", layer, overhead=k["other"])
-        for moe, nxt in enumerate([*routing[1:], None]):
+        for moe, nxt in enumerate([*guesses[1:], None]):
             gpu.kernel(ATTENTION, *att, "attention", moe + dense)
             gpu.kernel(ROUTER, *router, "router", moe + dense)
             yield from self.moe_layer(moe, routing[moe], nxt, n, shared)
         gpu.launch(OTHER, *head_work, "lm head", overhead=k["other"])
+        self.run_step += 1
         ev = gpu.sync()
         if ev is not None:
             yield ev
@@ -190,11 +197,27 @@ class DecodeEngine(MoELayers):
     def route(self, idx: np.ndarray) -> list[tuple[list[int], list[int], list[int], list[int]]]:
         """Per MoE layer: (experts of the union S ascending, tokens per expert, restored tokens per expert,
         the first placement row of each), its placement codes tabled."""
-        layers, experts, top_n, table = self.model.moe_layers, self.model.num_experts, self.sc.top_n, self.table
+        layers, experts, top_n = self.model.moe_layers, self.model.num_experts, self.sc.top_n
         ids = np.asarray(self.sc.trace.expert_ids[idx], dtype=np.int64)  # [n, L, k], descending score
         ids += self._layer_offsets                                       # flat (layer, expert) ids
         counts = np.bincount(ids.ravel(), minlength=layers * experts)      # [L * E]
         restored = np.bincount(ids[:, :, :top_n].ravel(), minlength=layers * experts)
+        return self.items(counts, restored)
+
+    def route_guesses(self, idx: np.ndarray) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+        """route()'s tuples for what the tokens `idx` guess per layer (simulator.prefetch.predicted: per
+        guessed expert, the tokens guessing it and of them those in a restored place), codes tabled."""
+        layers, experts = self.model.moe_layers, self.model.num_experts
+        pred, top = prefetchers.predicted(self.sc.trace, idx, self.pf_mode, self.pf_succ, self.sc.top_n)
+        valid = pred >= 0
+        ids = pred + self._layer_offsets
+        counts = np.bincount(ids[valid], minlength=layers * experts)
+        restored = np.bincount(ids[:, :, :top][valid[:, :, :top]], minlength=layers * experts)
+        return self.items(counts, restored)
+
+    def items(self, counts: np.ndarray, restored: np.ndarray) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+        """route()'s tuples from tokens [L * E] and restored tokens [L * E] per (layer, expert)."""
+        experts, table = self.model.num_experts, self.table
         flat = np.flatnonzero(counts)                                     # ascending (layer, expert)
         codes = table.code(flat, counts[flat], restored[flat])
         table.ensure(codes)
@@ -210,7 +233,8 @@ class DecodeEngine(MoELayers):
             gpu_busy=self.gpu.busy,
             link_busy={name: {d: ld.busy for d, ld in link.directions.items()} for name, link in self.links.items()},
             ndp_busy=list(self.ndp.busy) if self.ndp is not None else [],
-            counters={**self.c, "cache_evictions": self.cache.evictions,
+            counters={**self.c, "prefetch_wasted_bytes": self.c["prefetch_wasted_bytes"] + self.unused_prefetch_bytes(),
+                      "cache_evictions": self.cache.evictions,
                       "cache_capacity_bytes": self.cache.capacity}, log=self.log)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator import costs
+from simulator import prefetch as prefetchers
 from simulator.errors import UserError
 from simulator.fast import buffers, kernel
 from simulator.fast.cache import new_cache
@@ -49,14 +50,15 @@ from simulator.scenario import (
 from simulator.schedule import BatchSchedule
 
 CHUNK = 2048  # batch slots x decode steps per kernel call (per chunk: Python overhead; arrays ~ KB per step)
-STEP_INT_COLUMNS = {"cache_hits": buffers.HITS, "cache_misses": buffers.MISSES, "experts_gpu": buffers.N_GPU,
-                    "experts_ndp": buffers.N_NDP}
+STEP_INT_COLUMNS = {"cache_hits": buffers.HITS, "prefetch_hits": buffers.PF_HITS, "cache_misses": buffers.MISSES,
+                    "experts_gpu": buffers.N_GPU, "experts_ndp": buffers.N_NDP}
 
 
 class AnalyticEngine:
     """The run's state across chunks: placement table, cache, copies, clock, counters and step rows."""
 
-    def __init__(self, sc: Scenario, table: PlacementTable):
+    def __init__(self, sc: Scenario, table: PlacementTable, log_decisions: int = 0):
+        """`log_decisions`: keep the first that many prefetch decisions (decisions())."""
         self.sc, self.table = sc, table
         system = sc.system
         self.elink, self.cxl = table.expert_link, table.cxl
@@ -65,7 +67,10 @@ class AnalyticEngine:
         keys = len(table.key_size)
         self.units = system.ndp.units if system.ndp is not None else 1
         self.out = buffers.Out(None, None, np.zeros(buffers.TOTALS), None, np.zeros(1),
-                              np.full(keys, -1, dtype=np.int64), np.zeros(keys))  # per chunk: out, counts, ndp_busy
+                              np.full(keys, -1, dtype=np.int64), np.zeros(keys), np.zeros(keys, dtype=bool),
+                              np.zeros((log_decisions, 5), dtype=np.int64),
+                              np.zeros(1, dtype=np.int64))  # per chunk: out, counts, ndp_busy
+        self.init_prefetch()
         self.links = buffers.Links(
             float(self.cxl.latency if self.cxl is not None else 0.0), float(self.elink.latency),
             int(self.elink.dma_engines), float(self.cxl.latency if self.cxl is not None else 0.0),
@@ -80,6 +85,36 @@ class AnalyticEngine:
         self.gpu_busy = self.time = 0.0
         self.steps_done = 0  # run steps so far (prefill included)
 
+    def init_prefetch(self) -> None:
+        """The prefetcher's mode and what it learned from the calibration prefix (simulator.prefetch)."""
+        sc, model = self.sc, self.sc.model
+        mode = sc.prefetch_mode if model.moe_layers > 1 else prefetchers.NONE
+        weight, self.pf_succ = np.ones((model.moe_layers, model.num_experts), dtype=np.int64), None
+        if mode in (prefetchers.RECALL, prefetchers.TRANSITIONS):
+            pop, trans = prefetchers.calibrate(sc.trace, sc.prefetch_calibration_tokens, model.moe_layers,
+                                               model.num_experts)
+            weight = pop + 1
+            if mode == prefetchers.TRANSITIONS:
+                self.pf_succ = prefetchers.successors(trans, sc.prefetch_successors)
+        self.pf = buffers.Prefetcher(int(mode), float(sc.prefetch_hit_rate), weight)
+        self.no_pred = np.zeros((1, model.moe_layers, 0), dtype=np.int64)
+
+    def predicted(self, tok: np.ndarray) -> tuple[np.ndarray, int]:
+        """What the chunk's tokens guess per layer (simulator.prefetch.predicted), or an empty guess."""
+        if self.pf.mode in (prefetchers.PREVIOUS, prefetchers.TRANSITIONS):
+            pred, top = prefetchers.predicted(self.sc.trace, tok, self.pf.mode, self.pf_succ, self.sc.top_n)
+            return np.ascontiguousarray(pred, dtype=np.int64), int(top)
+        return self.no_pred, 0
+
+    def decisions(self) -> list[tuple[int, int, int, str, bool]]:
+        """The logged prefetch decisions: (run step, MoE layer, expert, form, copied), as the DES logs them."""
+        log = self.out.log[:int(self.out.n_log[0])]
+        return [(int(a), int(b), int(e), FORMS[int(f)], bool(cp)) for a, b, e, f, cp in log]
+
+    def unused_prefetch_bytes(self) -> float:
+        """Bytes of prefetched entries no demand lookup has used (wasted at the run's end)."""
+        return float(self.table.key_size[self.out.pending].sum())
+
     def step_ops(self, tok: np.ndarray, lens: np.ndarray) -> tuple[buffers.StepOps, tuple]:
         """Seconds of the ops outside the MoE layers and the activations sent to the NDP units, and the
         (FLOPs, bytes) of those ops (costs.step_work), per step of the chunk (token indices `tok` [n], step
@@ -91,7 +126,8 @@ class AnalyticEngine:
         ctx = (n * sc.context + np.add.reduceat(pos, np.cumsum(n, dtype=np.int64) - n.astype(np.int64))
                ).astype(np.float64)                                                 # [P] context sums (floats, as the DES's)
         k = sc.op_overhead
-        works = (costs.attention_work(model, n, ctx, sc.attention_bits, sc.group, sc.attention_dequant_bytes_per_weight),
+        works = (costs.attention_work(model, n, ctx, sc.attention_bits, sc.attention_group,
+                                     sc.attention_dequant_bytes_per_weight, sc.attention_format),
                  costs.router_work(model, n), costs.shared_work(model, n) if model.shared_experts else (0.0, 0.0),
                  costs.dense_ffn_work(model, n), costs.lm_head_work(model, n))
         att, router, shared, dense, head = works
@@ -119,17 +155,19 @@ class AnalyticEngine:
             raise UserError(f"expert id out of range [0, {E})", source=sc.trace.meta.name,  # by them unchecked
                             field="expert_ids")
         lens = lens.astype(np.int64)
+        pred, pred_top = self.predicted(tok)
         rt = buffers.Routing(experts, lens, int(self.steps_done), int(model.moe_layers), int(E), int(sc.top_n),
-                            int(model.first_dense_layers), int(self.units))
+                            int(model.first_dense_layers), int(self.units), pred, pred_top)
         totals = np.zeros(buffers.TOTALS)
         o = self.out._replace(out=np.zeros((P, buffers.STEP_FLOATS)),
                               counts=np.zeros((P, buffers.STEP_INTS), dtype=np.int64), totals=totals,
                               ndp_busy=np.zeros(self.units))
-        new = np.empty(P * model.moe_layers * min(E, experts.shape[2] * int(lens.max())), dtype=np.int64)
+        most = int(lens.max())
+        new = np.empty(P * model.moe_layers * (min(E, experts.shape[2] * most) + min(E, pred.shape[2] * most)),
+                       dtype=np.int64)
         s = 0
         while s < P:
-            s, m = kernel.run_steps(rt, table.rows(), self.cache, ops, self.links, o, self.rng,
-                                    bool(sc.prefetch and model.moe_layers > 1), float(sc.prefetch_hit_rate), s, new)
+            s, m = kernel.run_steps(rt, table.rows(), self.cache, ops, self.links, o, self.rng, self.pf, s, new)
             if m:  # ask the policy, then go on from the step that stopped
                 table.ensure(new[:m])
         self.steps_done += P
@@ -188,7 +226,7 @@ class AnalyticEngine:
 
     def run(self) -> RunResult:
         sc = self.sc
-        sched = BatchSchedule(sc.trace.sequence_bounds(), sc.batch)
+        sched = BatchSchedule(sc.decode_bounds(), sc.batch)
         prefill = 0.0
         if sc.prompt:
             idx = sched.prefill(sc.prompt)
@@ -214,7 +252,9 @@ class AnalyticEngine:
         return RunResult(
             scenario=sc, steps=self.rows, decode_time=self.time, prefill_time=prefill, gpu_busy=self.gpu_busy,
             link_busy=self.link_busy, ndp_busy=self.ndp_busy,
-            counters={**self.counters, "cache_evictions": int(self.out.totals[buffers.EVICTIONS]),
+            counters={**self.counters,
+                      "prefetch_wasted_bytes": self.counters["prefetch_wasted_bytes"] + self.unused_prefetch_bytes(),
+                      "cache_evictions": int(self.out.totals[buffers.EVICTIONS]),
                       "cache_capacity_bytes": sc.cache_total_bytes})
 
     def append(self, first: int, lens: np.ndarray, t: dict, counts: np.ndarray) -> None:

@@ -7,10 +7,12 @@ in the same order, in four stages (one compiled function each):
    the expert is placed); a step whose codes are not all tabled stops the kernel before it starts;
 2. look up (lookup_layer): the cache lookups of the GPU items in item order (weights, then factors) in
    the exact LRU or LFU of simulator.fast.cache; every miss is an on-demand copy on the expert link;
-3. prefetch (prefetch_layer), with prefetch: the DES's prefetch for the next layer (refresh what it needs
-   and holds, then per entry it needs and lacks one draw from the run's Generator, the same stream:
-   below the hit rate the entry, else the next expert id (cyclically) the layer does not use and the
-   cache lacks), copied at prefetch priority and inserted, until the next copy would exceed the budget;
+3. prefetch (prefetch_layer), with prefetch: the DES's prefetch for the next layer (simulator.prefetch:
+   the prefetcher's guesses, recall's drawn from the run's Generator in the DES's order, previous-token's
+   and transitions' from the predicted routing stage 1 placed; their resident forms refreshed, then
+   their missing entries copied at prefetch priority and inserted, until the next copy would exceed the
+   budget); a prefetched entry is pending until a demand lookup uses it (a prefetch hit) or finds it
+   evicted (wasted bytes);
 4. time (ndp_layer, transfers_layer, gpu_layer): from the layer start t0, activations out to the NDP
    units, their ops FIFO per unit, results back as they end (equal ends in SimPy's order); copies
    (issued at t0: on-demand first, then prefetches) and, when the experts live in the NDP memory, the
@@ -56,6 +58,7 @@ from simulator.fast.buffers import (
     N_NDP,
     NDP_BYTES,
     NDP_FLOPS_INT4,
+    PF_HITS,
     PREFETCH_BYTES,
     PREFETCH_WASTED,
     STALL,
@@ -80,6 +83,7 @@ from simulator.placement import (
     W_NFLOPS,
     WFORM,
 )
+from simulator.prefetch import RECALL
 from simulator.scenario import DEMAND, FACTORS, N_FORMS, PREFETCH
 
 # index of the lowest set bit of a 64-bit word w: DEBRUIJN[((w & -w) * DEBRUIJN_MUL) >> 58]
@@ -104,35 +108,50 @@ def find_row(tb, code):
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
+def route_layer(rt, tb, x, ids, top, lo, hi, layer, items, rows, new, m):
+    """One layer's union of the experts ids[lo:hi, layer, :] (-1: none; the first `top` places restored):
+    its experts ascending into items[layer], their first placement rows into rows[layer]; codes not tabled
+    go to new[m ..]. Returns (items, the new m)."""
+    for i in range(lo, hi):
+        for j in range(ids.shape[2]):
+            e = ids[i, layer, j]
+            if e < 0:
+                continue
+            x.mask[e >> 6] |= np.uint64(1) << np.uint64(e & 63)
+            x.cnt[e] += 1
+            if j < top:
+                x.rst[e] += 1
+    n = 0
+    for w in range(len(x.mask)):  # set bits low to high (de Bruijn: the lowest bit's index)
+        word = x.mask[w]
+        while word:
+            low = word & (~word + np.uint64(1))
+            items[layer, n] = w * 64 + DEBRUIJN[np.int64((low * DEBRUIJN_MUL) >> np.uint64(58))]
+            n += 1
+            word ^= low
+        x.mask[w] = 0
+    for i in range(n):
+        e = items[layer, i]
+        code = ((layer * rt.E + e) * tb.K + x.cnt[e]) * tb.K + x.rst[e]
+        rows[layer, i] = find_row(tb, code)
+        if rows[layer, i] < 0:
+            new[m] = code
+            m += 1
+        x.cnt[e] = x.rst[e] = 0
+    return n, m
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
 def route_step(rt, tb, x, s, first, new, m):
     """Stage 1: per layer of step s (tokens first[s] .. first[s + 1]), its items (experts ascending) and
-    their first placement rows into x; codes not tabled go to new[m ..]. Returns the new m."""
+    their first placement rows into x, and those of what its tokens guess for it (rt.pred: x.p_*);
+    codes not tabled go to new[m ..]. Returns the new m."""
     for layer in range(rt.L):
-        n = 0
-        for i in range(first[s], first[s + 1]):
-            for j in range(rt.experts.shape[2]):
-                e = rt.experts[i, layer, j]
-                x.mask[e >> 6] |= np.uint64(1) << np.uint64(e & 63)
-                x.cnt[e] += 1
-                if j < rt.top_n:
-                    x.rst[e] += 1
-        for w in range(len(x.mask)):  # set bits low to high (de Bruijn: the lowest bit's index)
-            word = x.mask[w]
-            while word:
-                low = word & (~word + np.uint64(1))
-                x.items[layer, n] = w * 64 + DEBRUIJN[np.int64((low * DEBRUIJN_MUL) >> np.uint64(58))]
-                n += 1
-                word ^= low
-            x.mask[w] = 0
-        x.n_items[layer] = n
-        for i in range(n):
-            e = x.items[layer, i]
-            code = ((layer * rt.E + e) * tb.K + x.cnt[e]) * tb.K + x.rst[e]
-            x.rows[layer, i] = find_row(tb, code)
-            if x.rows[layer, i] < 0:
-                new[m] = code
-                m += 1
-            x.cnt[e] = x.rst[e] = 0
+        x.n_items[layer], m = route_layer(rt, tb, x, rt.experts, rt.top_n, first[s], first[s + 1], layer, x.items,
+                                          x.rows, new, m)
+        if rt.pred.shape[2]:
+            x.p_n[layer], m = route_layer(rt, tb, x, rt.pred, rt.pred_top, first[s], first[s + 1], layer, x.p_items,
+                                          x.p_rows, new, m)
     return m
 
 
@@ -149,7 +168,7 @@ def resident_row(tb, c, le, row):
 def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
     """Stage 2: the demand lookups of the layer's GPU items, in item order (weights, then factors); each
     miss is a copy at t0 in x.j_*. Returns (copies, GPU items, NDP items)."""
-    nj = n_gpu = n_ndp = hits = 0
+    nj = n_gpu = n_ndp = hits = pf_hits = 0
     for a in range(x.n_items[layer]):
         le = layer * rt.E + x.items[layer, a]
         t = x.rows[layer, a] = resident_row(tb, c, le, x.rows[layer, a])
@@ -162,9 +181,15 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
                     key = le * N_FORMS + form
                     hit, ev = access(c, key, part)
                     o.totals[EVICTIONS] += ev
-                    if hit:
+                    if o.pending[key]:  # brought by a prefetch, not used yet
+                        o.pending[key] = False
+                        if hit:
+                            pf_hits += 1
+                        else:  # evicted unused
+                            o.totals[PREFETCH_WASTED] += c.key_size[key]
+                    elif hit:
                         hits += 1
-                    else:
+                    if not hit:
                         x.j_arr[nj], x.j_wire[nj], x.j_prio[nj], x.j_key[nj] = t0, c.key_wire[key], DEMAND, key
                         o.totals[FETCHED_LOWBIT + form] += c.key_size[key]
                         nj += 1
@@ -177,6 +202,7 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
             o.out[s, NDP_FLOPS_INT4 + tb.ti[t, NPREC]] += tb.tw[t, W_NFLOPS]
             o.out[s, NDP_BYTES] += tb.tb[t, B_N]
     o.counts[s, HITS] += hits
+    o.counts[s, PF_HITS] += pf_hits
     o.counts[s, MISSES] += nj
     o.counts[s, N_GPU] += n_gpu
     o.counts[s, N_NDP] += n_ndp
@@ -184,44 +210,88 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
-def prefetch_layer(rt, tb, c, x, o, rng, hit_rate, nxt, t0, nj):
-    """Stage 3: the prefetch copies for layer `nxt` (the DES's prefetch, see the module docstring), appended
-    to x.j_* after the `nj` demand copies. Returns the number of copies."""
-    part = nxt if c.per_layer else 0
-    budget = c.capacity
-    for i in range(x.n_items[nxt]):
+def recall_guesses(rt, x, rng, pf, nxt):
+    """The recall prefetcher's guesses for layer `nxt` into x.q_* (simulator.prefetch; the DES's
+    recall_guesses): per item, right with probability recall, else a wrong expert drawn by pf.weight among
+    those the layer does not route to and not guessed yet, with the item's row. Returns how many."""
+    n, ng = x.n_items[nxt], 0
+    for i in range(n):
+        x.used_by_next[x.items[nxt, i]] = True
+    for i in range(n):
         e = x.items[nxt, i]
-        x.used_by_next[e] = True
-        for form in range(N_FORMS):  # what the layer needs and holds: refreshed, off the budget
-            key = (nxt * rt.E + e) * N_FORMS + form
+        if rng.random() < pf.recall:
+            x.q_exp[ng], x.q_row[ng], x.q_own[ng] = e, x.rows[nxt, i], True
+            ng += 1
+            continue
+        total = 0
+        for j in range(rt.E):
+            if not x.used_by_next[j]:
+                total += pf.weight[nxt, j]
+        if total == 0:
+            continue
+        target, acc, w = np.int64(rng.random() * total), 0, 0
+        for j in range(rt.E):
+            if not x.used_by_next[j]:
+                acc += pf.weight[nxt, j]
+                if acc > target:
+                    w = j
+                    break
+        x.used_by_next[w] = True
+        x.q_exp[ng], x.q_row[ng], x.q_own[ng] = w, x.rows[nxt, i], False
+        ng += 1
+    for i in range(n):
+        x.used_by_next[x.items[nxt, i]] = False
+    for g in range(ng):
+        x.used_by_next[x.q_exp[g]] = False
+    return ng
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
+def log_decision(o, gs, layer, e, form, copied):
+    """One prefetch decision into the log, while it has room (simulator.fast.buffers.Out)."""
+    k = o.n_log[0]
+    if k < o.log.shape[0]:
+        o.log[k, 0], o.log[k, 1], o.log[k, 2], o.log[k, 3], o.log[k, 4] = gs, layer, e, form, copied
+        o.n_log[0] = k + 1
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
+def prefetch_layer(rt, tb, c, x, o, rng, pf, nxt, t0, nj, gs):
+    """Stage 3: the prefetch copies for layer `nxt` (the DES's prefetch, simulator.des.moe_layer), appended
+    to x.j_* after the `nj` demand copies: the prefetcher's guesses (recall: drawn now; else the layer's
+    predicted routing, x.p_*), their resident forms refreshed, then their missing entries copied until the
+    next one would exceed the partition. Returns the number of copies."""
+    part = nxt if c.per_layer else 0
+    E = rt.E
+    if pf.mode == RECALL:
+        ng = recall_guesses(rt, x, rng, pf, nxt)
+    else:
+        ng = x.p_n[nxt]
+        for g in range(ng):
+            x.q_exp[g], x.q_row[g], x.q_own[g] = x.p_items[nxt, g], x.p_rows[nxt, g], True
+    budget = c.capacity
+    for g in range(ng):  # what a guess finds resident: refreshed, off the budget
+        e = x.q_exp[g]
+        for form in range(N_FORMS):
+            key = (nxt * E + e) * N_FORMS + form
             if c.resident[key]:
                 access(c, key, part)
                 budget -= c.key_size[key]
-    for i in range(x.n_items[nxt]):
-        e = x.items[nxt, i]
-        t = resident_row(tb, c, nxt * rt.E + e, x.rows[nxt, i])  # placed at its turn, as the DES places it
-        if not (tb.ti[t, GPU] and tb.ti[t, LOOK]):
+                log_decision(o, gs, nxt, e, form, 0)
+    for g in range(ng):
+        e = x.q_exp[g]
+        t = resident_row(tb, c, nxt * E + e, x.q_row[g])  # placed at its turn, as the DES places it (a wrong
+        if not (tb.ti[t, GPU] and tb.ti[t, LOOK]):          # guess: its slot's row, its own residency)
             continue
         for which in range(2):
             if which == 1 and not tb.ti[t, FAC]:
                 break
             form = tb.ti[t, WFORM] if which == 0 else FACTORS
-            key = (nxt * rt.E + e) * N_FORMS + form
+            key = (nxt * E + e) * N_FORMS + form
             if c.resident[key]:
                 continue
-            if rng.random() >= hit_rate:  # a wrong guess: the next expert id (cyclically) the layer does
-                key = -1                    # not use and the cache lacks
-                for jj in range(e + 1, e + rt.E):
-                    cand = (nxt * rt.E + jj % rt.E) * N_FORMS + form
-                    if not x.used_by_next[jj % rt.E] and not c.resident[cand]:
-                        key = cand
-                        break
-                if key < 0:
-                    continue
             nbytes = c.key_size[key]
             if nbytes > budget:
-                for k in range(x.n_items[nxt]):
-                    x.used_by_next[x.items[nxt, k]] = False
                 return nj
             budget -= nbytes
             x.j_arr[nj], x.j_wire[nj], x.j_prio[nj], x.j_key[nj] = t0, c.key_wire[key], PREFETCH, key
@@ -230,10 +300,10 @@ def prefetch_layer(rt, tb, c, x, o, rng, hit_rate, nxt, t0, nj):
             o.totals[EVICTIONS] += ev
             o.totals[FETCHED_LOWBIT + form] += nbytes
             o.totals[PREFETCH_BYTES] += nbytes
-            if (key // N_FORMS) % rt.E != e:
+            if o.pending[key]:  # copied before, evicted unused
                 o.totals[PREFETCH_WASTED] += nbytes
-    for k in range(x.n_items[nxt]):
-        x.used_by_next[x.items[nxt, k]] = False
+            o.pending[key] = True
+            log_decision(o, gs, nxt, e, form, 1)
     return nj
 
 
@@ -331,19 +401,20 @@ def gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu):
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
-def moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, gs, layer, T):
+def moe_layer(rt, tb, c, x, o, ops, lk, rng, pf, s, gs, layer, T):
     """One MoE layer of step s from the stream clock T (after its attention and router): look up,
     prefetch, time. Returns the stream's clock at its end."""
     t0 = T
     part = layer if c.per_layer else 0
-    M = x.items.shape[1]
+    M = max(x.items.shape[1], x.q_exp.shape[0])
+    prefetch = pf.mode > 0
     make_room(c, part, 8 * M + 8)  # a layer's accesses in a partition are fewer than 8 M
     if c.per_layer and prefetch and layer + 1 < rt.L:
         make_room(c, layer + 1, 8 * M + 8)
     nj, n_gpu, n_ndp = lookup_layer(rt, tb, c, x, o, s, layer, t0, part)
     n_demand = nj
     if prefetch and layer + 1 < rt.L:
-        nj = prefetch_layer(rt, tb, c, x, o, rng, hit_rate, layer + 1, t0, nj)
+        nj = prefetch_layer(rt, tb, c, x, o, rng, pf, layer + 1, t0, nj, gs)
     act_end, ops_end = ndp_layer(rt, tb, x, o, ops, lk, s, layer, t0) if n_ndp else (t0, -np.inf)
     done_t = transfers_layer(c, x, o, lk, prefetch, s, gs, nj, n_ndp)
     T += ops.shared[s]
@@ -360,7 +431,7 @@ def moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, gs, layer, T
 
 
 @numba.njit(cache=True, _nrt=False)
-def time_step(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s):
+def time_step(rt, tb, c, x, o, ops, lk, rng, pf, s):
     """Step s of the chunk, its placements all tabled, from the clock o.now[0] (updated to its end): the GPU
     ops in the DES's order (per dense layer attention, dense FFN; per MoE layer attention, router, the layer;
     the LM head)."""
@@ -376,14 +447,14 @@ def time_step(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s):
     for layer in range(rt.L):
         T += ops.att[s]
         T += ops.router[s]
-        T = moe_layer(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s, rt.step_base + s, layer, T)
+        T = moe_layer(rt, tb, c, x, o, ops, lk, rng, pf, s, rt.step_base + s, layer, T)
     T += ops.head[s]
     o.out[s, END] = T
     o.now[0] = T
 
 
 @numba.njit(cache=True)
-def run_steps(rt, tb, c, ops, lk, o, rng, prefetch, hit_rate, s0, new):
+def run_steps(rt, tb, c, ops, lk, o, rng, pf, s0, new):
     """Steps s0 .. P-1 of a chunk (P = len(rt.lens)); time is absolute, as the DES's clock: the chunk starts
     at o.now[0] (updated to its end), and each step runs its GPU ops as the DES issues them (time_step).
     Returns (the
@@ -402,5 +473,5 @@ def run_steps(rt, tb, c, ops, lk, o, rng, prefetch, hit_rate, s0, new):
             if stop == P:
                 stop = s
             continue
-        time_step(rt, tb, c, x, o, ops, lk, rng, prefetch, hit_rate, s)
+        time_step(rt, tb, c, x, o, ops, lk, rng, pf, s)
     return stop, m
