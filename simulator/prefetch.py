@@ -60,8 +60,13 @@ def learns(kind: str, calibration_tokens: int) -> bool:
 
 
 def decode_bounds(bounds: list[tuple[int, int]], skip: int) -> list[tuple[int, int]]:
-    """The [start, end) sequence bounds the decode takes when the first `skip` trace tokens are calibration."""
-    return [(max(a, skip), b) for a, b in bounds if b > skip]
+    """The [start, end) sequence bounds the decode takes when the first `skip` trace tokens are calibration;
+    a prefix that leaves nothing to time is a UserError."""
+    left = [(max(a, skip), b) for a, b in bounds if b > skip]
+    if bounds and not left:
+        raise UserError(f"the prefetcher's calibration prefix ({skip} tokens) covers the whole trace "
+                        f"({bounds[-1][1]} tokens); nothing is left to time", field="prefetch_calibration_tokens")
+    return left
 
 
 def calibrate(trace: Trace, tokens: int, layers: int, experts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,11 +121,3 @@ def predicted(trace: Trace, idx: np.ndarray, kind: int, succ: np.ndarray | None,
         for j in range(1, k * m):  # a repeat within a token's row: dropped (its first place counts)
             out[:, :, j][(out[:, :, :j] == out[:, :, j:j + 1]).any(axis=2)] = -1
     return out, top_n * m
-
-
-def check_window(bounds: list[tuple[int, int]], skip: int, source: str) -> None:
-    """A calibration prefix must leave tokens to decode."""
-    if not decode_bounds(bounds, skip):
-        raise UserError(f"the prefetcher's calibration prefix ({skip} tokens) covers the whole trace "
-                        f"({bounds[-1][1] if bounds else 0} tokens); nothing is left to time",
-                        source=source, field="prefetch.calibration_tokens")
