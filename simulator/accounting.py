@@ -1,22 +1,24 @@
 """Byte accounting for expert weights: the one function both the simulator and the accuracy model use.
 
-A d_in x d_out matrix quantized to b bits with group size g (groups run along d_in) costs
-    d_in * d_out * b / 8                              packed codes
-  + (d_in * d_out / g) * (scale_bytes + zero_bytes)   one scale and one zero point per group
+A d_in x d_out matrix quantized to b bits with group size g is stored in a weight format
+(simulator.formats): `matrix_bytes` is the exact byte count of that format's layout: packed codes (with
+the packing's unused bits and partial words), scales and zeros per group (fp16, or 8-bit with their own
+fp16 meta), packed zero points, group indices. The project's own format ("moesim", what
+simulator.accuracy.quantize stores) costs
+    ceil(d_in * d_out * b / 8)                                 codes, one dense bitstream per matrix
+  + d_out * ceil(d_in / g) * (2 + 2)                           an fp16 scale and an fp16 zero per group
 and its rank-r compensator U (d_out x r), V (d_in x r) costs r * (d_in + d_out) * bytes_per_value, plus
 2 * r * scale_bytes when the factors are integers with one scale per column of U and of V
 (FACTOR_FORMATS: fp16 = 2 bytes per value, no scales; int8 = 1 byte per value + an fp16 scale per column).
-At b >= FULL_PRECISION_BITS (simulator.precision) the matrix is stored in full precision (b / 8 bytes per
-weight) with no scales.
+At b >= FULL_PRECISION_BITS (simulator.precision) the matrix is stored in full precision (2 bytes per
+weight) with no scales, whatever the format.
 A gated (SwiGLU) expert is three matrices: gate and up (hidden -> ffn) and down (ffn -> hidden); an
 ungated (GELU MLP) expert, e.g. a MoEfied BERT FFN slice, is two: up (hidden -> ffn) and down.
 """
 
 from __future__ import annotations
 
-import math
-
-from simulator.precision import FULL_PRECISION_BITS
+from simulator.formats import DEFAULT_FORMAT, WeightFormat, weight_format
 
 FACTOR_FORMATS = {  # factor storage -> keyword arguments of factor_bytes / expert_factor_bytes
     "fp16": {"bytes_per_value": 2, "scale_bytes": 0},
@@ -25,17 +27,12 @@ FACTOR_FORMATS = {  # factor storage -> keyword arguments of factor_bytes / expe
 
 
 def matrix_bytes(d_in: int, d_out: int, bits: float, group: int = 128,
-                 scale_bytes: int = 2, zero_bytes: int = 2) -> float:
-    """Bytes of one quantized matrix [d_out, d_in] (codes + per-group scales and zeros)."""
+                 fmt: str | WeightFormat = DEFAULT_FORMAT) -> int:
+    """Bytes of one quantized matrix [d_out, d_in] stored in format family `fmt` at `bits` and `group`
+    (simulator.formats.WeightFormat.stored_bytes; a FormatError, a ValueError, when it cannot be stored)."""
     if bits <= 0:
         raise ValueError(f"bits must be positive, got {bits}")
-    codes = d_in * d_out * bits / 8
-    if bits >= FULL_PRECISION_BITS:
-        return codes
-    if group <= 0:
-        raise ValueError(f"group must be positive, got {group}")
-    groups = math.ceil(d_in / group) * d_out
-    return codes + groups * (scale_bytes + zero_bytes)
+    return weight_format(fmt, bits, group).stored_bytes(d_in, d_out)
 
 
 def factor_bytes(d_in: int, d_out: int, rank: int, bytes_per_value: int = 2, scale_bytes: int = 0) -> float:
@@ -52,10 +49,9 @@ def expert_shapes(hidden: int, ffn: int, gated: bool = True) -> list[tuple[int, 
 
 
 def expert_lowbit_bytes(hidden: int, ffn: int, bits: float, group: int = 128,
-                        scale_bytes: int = 2, zero_bytes: int = 2, gated: bool = True) -> float:
-    """Bytes of one expert's matrices at `bits` (full precision when bits >= FULL_PRECISION_BITS)."""
-    return sum(matrix_bytes(i, o, bits, group, scale_bytes, zero_bytes)
-               for i, o in expert_shapes(hidden, ffn, gated))
+                        fmt: str | WeightFormat = DEFAULT_FORMAT, gated: bool = True) -> int:
+    """Bytes of one expert's matrices at `bits` in format `fmt` (full precision when bits >= 16)."""
+    return sum(matrix_bytes(i, o, bits, group, fmt) for i, o in expert_shapes(hidden, ffn, gated))
 
 
 def expert_factor_bytes(hidden: int, ffn: int, rank: int, bytes_per_value: int = 2, gated: bool = True,

@@ -14,14 +14,16 @@ Transfer time (one link direction):   latency + bytes / bandwidth   (the YAML ba
 
 Work per op (tokens = tokens in the op, activations fp16 = ACT_BYTES per value):
   attention   FLOPs = sum over tokens of AttentionSpec.flops_per_token(hidden, context_i)
-              bytes = attention weights at attention_bits + KV read (sum of contexts) + KV write (tokens)
+              bytes = attention weights at attention_bits in their format and group (simulator.formats, the
+                      stored bytes) + KV read (sum of contexts) + KV write (tokens)
                       [+ the runtime's dequant.attention_extra_bytes_per_weight x params when low-bit]
   router      FLOPs = 2 hidden E tokens,               bytes = router weights (full precision)
   shared      FLOPs = 2 shared_params tokens,          bytes = shared expert weights (full precision)
   dense FFN   FLOPs = 2 dense_ffn_params tokens,       bytes = dense FFN weights
   LM head     FLOPs = 2 vocab hidden tokens,           bytes = vocab x hidden weights
-  expert      FLOPs = 2 expert_params tokens,          bytes = the stored form read (low-bit: dequant is fused
-              into the GEMM and not costed separately; decode GEMMs are memory-bound)
+  expert      FLOPs = 2 expert_params tokens,          bytes = the stored form read: the weight format's stored
+              bytes, packing waste, scales, zeros and meta included (low-bit: dequant is fused into the
+              GEMM and not costed separately; decode GEMMs are memory-bound)
                       [+ the runtime's dequant.extra_bytes_per_weight x expert_params for a low-bit form: the
                       traffic of a stack that dequantizes scales or weights in separate kernels]
   compensation FLOPs = ModelSpec.factor_flops_per_token(rank) tokens (x V, then (x V) U^T, three matrices),
@@ -36,6 +38,7 @@ import numpy as np
 
 from simulator.config.model import ModelSpec
 from simulator.config.system import GPUSpec, LinkSpec, NDPSpec
+from simulator.formats import DEFAULT_FORMAT
 from simulator.precision import FULL_PRECISION_BITS, is_full_precision
 
 ACT_BYTES = 2  # bytes per activation value (fp16) moved between GPU and NDP
@@ -87,14 +90,16 @@ def link_time(link: LinkSpec, direction: str, nbytes: float) -> float:
 
 def attention_work(model: ModelSpec, tokens: int, context_sum: float,
                    attention_bits: float = FULL_PRECISION_BITS,
-                   group: int = 128, dequant_bytes_per_weight: float = 0.0) -> tuple[float, float]:
-    """One layer's attention for `tokens` tokens whose contexts add up to `context_sum`; a low-bit stack
-    that dequantizes unfused moves `dequant_bytes_per_weight` more HBM bytes per weight and call."""
+                   group: int = 128, dequant_bytes_per_weight: float = 0.0,
+                   fmt: str = DEFAULT_FORMAT) -> tuple[float, float]:
+    """One layer's attention for `tokens` tokens whose contexts add up to `context_sum`, its weights stored at
+    `attention_bits` in format `fmt` with `group` (the attention's own: RunSpec.attention_group); a low-bit
+    stack that dequantizes unfused moves `dequant_bytes_per_weight` more HBM bytes per weight and call."""
     att, h = model.attention, model.hidden
     base = att.flops_per_token(h, 0)  # flops_per_token is affine in the context
     per_ctx = att.flops_per_token(h, 1) - base
     flops = tokens * base + context_sum * per_ctx
-    nbytes = model.attention_weight_bytes(attention_bits, group) + model.kv_bytes_per_token * (context_sum + tokens)
+    nbytes = model.attention_weight_bytes(attention_bits, group, fmt) + model.kv_bytes_per_token * (context_sum + tokens)
     if not is_full_precision(attention_bits) and dequant_bytes_per_weight:
         nbytes += dequant_bytes_per_weight * model.attention_params
     return flops, nbytes

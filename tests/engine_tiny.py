@@ -64,6 +64,7 @@ def tiny_scenario(policy: str, trace: Trace, model: ModelSpec | None = None, sys
     kw.setdefault("cache_capacity", 0.0)
     kw.setdefault("context", 0)
     kw.setdefault("steps", None)
+    kw.setdefault("attention_group", group)  # attention at the experts' group unless a test says otherwise
     return Scenario(system=system or tiny_system(), model=model, trace=trace, policy=get_policy(policy),
                     sizes=sizes, free_hbm=1e6, group=group, **kw)
 

@@ -28,6 +28,7 @@ from simulator.accuracy.compress import (
 )
 from simulator.accuracy.lowrank import FactorDtype, Method
 from simulator.accuracy.restore import restore_forward
+from simulator.formats import DEFAULT_FORMAT
 
 Alloc = Literal["kurtosis", "uniform", "energy"]
 
@@ -126,7 +127,9 @@ def build_plan(source, s: Settings) -> tuple[pd.DataFrame, dict]:
                          "kurtosis": kurt[i][e], "bytes_lowbit": qe.bytes_lowbit(),
                          "bytes_factors": qe.bytes_factors(ranks[i][e], s.factor_dtype),
                          "err_before": qe.rel_error(), "err_after": qe.rel_error(f)})
-    meta = {**source.describe(), **{k: v for k, v in asdict(s).items()}}
+    # bytes_lowbit are the project's own layout (what simulator.accuracy.quantize stores): a run with the plan
+    # simulates that format (simulator.simulate.with_plan_format checks it)
+    meta = {**source.describe(), **{k: v for k, v in asdict(s).items()}, "weight_format": DEFAULT_FORMAT}
     return pd.DataFrame(rows), meta
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.accounting import expert_factor_bytes, expert_lowbit_bytes, expert_shapes, matrix_bytes
+from simulator.formats import DEFAULT_FORMAT, WeightFormat
 from simulator.precision import FULL_PRECISION_BITS, is_full_precision
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -43,20 +44,21 @@ class AttentionSpec(BaseModel):
 
     def params(self, hidden: int) -> int:
         """Weight parameters of one attention layer."""
+        return sum(i * o for i, o in self.shapes(hidden))
+
+    def shapes(self, hidden: int) -> list[tuple[int, int]]:
+        """(d_in, d_out) of each projection of one attention layer (what a weight format quantizes)."""
         if self.kind == "gqa":
-            q = hidden * self.heads * self.head_dim
-            kv = 2 * hidden * self.kv_heads * self.head_dim
-            o = self.heads * self.head_dim * hidden
-            return q + kv + o
+            q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+            return [(hidden, q), (hidden, kv), (hidden, kv), (q, hidden)]
         qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
         if self.q_lora_rank:
-            q = hidden * self.q_lora_rank + self.q_lora_rank * self.heads * qk_head
+            q = [(hidden, self.q_lora_rank), (self.q_lora_rank, self.heads * qk_head)]
         else:
-            q = hidden * self.heads * qk_head
-        kv_a = hidden * (self.kv_lora_rank + self.qk_rope_head_dim)
-        kv_b = self.kv_lora_rank * self.heads * (self.qk_nope_head_dim + self.v_head_dim)
-        o = self.heads * self.v_head_dim * hidden
-        return q + kv_a + kv_b + o
+            q = [(hidden, self.heads * qk_head)]
+        kv_a = (hidden, self.kv_lora_rank + self.qk_rope_head_dim)
+        kv_b = (self.kv_lora_rank, self.heads * (self.qk_nope_head_dim + self.v_head_dim))
+        return [*q, kv_a, kv_b, (self.heads * self.v_head_dim, hidden)]
 
     def kv_values_per_token(self) -> int:
         """Cached values per token per layer (K and V for gqa; the compressed latent + rope key for mla)."""
@@ -117,9 +119,11 @@ class ModelSpec(BaseModel):
         """(d_in, d_out) of each matrix of a routed expert."""
         return expert_shapes(self.hidden, self.expert_ffn, self.gated_experts)
 
-    def expert_bytes(self, bits: float = FULL_PRECISION_BITS, group: int = 128) -> float:
-        """Bytes of one routed expert stored at `bits` (full precision at FULL_PRECISION_BITS)."""
-        return expert_lowbit_bytes(self.hidden, self.expert_ffn, bits, group, gated=self.gated_experts)
+    def expert_bytes(self, bits: float = FULL_PRECISION_BITS, group: int = 128,
+                     fmt: str | WeightFormat = DEFAULT_FORMAT) -> float:
+        """Bytes of one routed expert stored at `bits` in weight format `fmt` (simulator.formats; full
+        precision at FULL_PRECISION_BITS)."""
+        return expert_lowbit_bytes(self.hidden, self.expert_ffn, bits, group, fmt, gated=self.gated_experts)
 
     def expert_factor_bytes(self, rank: int) -> float:
         """Bytes of one expert's rank-r compensator (fp16 factors for each of its matrices)."""
@@ -155,17 +159,25 @@ class ModelSpec(BaseModel):
     def attention_bytes(self) -> float:
         return self.attention_params * self.weight_bytes
 
-    def attention_weight_bytes(self, bits: float = FULL_PRECISION_BITS, group: int = 128) -> float:
-        """Bytes of one attention layer's weights stored at `bits` (full precision at FULL_PRECISION_BITS).
-        Quantization groups run along the flattened weights (one scale and zero per `group` values)."""
+    @cached_property
+    def attention_shapes(self) -> list[tuple[int, int]]:
+        """(d_in, d_out) of each projection of one attention layer."""
+        return self.attention.shapes(self.hidden)
+
+    def attention_weight_bytes(self, bits: float = FULL_PRECISION_BITS, group: int = 128,
+                               fmt: str | WeightFormat = DEFAULT_FORMAT) -> float:
+        """Bytes of one attention layer's weights stored at `bits` in weight format `fmt`, projection by
+        projection (groups along each one's d_in); full precision at FULL_PRECISION_BITS."""
         if is_full_precision(bits):
             return self.attention_bytes
-        return matrix_bytes(self.attention_params, 1, bits, group)
+        return float(sum(matrix_bytes(i, o, bits, group, fmt) for i, o in self.attention_shapes))
 
-    def resident_bytes(self, attention_bits: float = FULL_PRECISION_BITS, group: int = 128) -> float:
-        """HBM bytes of the always-resident weights, with attention stored at `attention_bits`."""
+    def resident_bytes(self, attention_bits: float = FULL_PRECISION_BITS, group: int = 128,
+                       fmt: str | WeightFormat = DEFAULT_FORMAT) -> float:
+        """HBM bytes of the always-resident weights, with attention stored at `attention_bits` in `fmt` with
+        its own `group`."""
         other = self.resident_params - self.layers * self.attention_params
-        return other * self.weight_bytes + self.layers * self.attention_weight_bytes(attention_bits, group)
+        return other * self.weight_bytes + self.layers * self.attention_weight_bytes(attention_bits, group, fmt)
 
     @property
     def kv_bytes_per_token(self) -> float:
