@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from simulator import __version__
 from simulator.errors import UserError, format_validation_error
 
-COMMANDS = ["simulate", "trace", "compensate", "accuracy", "sweep", "plot", "validate", "serve"]
+COMMANDS = ["simulate", "trace", "compensate", "accuracy", "sweep", "plot", "validate", "serve", "profile", "measure"]
 
 
 def build_parser() -> argparse.ArgumentParser:
