@@ -107,7 +107,10 @@ class Scenario:
     context: int = 512
     top_n: int = 0
     attention_bits: int = FULL_PRECISION_BITS
+    attention_format: str = "moesim"  # simulator.formats family of the attention weights (RunSpec's)
+    attention_group: int = 128
     group: int = 128
+    weight_format: str = "moesim"     # of the low-bit experts (their bytes are in `sizes`)
     prefetch: bool = False
     prefetch_hit_rate: float = 1.0
     seed: int = 0

@@ -6,11 +6,14 @@ UserErrors: unknown names, trace/model shape mismatch, --rank or --plan on a pol
 compensation, --top-n above the model's k, an NDP policy on a system without NDP units, a plan for
 another model shape, resident weights + KV that overflow HBM, gpu-resident experts that do not fit, a
 batch above the trace's sequences, a rank above the expert matrices' smaller side, a cache above the free
-HBM or with more experts per layer than the model has, --bits/--group that disagree with the plan (a plan
-gives them when they are not given).
+HBM or with more experts per layer than the model has, --bits/--group/--weight-format that disagree with
+the plan (a plan gives them when they are not given), a weight format that cannot store the model's
+matrices at its bits and group (experts: --weight-format/--bits/--group; attention: --attention-format/
+--attention-bits/--attention-group).
 
 GPU expert cache capacity (bytes):
-    free = HBM - resident weights (attention at RunSpec.attention_bits) - KV of the batch at the largest
+    free = HBM - resident weights (attention at RunSpec.attention_bits in attention_format, attention_group)
+           - KV of the batch at the largest
            context (context + prompt + decode steps) - gpu.reserved_memory
     capacity = RunSpec.cache_bytes if given; else, with cache_experts_per_layer = K, a cache per MoE
            layer of K x (the largest expert's bytes in the policy's slot forms); else `free`.
@@ -29,6 +32,7 @@ from simulator.config.runtime import Runtime, load_runtime
 from simulator.config.system import SystemSpec, load_system
 from simulator.des.engine import run
 from simulator.errors import UserError
+from simulator.formats import DEFAULT_FORMAT, FormatError, weight_format
 from simulator.metrics import summarize
 from simulator.policies.registry import get_policy, names
 from simulator.precision import FULL_PRECISION_BITS
@@ -58,7 +62,7 @@ def with_plan_format(spec: RunSpec) -> RunSpec:
         return spec
     from simulator.accuracy.plan import load_plan
 
-    df, _ = load_plan(spec.plan)
+    df, meta = load_plan(spec.plan)
     update = {}
     for name in ("bits", "group"):
         values = sorted(set(df[name].astype(int).tolist()))
@@ -68,7 +72,32 @@ def with_plan_format(spec: RunSpec) -> RunSpec:
                             source=spec.plan, field=name)
         if name not in spec.model_fields_set and len(values) == 1:
             update[name] = values[0]
+    # the plan's bytes_lowbit are those of its weight format (plans before formats: the project's own)
+    fmt = meta.get("weight_format", DEFAULT_FORMAT)
+    if "weight_format" in spec.model_fields_set and spec.weight_format != fmt:
+        raise UserError(f"--weight-format {spec.weight_format} disagrees with the plan's weight format {fmt} (its "
+                        "bytes are that layout's); leave --weight-format out to take the plan's",
+                        source=spec.plan, field="weight_format")
+    if "weight_format" not in spec.model_fields_set and spec.weight_format != fmt:
+        update["weight_format"] = fmt
     return spec.model_copy(update=update) if update else spec
+
+
+def check_formats(spec: RunSpec, model: ModelSpec) -> None:
+    """A UserError naming the RunSpec field when the expert or attention format cannot store `model`'s
+    matrices at its bits and group (simulator.formats.FormatError's field -> the flag)."""
+    for which, shapes, prefix in (("expert", model.expert_shapes, ""), ("attention", model.attention_shapes,
+                                                                          "attention_")):
+        family = getattr(spec, f"{prefix}format" if prefix else "weight_format")
+        bits, group = getattr(spec, f"{prefix}bits"), getattr(spec, f"{prefix}group")
+        flags = {"bits": f"{prefix}bits", "group": f"{prefix}group"}
+        try:
+            fmt = weight_format(family, bits, group)
+            for d_in, d_out in shapes:
+                fmt.check_shape(d_in, d_out)
+        except FormatError as exc:
+            field = flags.get(exc.field, f"{prefix}format" if prefix else "weight_format")
+            raise UserError(f"{which} weights of {model.name}: {exc}", field=field) from None
 
 
 def expert_sizes(spec: RunSpec, model: ModelSpec, compensates: bool) -> ExpertSizes:
@@ -81,7 +110,7 @@ def expert_sizes(spec: RunSpec, model: ModelSpec, compensates: bool) -> ExpertSi
         if rank > largest:
             raise UserError(f"rank {rank} exceeds {largest}, the smaller dimension of {model.name}'s expert "
                             f"matrices ({model.hidden} x {model.expert_ffn})", field="rank")
-        return ExpertSizes(lowbit=np.full(shape, model.expert_bytes(spec.bits, spec.group)),
+        return ExpertSizes(lowbit=np.full(shape, model.expert_bytes(spec.bits, spec.group, spec.weight_format)),
                            factors=np.full(shape, float(model.expert_factor_bytes(rank))), full=full,
                            bits=np.full(shape, spec.bits, dtype=np.int64),
                            rank=np.full(shape, rank, dtype=np.int64))
@@ -180,10 +209,11 @@ def build_scenario(spec: RunSpec, system: SystemSpec | None = None, runtime: Run
     if spec.batch > sequences:  # lockstep decoding of B sequences needs B of them (it ran fewer, reporting B)
         raise UserError(f"batch {spec.batch} exceeds the {sequences} sequences of trace {spec.trace}; at most "
                         f"{sequences} can decode in lockstep", field="batch")
+    check_formats(spec, model)
     sizes = expert_sizes(spec, model, policy.compensates)
     steps = steps_bound(trace.sequence_bounds(), spec.batch, spec.tokens)
     kv = model.kv_bytes_per_token * model.layers * spec.batch * (spec.context + spec.prompt + steps)
-    resident = model.resident_bytes(spec.attention_bits, spec.group)
+    resident = model.resident_bytes(spec.attention_bits, spec.attention_group, spec.attention_format)
     free = system.gpu.hbm_capacity - resident - kv - system.gpu.reserved_memory
     if free < 0:
         raise UserError(f"{model.name} does not fit on {system.gpu.name}: resident weights "

@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from simulator.config.quantity import ByteCount
 from simulator.config.runtime import DEFAULT_RUNTIME
+from simulator.formats import DEFAULT_FORMAT, FAMILY_NAMES
 from simulator.policies.registry import DEFAULT_POLICY
 from simulator.precision import FULL_PRECISION_BITS
 
@@ -26,6 +27,7 @@ DEFAULT_HWCONFIG = "h100-cxl-ndp"
 DEFAULT_MODEL = "deepseek-v2-lite"
 DEFAULT_TRACE = "traces/esft-intent"
 DEFAULT_TOKENS = 256  # decode steps: keeps the default run to seconds; None runs the whole trace
+FormatFamily = Literal[FAMILY_NAMES]  # simulator.formats.FAMILIES: a byte layout that takes (bits, group)
 POSITIONAL = {"cli": "positional"}  # json_schema_extra of the field the CLI takes as its positional argument
 
 
@@ -49,6 +51,8 @@ class RunSpec(BaseModel):
     policy: str = Field(default=DEFAULT_POLICY, description="placement policy")
     bits: int = Field(default=4, ge=1, le=FULL_PRECISION_BITS, description="low-bit expert width")
     group: int = Field(default=128, ge=1, description="quantization group size")
+    weight_format: FormatFamily = Field(default=DEFAULT_FORMAT, description="byte layout of the low-bit experts "
+                                        "at --bits and --group (simulator.formats: packing, scale and zero bits)")
     top_n: int = Field(default=2, ge=0, description="experts restored per token")
     rank: int | None = Field(default=None, ge=0,
                              description="uniform compensator rank of the lrc policies (none: 32)")
@@ -65,6 +69,10 @@ class RunSpec(BaseModel):
     prefetch_hit_rate: float | None = Field(default=None, ge=0, le=1, description="share of prefetches that "
                                             "guess right (none: the runtime's recall)")
     attention_bits: int = Field(default=FULL_PRECISION_BITS, ge=1, le=FULL_PRECISION_BITS, description="attention weights stored at this many bits")
+    attention_format: FormatFamily = Field(default=DEFAULT_FORMAT, description="byte layout of low-bit attention "
+                                           "weights at --attention-bits and --attention-group")
+    attention_group: int = Field(default=128, ge=1, description="quantization group size of low-bit attention "
+                                                                "weights")
     batch: int = Field(default=1, ge=1, description="sequences decoded in lockstep")
     tokens: Annotated[int | None, BeforeValidator(_zero_is_none)] = Field(
         default=DEFAULT_TOKENS, ge=1, description="decode steps; 0 or none = the whole trace")
