@@ -75,14 +75,18 @@ def test_one_calibration_point_per_runtime_and_host_cpu(tmp_path):
 
 def test_expert_bytes_match_the_hqq_storage_the_implementation_copies():
     """validation/eliseev2023.yaml: HQQ 2-bit g16 with 8-bit scale and zero (fp16 scale+zero per 128
-    scales, one per tensor for the zeros) is within 1% of our (bits 2, group 32, fp16 scale+zero)."""
+    scales, one per tensor for the zeros) is the `hqq` weight format, byte for byte; attention is
+    4-bit g64 `hqq-meta256` with its own group (tests/test_formats.py has the hand counts)."""
     from simulator.config.model import load_model
+    from simulator.validate import load_validation
 
     model = load_model("mixtral-8x7b")
     weights = [i * o for i, o in model.expert_shapes]  # gate, up, down
     hqq = sum(n / 4 + n / 16 + n / 16 + (n / 16 / 128) * 4 + 2 * 2 for n in weights)  # W_q, scale_q, zero_q, metas
-    assert hqq == pytest.approx(model.expert_bytes(2, 32), rel=0.01)
-    assert hqq > model.expert_bytes(2, 32)
+    spec = load_validation(validation_files()[0])[1][0]
+    assert (spec.weight_format, spec.bits, spec.group) == ("hqq", 2, 16)
+    assert (spec.attention_format, spec.attention_bits, spec.attention_group) == ("hqq-meta256", 4, 64)
+    assert model.expert_bytes(spec.bits, spec.group, spec.weight_format) == hqq == 66_404_364
 
 
 def test_calibrated_figures_still_reproduce_their_points():
@@ -100,7 +104,7 @@ def test_calibrated_figures_still_reproduce_their_points():
 
 def test_fit_recovers_the_shipped_calibration_and_rejects_unknown_figures(tmp_path):
     """`moesim validate --fit` solves for each calibration point's figure: on the shipped file it lands on
-    the shipped host time per kernel (29.2 us on the reference CPU, rounded to 0.1 us in the profile), and
+    the shipped host time per kernel (29.0 us on the reference CPU, rounded to 0.1 us in the profile), and
     the fitted profile writes out and loads back."""
     from simulator.config.runtime import load_runtime
     from simulator.validate import fit, write_fitted_profiles
