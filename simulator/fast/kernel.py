@@ -214,19 +214,20 @@ def recall_guesses(rt, x, rng, pf, nxt):
     """The recall prefetcher's guesses for layer `nxt` into x.q_* (simulator.prefetch; the DES's
     recall_guesses): per item, right with probability recall, else a wrong expert drawn by pf.weight among
     those the layer does not route to and not guessed yet, with the item's row. Returns how many."""
-    n, ng = x.n_items[nxt], 0
-    for i in range(n):
-        x.used_by_next[x.items[nxt, i]] = True
+    n, ng, total = x.n_items[nxt], 0, -1
     for i in range(n):
         e = x.items[nxt, i]
         if rng.random() < pf.recall:
             x.q_exp[ng], x.q_row[ng], x.q_own[ng] = e, x.rows[nxt, i], True
             ng += 1
             continue
-        total = 0
-        for j in range(rt.E):
-            if not x.used_by_next[j]:
+        if total < 0:  # the weight of the experts the layer does not route to (integers: any order is exact)
+            total = 0
+            for j in range(rt.E):
                 total += pf.weight[nxt, j]
+            for k in range(n):
+                x.used_by_next[x.items[nxt, k]] = True
+                total -= pf.weight[nxt, x.items[nxt, k]]
         if total == 0:
             continue
         target, acc, w = np.int64(rng.random() * total), 0, 0
@@ -237,12 +238,14 @@ def recall_guesses(rt, x, rng, pf, nxt):
                     w = j
                     break
         x.used_by_next[w] = True
+        total -= pf.weight[nxt, w]
         x.q_exp[ng], x.q_row[ng], x.q_own[ng] = w, x.rows[nxt, i], False
         ng += 1
-    for i in range(n):
-        x.used_by_next[x.items[nxt, i]] = False
-    for g in range(ng):
-        x.used_by_next[x.q_exp[g]] = False
+    if total >= 0:
+        for i in range(n):
+            x.used_by_next[x.items[nxt, i]] = False
+        for g in range(ng):
+            x.used_by_next[x.q_exp[g]] = False
     return ng
 
 
