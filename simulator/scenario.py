@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulator import prefetch as prefetchers
 from simulator.config.runtime import OP_KINDS
 from simulator.costs import FROM_GPU, TO_GPU
 from simulator.precision import FULL_PRECISION_BITS
@@ -47,9 +48,15 @@ DEMAND, PREFETCH = 0, 1  # transfer priorities on a link: on-demand copies are s
 # copied into the GPU expert cache (read from the expert memory).
 WORK_COLUMNS = ("gpu_flops", "gpu_bytes", "ndp_flops_int4", "ndp_flops_int8", "ndp_flops_fp16", "ndp_bytes",
                 "copied_bytes")
-STEP_COUNTERS = ("cache_hits", "cache_misses", "experts_gpu", "experts_ndp", *WORK_COLUMNS)  # per step and run
+# Cache lookups of the layers' own (demand) accesses: cache_hits found an entry that was not brought by a
+# prefetch still unused (a demand hit), prefetch_hits the first use of an entry a prefetch brought, and
+# cache_misses copied it on demand; lookups = the three together.
+STEP_COUNTERS = ("cache_hits", "prefetch_hits", "cache_misses", "experts_gpu", "experts_ndp",
+                 *WORK_COLUMNS)  # per step and run
 STEP_COLUMNS = ("step", "tokens", "start_s", "end_s", *CATEGORIES, *STEP_COUNTERS)  # + link byte columns
 FETCHED = {form: f"fetched_{form}_bytes" for form in FORMS}  # counter of the bytes copied per form
+# prefetch_bytes: bytes copied by prefetches; prefetch_wasted_bytes: of those, the entries evicted before any
+# demand lookup used them or still unused when the run ends (simulator.prefetch)
 RUN_COUNTERS = (*STEP_COUNTERS, "prefetch_bytes", "prefetch_wasted_bytes", *FETCHED.values())
 
 
@@ -112,7 +119,10 @@ class Scenario:
     group: int = 128
     weight_format: str = "moesim"     # of the low-bit experts (their bytes are in `sizes`)
     prefetch: bool = False
-    prefetch_hit_rate: float = 1.0
+    prefetch_hit_rate: float = 1.0  # the recall prefetcher's recall
+    prefetcher: str = "recall"      # simulator.prefetch.KINDS: how guesses are made when prefetch is on
+    prefetch_calibration_tokens: int = 0  # the trace's first N tokens: what recall/transitions learn from
+    prefetch_successors: int = 1    # transitions: guesses per expert of the current layer
     seed: int = 0
     runtime: Runtime | None = None   # the software stack's profile (what the fields below were resolved from)
     op_overhead: dict[str, float] = field(default_factory=dict)  # seconds per GPU op of each OP_KINDS kind
@@ -124,6 +134,19 @@ class Scenario:
 
     def __post_init__(self) -> None:
         self.op_overhead = {op: self.op_overhead.get(op, self.system.gpu.launch_overhead) for op in OP_KINDS}
+
+    @property
+    def prefetch_mode(self) -> int:
+        """simulator.prefetch's mode number (NONE when prefetch is off)."""
+        return prefetchers.mode(self.prefetcher, self.prefetch)
+
+    def decode_bounds(self) -> list[tuple[int, int]]:
+        """The trace's sequence bounds the decode takes: after the prefetcher's calibration prefix, if it
+        learns from one (simulator.prefetch)."""
+        bounds = self.trace.sequence_bounds()
+        if self.prefetch and prefetchers.learns(self.prefetcher, self.prefetch_calibration_tokens):
+            return prefetchers.decode_bounds(bounds, self.prefetch_calibration_tokens)
+        return bounds
 
     @property
     def cache_partitions(self) -> int:

@@ -155,20 +155,29 @@ def cache_capacity(spec: RunSpec, model: ModelSpec, policy, sizes: ExpertSizes, 
 
 
 def runtime_fields(spec: RunSpec, system: SystemSpec, runtime: Runtime | None = None) -> dict:
-    """The Scenario fields the runtime profile decides (RunSpec's cache_policy, prefetch and prefetch_hit_rate
-    override the profile's when given), and the system as the runtime's copies see it (pageable copies run at
+    """The Scenario fields the runtime profile decides (RunSpec's cache_policy, prefetch, prefetcher and its
+    prefetch_* parameters override the profile's when given; --prefetch on a profile without a prefetcher
+    turns on `recall`), and the system as the runtime's copies see it (pageable copies run at
     the link's pageable bandwidth). `runtime`: this profile instead of loading spec.runtime."""
     rt = runtime if runtime is not None else load_runtime(spec.runtime)
     if rt.copies.host_memory == "pageable":
         system = pageable_system(system, rt.name)
-    prefetch = rt.prefetch.kind != "none" if spec.prefetch is None else spec.prefetch
-    recall = rt.prefetch.recall if spec.prefetch_hit_rate is None else spec.prefetch_hit_rate
+    pf = rt.prefetch
+    kind = spec.prefetcher or (pf.kind if pf.kind != "none" else "recall")  # --prefetch on a stack without one
+    prefetch = (spec.prefetcher is not None or pf.kind != "none") if spec.prefetch is None else spec.prefetch
+    recall = pf.recall if spec.prefetch_hit_rate is None else spec.prefetch_hit_rate
+    calibration = pf.calibration_tokens if spec.prefetch_calibration_tokens is None else spec.prefetch_calibration_tokens
+    if prefetch and kind == "transitions" and not calibration:
+        raise UserError("the transitions prefetcher learns from a calibration prefix: give "
+                        "--prefetch-calibration-tokens N > 0", source=rt.name, field="prefetch.calibration_tokens")
     return {"system": system, "runtime": rt, "op_overhead": rt.op_overhead(system),
             "dequant_efficiency": tuple(rt.dequant.at(b) for b in range(FULL_PRECISION_BITS + 1)),
             "dequant_bytes_per_weight": rt.dequant.extra_bytes_per_weight,
             "attention_dequant_bytes_per_weight": rt.dequant.attention_extra_bytes_per_weight,
             "loads_block_layer": rt.copies.stream == "compute",
-            "cache_policy": spec.cache_policy or rt.cache, "prefetch": prefetch, "prefetch_hit_rate": recall}
+            "cache_policy": spec.cache_policy or rt.cache, "prefetch": prefetch, "prefetch_hit_rate": recall,
+            "prefetcher": kind, "prefetch_calibration_tokens": calibration,
+            "prefetch_successors": pf.successors if spec.prefetch_successors is None else spec.prefetch_successors}
 
 
 def pageable_system(system: SystemSpec, runtime: str) -> SystemSpec:

@@ -66,8 +66,15 @@ class RunSpec(BaseModel):
                                                 description="per-layer caches of K experts instead")
     prefetch: bool | None = Field(default=None, description="speculatively copy the next layer's experts "
                                                            "(none: as the runtime does)")
-    prefetch_hit_rate: float | None = Field(default=None, ge=0, le=1, description="share of prefetches that "
-                                            "guess right (none: the runtime's recall)")
+    prefetch_hit_rate: float | None = Field(default=None, ge=0, le=1, description="recall prefetcher: share of "
+                                            "the next layer's experts guessed right (none: the runtime's recall)")
+    prefetcher: Literal["recall", "previous-token", "transitions"] | None = Field(
+        default=None, description="how prefetches guess (none: the runtime's; recall when it has none)")
+    prefetch_calibration_tokens: int | None = Field(
+        default=None, ge=0, description="the trace's first N tokens the recall/transitions prefetchers learn from; "
+                                        "the timed decode starts after them (none: the runtime's)")
+    prefetch_successors: int | None = Field(default=None, ge=1, description="transitions prefetcher: successors "
+                                            "guessed per current expert (none: the runtime's)")
     attention_bits: int = Field(default=FULL_PRECISION_BITS, ge=1, le=FULL_PRECISION_BITS, description="attention weights stored at this many bits")
     attention_format: FormatFamily = Field(default=DEFAULT_FORMAT, description="byte layout of low-bit attention "
                                            "weights at --attention-bits and --attention-group")
