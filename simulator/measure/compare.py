@@ -8,7 +8,7 @@ is built from the Scenario moesim builds from it (simulator.simulate.build_scena
 expert bytes, routing, batch schedule and top-n are one object, not two copies.
 
 Per configuration: measured ms/token (median of `repeats` timed passes after a warm-up pass, each from a
-cold cache), predicted ms/token (the DES), rel_error = (predicted - measured) / measured, both breakdowns,
+cold cache; device time: on CPU the thread's CPU time, its wall time reported beside it), predicted ms/token (the DES), rel_error = (predicted - measured) / measured, both breakdowns,
 and the bookkeeping of both (hits, misses, evictions, bytes copied per form), which must be equal.
 """
 
@@ -122,6 +122,7 @@ def compare_one(cfg: Config, spec, device, repeats: int, seed: int = 0) -> dict:
             "measured_ms_per_token": measured, "predicted_ms_per_token": predicted,
             "rel_error": (predicted - measured) / measured,
             "measured_runs_ms_per_token": [r.ms_per_token for r in runs],
+            "measured_wall_ms_per_token": statistics.median(1e3 * r.wall_seconds / r.tokens for r in runs),
             "measured_spread": (runs[-1].ms_per_token - runs[0].ms_per_token) / measured,
             "measured_breakdown_ms_per_token": {c: 1e3 * s / med.tokens for c, s in med.breakdown.items()},
             "predicted_breakdown_ms_per_token": summary["breakdown_ms_per_token"],

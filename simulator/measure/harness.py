@@ -6,7 +6,8 @@ copy mode. Per decode step (B sequences in lockstep, simulator.schedule.BatchSch
 
     attention            GQA over each sequence's KV cache (context + position entries)     attention
     router               norm, router GEMM, softmax, top-k (the trace decides the routing)   router
-    cache lookups        the experts of the batch's union ascending; per expert its stored form, then its
+    cache lookups        (host bookkeeping, counted in expert_gpu as the experts' fixed cost)
+                         the experts of the batch's union ascending; per expert its stored form, then its
                          factors when a token restores it (policy.place): lookups and inserts in the very
                          cache class moesim uses (simulator.des.cache), so hits, misses and evictions are
                          moesim's by construction; every miss is copied host -> device slot
@@ -24,13 +25,15 @@ layout is padded up to moesim's figure if a format counts more; a format that co
 The device cache is a pool of slots of each form; an entry evicted while its layer still needs it keeps
 its slot until the layer ends, and an entry larger than the cache streams through a transient slot.
 
-Timing: simulator.measure.device.StreamClock (perf_counter on CPU, CUDA events on the compute stream).
+Timing: simulator.measure.device.StreamClock (the thread's CPU time on CPU, CUDA events on the compute
+stream); the wall time of every step is kept too.
 The host-side preparation of a step's routing tensors from the trace happens before the step's clock
 starts (a real system's router produces them on the device; its GEMM, softmax and top-k are timed).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -70,6 +73,7 @@ class RunTiming:
     tokens: int
     breakdown: dict[str, float]          # seconds per category
     step_seconds: list[float]
+    wall_seconds: float = 0.0            # perf_counter over the steps (on CPU includes waits for a core)
 
     @property
     def ms_per_token(self) -> float:
@@ -317,8 +321,9 @@ class Harness:
             K.attention(x, lw, rows, pos, mask, length)
             mark("attention")
             xn = K.router(x, lw, self.k)
-            work, copies = self.lookups(layer, items)
             mark("router")
+            work, copies = self.lookups(layer, items)
+            mark("expert_gpu")  # the host's bookkeeping per expert: part of the expert op's fixed cost
             events = {}
             for key, slot in copies:
                 events[id(slot)] = self.copy(key, slot)
@@ -354,18 +359,20 @@ class Harness:
         self.reset()
         sched = BatchSchedule(sc.trace.sequence_bounds(), sc.batch)
         clock = StreamClock(self.device)
-        total, tokens, steps = 0.0, 0, []
+        total, tokens, steps, wall = 0.0, 0, [], 0.0
         acc: dict[str, float] = defaultdict(float)
         step = 0
         while sc.steps is None or step < sc.steps:
             idx = sched.next_step()
             if idx is None:
                 break
+            w0 = time.perf_counter()
             seconds = self.step(idx, clock)
+            wall += time.perf_counter() - w0
             for cat, s in clock.take().items():
                 acc[cat] += s
             total += seconds
             tokens += len(idx)
             steps.append(seconds)
             step += 1
-        return RunTiming(total, tokens, {c: acc[c] for c in CATEGORIES}, steps)
+        return RunTiming(total, tokens, {c: acc[c] for c in CATEGORIES}, steps, wall)

@@ -5,7 +5,8 @@ Each measurement is `repeats` timed runs of `iters` calls (after a warm-up); a F
 seconds per call and the spread, (max - min) / median over the runs. Sources rotate over buffers larger
 than the last-level cache where a cold read is what the decode loop does (copies from host memory,
 experts read from the device). On CUDA the runs are timed with events on the stream (copies: pinned and
-pageable host memory, host -> device and device -> host); on CPU with perf_counter, one thread.
+pageable host memory, host -> device and device -> host); on CPU with the thread's CPU time
+(simulator.measure.device.cpu_clock), one thread.
 
 Nothing here looks at a decode loop, a cache or a routing trace: `moesim measure` checks how these figures
 compose, so none of them may be fitted to its runs.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from simulator.measure import kernels as K
-from simulator.measure.device import StreamClock, synchronize
+from simulator.measure.device import StreamClock, cpu_clock, synchronize
 
 MB = 1 << 20
 
@@ -64,10 +65,10 @@ def timed(fn: Callable[[int], object], device: torch.device, s: Settings, iters:
             b.synchronize()
             dt = a.elapsed_time(b) / 1e3
         else:
-            t0 = time.perf_counter()
+            t0 = cpu_clock()
             for i in range(iters):
                 fn(i)
-            dt = time.perf_counter() - t0
+            dt = cpu_clock() - t0
         if r:
             runs.append(dt / iters)
     med = statistics.median(runs)
@@ -201,8 +202,11 @@ def expert_op(shape: K.Shape, bits: int, group: int, device, s: Settings, tokens
 
 
 def layer_ops(shape: K.Shape, experts: int, top_k: int, context: int, device, s: Settings) -> dict[str, Figure]:
-    """Attention (one token at KV length context + 1), router, shared expert and LM head, at batch 1,
-    rotating over enough layers' weights to read them cold."""
+    """Attention (one token at KV length context + 1), router, shared expert and LM head at batch 1, each
+    timed in the order a decode layer runs them (attention, router, shared experts, then a 16-bit expert
+    op, whose time is not used, so each op follows the kind of work it follows in a step; alone, an op
+    finds the caches warm with its own code and data and runs faster), rotating over enough layers' weights
+    to read them cold. The LM head runs after every layer here and is timed apart."""
     gen = torch.Generator().manual_seed(2)
     per_layer = 2 * (shape.hidden * (shape.heads + 2 * shape.kv_heads) * shape.head_dim * 2 + 3 * shape.hidden
                      * max(shape.shared_ffn, 1))
@@ -214,11 +218,79 @@ def layer_ops(shape: K.Shape, experts: int, top_k: int, context: int, device, s:
     mask = torch.ones(1, 1, 1, context + 1, dtype=torch.bool, device=device)
     head = (torch.randn(shape.vocab, shape.hidden, generator=gen) * 0.02).to(K.DT).to(device).t()
     norm = torch.ones(shape.hidden, dtype=K.DT, device=device)
-    out = {
-        "attention": timed(lambda i: K.attention(x, layers[i % count], rows, pos, mask, context + 1), device, s),
-        "router": timed(lambda i: K.router(x, layers[i % count], top_k), device, s),
-        "lm_head": timed(lambda i: K.lm_head(x, norm, head), device, s),
-    }
-    if shape.shared_ffn:
-        out["shared"] = timed(lambda i: K.shared_expert(x, x, layers[i % count]), device, s)
+    slots = _slots("full", shape, 16, 128, 0, device, Settings(cold_bytes=64 * MB), gen)[:8]
+    scratch = K.Scratch(shape, device)
+    idx = torch.zeros(1, dtype=torch.long, device=device)
+    wts = torch.full((1, 1), 0.5, dtype=K.DT, device=device)
+    clock = StreamClock(device)
+    names = {"attention": "attention", "router": "router", "other": "shared", "compensation": "lm_head"}
+    runs: dict[str, list[float]] = {n: [] for n in names.values()}
+    for r in range(s.repeats + 1):
+        clock.start()
+        for i in range(s.iters):
+            layer = layers[i % count]
+            K.attention(x, layer, rows, pos, mask, context + 1)
+            clock.mark("attention")
+            xn = K.router(x, layer, top_k)
+            clock.mark("router")
+            if layer.shared is not None:
+                K.shared_expert(xn, x, layer)
+                clock.mark("other")
+            K.expert(xn, x, idx, wts, slots[i % len(slots)], scratch, None, None, lambda cat: None)
+            clock.mark("expert_gpu")
+            K.lm_head(x, norm, head)
+            clock.mark("compensation")  # (the LM head's time, kept apart)
+            x.mul_(0.5)  # keep the residual stream bounded
+            clock.mark("expert_gpu")
+        clock.close()
+        acc = clock.take()
+        if r:
+            for cat, name in names.items():
+                runs[name].append(acc[cat] / s.iters)
+    out = {}
+    for name, v in runs.items():
+        if name == "shared" and not shape.shared_ffn:
+            continue
+        med = statistics.median(v)
+        out[name] = Figure(med, (max(v) - min(v)) / med if med > 0 else 0.0, v)
     return out
+
+
+def bookkeeping(shape, s: Settings) -> Figure:
+    """Host seconds of the harness's cache bookkeeping per expert (Harness.lookups: cache lookups and
+    inserts, slot assignment, the copy list), on the preset's routing (a synthetic trace) with a small cache;
+    the widths do not matter to it, so the experts are tiny."""
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from simulator.config.run import RunSpec
+    from simulator.measure.harness import Harness
+    from simulator.measure.shape import harness_trace, write_model
+    from simulator.routing.trace import save_trace
+    from simulator.schedule import BatchSchedule
+    from simulator.simulate import build_scenario
+
+    tiny = replace(shape, hidden=64, expert_ffn=64, shared_experts=0, vocab=64, heads=1, kv_heads=1, head_dim=64)
+    steps = max(8, s.iters)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        write_model(tiny.model_spec(), d / "model.yaml")
+        save_trace(harness_trace(tiny, None, steps, 1), d / "trace")
+        sc = build_scenario(RunSpec(hwconfig="h100-pcie5", runtime="fused", model=str(d / "model.yaml"),
+                                    trace=str(d / "trace"), policy="offload-lowbit", bits=4, group=64,
+                                    cache_experts_per_layer=max(1, tiny.model_spec().top_k), tokens=steps))
+        h = Harness(sc, torch.device("cpu"))
+        sched = BatchSchedule(sc.trace.sequence_bounds(), 1)
+        plans = [h.routing(sched.next_step()) for _ in range(steps)]
+        runs = []
+        for r in range(s.repeats + 1):
+            h.reset()
+            t0 = cpu_clock()
+            for plan in plans:
+                for layer, items in enumerate(plan):
+                    h.lookups(layer, items)
+            if r:
+                runs.append((cpu_clock() - t0) / h.book.experts_gpu)
+    med = statistics.median(runs)
+    return Figure(med, (max(runs) - min(runs)) / med, runs)

@@ -14,7 +14,8 @@ Derivation (every figure from simulator.measure.microbench, nothing from a decod
                             pinned memory (CUDA; pageable_bandwidth_to_gpu from pageable) or a memcpy
                             (CPU: pinned and pageable are the same memory)
   runtime kernels.<kind>    (measured op seconds - its roofline seconds) / seconds per kernel, for each op
-                            kind of the harness at the harness's shape: expert from the fit's intercept a,
+                            kind of the harness at the harness's shape: expert from the fit's intercept a
+                            plus the host's cache bookkeeping per expert (lookup, insert, slot, copy list),
                             attention at the run's context, router, compensation at the rank, other from
                             the shared experts (per MoE layer) and the LM head (per step) weighted as a
                             step issues them
@@ -83,6 +84,8 @@ def measure_machine(device: torch.device, shape: HarnessShape, settings: mb.Sett
     if rank:
         say(f"compensation at rank {rank}")
         raw["compensation"] = mb.expert_op(ts, 16, group, device, settings, rank=rank)["compensation"]
+    say("cache bookkeeping per expert")
+    raw["bookkeeping"] = mb.bookkeeping(shape, settings)
     say("attention, router, shared expert, LM head")
     raw["ops"] = mb.layer_ops(ts, model.num_experts, model.top_k, context, device, settings)
     raw["settings"] = {"bits": list(bits), "rank": rank, "group": group, "context": context,
@@ -199,7 +202,8 @@ links:
     else:
         other_k, other_src = head_k, "the LM head (no shared experts in this shape)"
     exp_a = raw["expert_full"]["intercept"]
-    exp_k = max(0.0, exp_a / per_kernel)
+    book = raw["bookkeeping"].seconds
+    exp_k = max(0.0, (exp_a + book) / per_kernel)
     rank = s["rank"]
     comp_k, comp_src = 1.0, "not measured (no --rank): assumption, one kernel"
     if rank and "compensation" in raw:
@@ -233,7 +237,7 @@ host:
 kernels:
   attention: {att_k:.3f}   # attention at context {s['context']}: {_q(ops['attention'].seconds)}, spread {ops['attention'].spread:.2f}
   router: {rou_k:.3f}   # router: {_q(ops['router'].seconds)}, spread {ops['router'].spread:.2f}
-  expert: {exp_k:.3f}   # intercept of the 16-bit expert op over FFN widths ({_q(exp_a)})
+  expert: {exp_k:.3f}   # intercept of the 16-bit expert op over FFN widths ({_q(exp_a)}) + the cache bookkeeping per expert ({_q(book)}, spread {raw['bookkeeping'].spread:.2f})
   compensation: {comp_k:.3f}   # {comp_src}
   other: {other_k:.3f}   # {other_src}
 syncs_per_moe_layer: 0   # routing comes from the trace: no device -> host sync
