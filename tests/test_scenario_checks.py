@@ -83,8 +83,8 @@ def test_every_scenario_field_comes_from_the_runspec_or_is_resolved_from_it():
     from simulator.scenario import Scenario
 
     spec = RunSpec(hwconfig="rtx3060-pcie3", policy="offload-lrc", batch=3, prompt=5, context=77, top_n=1, attention_bits=8, group=64,
-                   prefetch=True, prefetch_hit_rate=0.25, seed=9, cache_policy="lfu", tokens=7,
-                   runtime="mixtral-offloading")
+                   prefetch=True, prefetch_hit_rate=0.25, prefetcher="recall", prefetch_calibration_tokens=16,
+                   prefetch_successors=2, seed=9, cache_policy="lfu", tokens=7, runtime="mixtral-offloading")
     sc = build_scenario(spec)
     for f in fields(Scenario):
         if f.name in RunSpec.model_fields and f.name not in ("model", "trace", "policy", "runtime"):
