@@ -24,7 +24,10 @@ form, else the expert's bits) and the dequantization traffic are written here on
 
 Rows are made lazily: a code is asked of the policy the first time it occurs (`ensure`), an expert-blind
 policy (Policy.expert_blind) once per (tokens, restored) for a class of experts alike (bytes per form,
-bits and rank), the first few thousand up front.
+bits and rank), the first few thousand up front. Codes find their first row through a dense array while
+there are few enough codes (steps of a few tokens); past that, an expert-blind policy's codes find it by
+(class, tokens, restored) alone (`shared_rows`: serving's prefill chunks of hundreds of tokens would
+otherwise table one row set per expert), and other policies' through sorted codes.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ NOTHING: frozenset = frozenset()  # the cache a policy that reads none of it is 
 
 # The table as the compiled timer reads it: code -> first row (slot, or sorted known codes -> known_at),
 # the rows' columns, the forms the policy reads (scenario.FORMS indices) and K.
-Rows = namedtuple("Rows", "slot known known_at ti tf tb tw read_forms K")
+Rows = namedtuple("Rows", "slot known known_at cls blind ti tf tb tw read_forms K")
+NO_CLASSES = np.zeros(0, dtype=np.int64)
 
 
 class PlacementTable:
@@ -65,12 +69,26 @@ class PlacementTable:
         self.cxl = sc.system.link_to("cxl") if sc.system.ndp is not None else None
         self.key_wire = costs.wire_time(self.expert_link, costs.TO_GPU, self.key_size)  # [keys] seconds
         self.dequant_bytes = sc.dequant_bytes_per_weight * sc.model.expert_params  # per low-bit GPU call
+        if sc.policy.expert_blind:  # experts alike in every size are one class: their rows are shared
+            z = sc.sizes
+            _, self.rep, self.cls = np.unique(np.stack([z.lowbit, z.factors, z.full, z.bits, z.rank], axis=-1)
+                                              .reshape(-1, 5), axis=0, return_index=True, return_inverse=True)
+            self.cls = self.cls.reshape(-1)  # [L E] class of each expert; rep [C]: one expert of each class
         self.start(sc.batch)
 
     def rows(self) -> Rows:
         """The table as it stands, for the compiled timer (arrays are replaced as rows are added)."""
-        return Rows(self.slot, self.known, self.known_at, self.ti, self.tf, self.tb, self.tw, self.read_forms,
+        shared = self.shared_rows
+        return Rows(self.slot, self.known, self.known_at, self.cls if shared else NO_CLASSES,
+                    self.blind if shared else NO_CLASSES, self.ti, self.tf, self.tb, self.tw, self.read_forms,
                     int(self.K))
+
+    @property
+    def shared_rows(self) -> bool:
+        """Codes find their rows by (class, tokens, restored) alone (an expert-blind policy whose class map
+        is dense and whose code map is not): nothing is tabled per expert."""
+        return (self.sc.policy.expert_blind and isinstance(self.blind, np.ndarray) and len(self.blind) > 0
+                and not len(self.slot))
 
     # ---- codes -> rows ----
     def start(self, most: int) -> None:
@@ -82,8 +100,12 @@ class PlacementTable:
         self.slot = np.full(n_codes if n_codes <= DENSE_CODES else 0, -1, dtype=np.int32)  # code -> first row
         self.known = np.zeros(0, dtype=np.int64)     # (sparse) sorted codes tabled so far ...
         self.known_at = np.zeros(0, dtype=np.int64)  # ... and their first rows
-        if self.sc.policy.expert_blind and len(self.slot):
-            self._blind_up_front(most)
+        self.blind = NO_CLASSES
+        if self.sc.policy.expert_blind:  # (class, tokens, restored) -> first row, so codes alike share rows
+            n_keys = len(self.rep) * self.K * self.K
+            self.blind = np.full(n_keys, -1, dtype=np.int64) if n_keys <= DENSE_CODES else {}  # many classes: a dict
+            if len(self.slot):
+                self._blind_up_front(most)
 
     def code(self, le, tokens, restored):
         """Placement code of experts layer E + expert `le` with `tokens` and `restored` (broadcasting)."""
@@ -93,12 +115,28 @@ class PlacementTable:
         """The first row of a tabled code (-1: not tabled)."""
         if len(self.slot):
             return int(self.slot[code])
+        if self.shared_rows:
+            return int(self.blind[self._class_key(np.int64(code))])
         i = int(np.searchsorted(self.known, code))
         return int(self.known_at[i]) if i < len(self.known) and self.known[i] == code else -1
+
+    def _class_key(self, codes):
+        """(class, tokens, restored) keys of placement codes (an expert-blind policy's rows depend on no more)."""
+        rest, restored = np.divmod(codes, self.K)
+        le, tokens = np.divmod(rest, self.K)
+        return (self.cls[le] * self.K + tokens) * self.K + restored
 
     def ensure(self, codes: np.ndarray) -> None:
         """Table the codes [n] (any order, repeats allowed) that are not tabled yet."""
         codes = np.unique(codes)
+        if self.shared_rows:
+            keys = self._class_key(codes)
+            unseen = np.unique(keys[self.blind[keys] < 0])
+            if len(unseen):
+                rest, r = np.divmod(unseen, self.K)
+                c, t = np.divmod(rest, self.K)
+                self.blind[unseen] = self._rows(self.rep[c], t, r) + self.V * np.arange(len(unseen))
+            return
         if len(self.slot):
             new = codes[self.slot[codes] < 0]
         else:
@@ -106,10 +144,32 @@ class PlacementTable:
             hit = at < len(self.known)
             hit[hit] = self.known[at[hit]] == codes[hit]
             new = codes[~hit]
-        if len(new):
-            rest, restored = np.divmod(new, self.K)
-            le, tokens = np.divmod(rest, self.K)
+        if not len(new):
+            return
+        rest, restored = np.divmod(new, self.K)
+        le, tokens = np.divmod(rest, self.K)
+        if not self.sc.policy.expert_blind:
             self._point(new, self._rows(le, tokens, restored) + self.V * np.arange(len(new)))
+            return
+        keys = self._class_key(new)                                            # [n] (class, tokens, restored)
+        unseen = np.unique(keys[self._blind_rows(keys) < 0])
+        if len(unseen):
+            rest, r = np.divmod(unseen, self.K)
+            c, t = np.divmod(rest, self.K)
+            self._set_blind(unseen, self._rows(self.rep[c], t, r) + self.V * np.arange(len(unseen)))
+        self._point(new, self._blind_rows(keys))
+
+    def _blind_rows(self, keys: np.ndarray) -> np.ndarray:
+        """First rows [n] of (class, tokens, restored) keys [n] (-1: none yet)."""
+        if isinstance(self.blind, dict):
+            return np.fromiter((self.blind.get(k, -1) for k in keys.tolist()), np.int64, len(keys))
+        return self.blind[keys]
+
+    def _set_blind(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        if isinstance(self.blind, dict):
+            self.blind.update(zip(keys.tolist(), rows.tolist()))
+        else:
+            self.blind[keys] = rows
 
     def _blind_up_front(self, most: int) -> None:
         """Table the codes of as many (tokens, restored) pairs as BLIND_UP_FRONT allows, the fewest tokens
@@ -118,12 +178,12 @@ class PlacementTable:
                             BLIND_UP_FRONT // (self.L * self.E)))
         if not pairs:
             return
-        z = self.sc.sizes
-        _, rep, cls = np.unique(np.stack([z.lowbit, z.factors, z.full, z.bits, z.rank], axis=-1).reshape(-1, 5),
-                                axis=0, return_index=True, return_inverse=True)     # [C], [LE]
+        rep, cls = self.rep, self.cls                                               # [C], [LE]
         t, r = np.array(pairs).T[:, None, :]                                        # [1, Q] each
         first = self._rows(rep[:, None], t, r)                                      # rows [C, Q, V]
         Q = len(pairs)
+        c = np.arange(len(rep))[:, None]                                            # [C, 1]
+        self._set_blind(((c * self.K + t) * self.K + r).ravel(), (first + (c * Q + np.arange(Q)) * self.V).ravel())
         le = np.arange(self.L * self.E)[:, None]                                    # [LE, 1]
         self._point(self.code(le, t, r).ravel(), (first + (cls.reshape(-1, 1) * Q + np.arange(Q)) * self.V).ravel())
 
@@ -132,9 +192,10 @@ class PlacementTable:
         if len(self.slot):
             self.slot[codes] = rows
         else:
-            known, known_at = np.concatenate([self.known, codes]), np.concatenate([self.known_at, rows])
-            order = np.argsort(known, kind="stable")
-            self.known, self.known_at = known[order], known_at[order]
+            order = np.argsort(codes, kind="stable")  # new codes, none tabled yet: merged in, no re-sort
+            codes, rows = codes[order], rows[order]
+            at = np.searchsorted(self.known, codes)
+            self.known, self.known_at = np.insert(self.known, at, codes), np.insert(self.known_at, at, rows)
 
     # ---- rows ----
     def _ask(self, le, tokens, restored, shape) -> tuple[list, np.ndarray]:

@@ -94,9 +94,14 @@ DEBRUIJN[[(int(DEBRUIJN_MUL) << i & (1 << 64) - 1) >> 58 for i in range(64)]] = 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
 def find_row(tb, code):
-    """First placement row of `code` (-1: not tabled): the dense map, else a binary search."""
+    """First placement row of `code` (-1: not tabled): the dense map, else the rows shared by the code's
+    (class, tokens, restored) (expert-blind policies), else a binary search."""
     if len(tb.slot):
         return tb.slot[code]
+    if len(tb.blind):
+        rest, restored = code // tb.K, code % tb.K
+        le, tokens = rest // tb.K, rest % tb.K
+        return tb.blind[(tb.cls[le] * tb.K + tokens) * tb.K + restored]
     lo, hi = 0, len(tb.known)
     while lo < hi:
         mid = (lo + hi) // 2
