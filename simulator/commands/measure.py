@@ -3,7 +3,7 @@
     moesim profile --device cpu --out prof/
     moesim measure --device cpu --profile prof/ --trace traces/esft-intent --tokens 32 --out meas/ [--json]
 
-Per configuration (--config, repeatable; default: simulator.measure.compare.DEFAULT_CONFIGS) it runs the
+Per configuration (--config, repeatable; default: simulator/data/measure-configs.txt) it runs the
 harness (simulator.measure.harness) and `moesim simulate` on the same trace, shape and settings with the
 profile's hwconfig and runtime, and prints measured vs predicted ms/token, the relative error, both
 breakdowns and whether the bookkeeping (cache hits, misses, evictions, bytes copied) is identical. Without
@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     from simulator.measure.shape import HarnessShape, harness_trace, write_model
     from simulator.routing.trace import save_trace
 
-    configs = [compare.parse_config(c) for c in (args.config or compare.DEFAULT_CONFIGS)]
+    configs = [compare.parse_config(c) for c in (args.config or compare.default_configs())]
     device = resolve_device(args.device, args.threads)
     settings = load_profile_settings(args.profile) if args.profile is not None else None
     shape = HarnessShape(**settings["shape"]) if settings else shape_from_args(args)

@@ -122,5 +122,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(f"wrote {args.out}/hwconfig.yaml, runtime.yaml, model.yaml, profile.json ({summary['device']}, "
                   f"load average {', '.join(f'{x:.2f}' for x in summary['loadavg_after'])})")
-            print(f"  moesim simulate {args.out}/hwconfig.yaml --runtime {args.out}/runtime.yaml --policy offload-lrc")
+            from simulator.policies.registry import POLICIES
+
+            method = next(n for n, c in POLICIES.items() if c.compensates and not c.needs_ndp)
+            print(f"  moesim simulate {args.out}/hwconfig.yaml --runtime {args.out}/runtime.yaml --policy {method}")
     return 0

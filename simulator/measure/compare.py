@@ -17,26 +17,24 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from simulator.errors import UserError
+from simulator.policies.registry import policy_class
 
-DEFAULT_CONFIGS = (
-    "offload-fp16,cache=8,batch=1",
-    "offload-lowbit,bits=4,cache=8,batch=1",
-    "offload-lrc,bits=2,top_n=2,cache=8,batch=1",
-    "offload-lrc,bits=3,top_n=2,cache=8,batch=1",
-    "offload-lrc,bits=4,top_n=2,cache=8,batch=1",
-    "offload-lowbit,bits=4,cache=24,batch=1",
-    "offload-lowbit,bits=4,cache=8,cache_policy=lfu,batch=1",
-    "offload-fp16,cache=8,batch=8",
-    "offload-lrc,bits=3,top_n=2,cache=16,batch=8",
-)
+CONFIGS_FILE = Path(__file__).resolve().parents[1] / "data" / "measure-configs.txt"
+
+
+def default_configs() -> list[str]:
+    """The default configurations (simulator/data/measure-configs.txt: policy names live in data, not code)."""
+    lines = CONFIGS_FILE.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 @dataclass(frozen=True)
 class Config:
     policy: str
-    bits: int = 16
+    bits: int = 4
     top_n: int = 0
     rank: int | None = None
     cache: int | None = None          # experts per layer (per-layer caches)
@@ -46,10 +44,11 @@ class Config:
 
     @property
     def label(self) -> str:
+        cls = policy_class(self.policy)
         parts = [self.policy]
-        if self.policy != "offload-fp16":
+        if "lowbit" in cls.slot_forms:
             parts.append(f"{self.bits}b")
-        if self.policy == "offload-lrc":
+        if cls.compensates:
             parts.append(f"n{self.top_n}")
         if self.cache is not None:
             parts.append(f"cache {self.cache}/layer")
@@ -79,10 +78,7 @@ def parse_config(text: str) -> Config:
             raise UserError(f"{key} must be a number, got {value!r} in {text!r}", field="--config") from None
     if fields.get("cache_policy") not in (None, "lru", "lfu"):
         raise UserError(f"cache_policy must be lru or lfu in {text!r}", field="--config")
-    if head == "offload-fp16":
-        fields.setdefault("bits", 16)
-    elif "bits" not in fields:
-        fields["bits"] = 4
+    policy_class(head)  # an unknown policy: one line naming the known ones
     return Config(**fields)
 
 
@@ -153,7 +149,7 @@ def table(rows: list[dict], categories=None) -> str:
 
 
 def with_defaults(cfg: Config, profiled_rank: int) -> Config:
-    """lrc configurations take the profile's rank unless given."""
-    if cfg.policy in ("offload-lrc",) and cfg.rank is None:
+    """Compensating policies take the profile's rank unless given."""
+    if policy_class(cfg.policy).compensates and cfg.rank is None:
         return replace(cfg, rank=profiled_rank)
     return cfg

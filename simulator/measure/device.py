@@ -31,6 +31,9 @@ cpu_clock = time.thread_time  # the CPU device's clock (see the module docstring
 
 def resolve_device(name: str, threads: int | None = 1) -> torch.device:
     """The torch device named `name` (cpu or cuda); `threads`: CPU threads torch may use (None: leave)."""
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 5):
+        raise UserError(f"the measure harness needs torch >= 2.5 (scaled_dot_product_attention with enable_gqa, "
+                        f"rms_norm); this is torch {torch.__version__}", field="--device")
     if name not in DEVICES:
         raise UserError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}", field="--device")
     if name == "cuda" and not torch.cuda.is_available():

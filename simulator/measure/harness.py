@@ -84,8 +84,11 @@ def check_supported(sc: Scenario) -> None:
     """One-line errors for what the harness does not run."""
     p = sc.policy
     if p.needs_ndp or p.reads_forms:
-        raise UserError(f"the harness runs GPU-side policies that do not read the cache (offload-fp16, "
-                        f"offload-lowbit, offload-lrc, gpu-resident); not {p.name}", field="policy")
+        from simulator.policies.registry import POLICIES
+
+        ok = [n for n, c in POLICIES.items() if not c.needs_ndp and not c.reads_forms]
+        raise UserError(f"the harness runs GPU-side policies that do not read the cache ({', '.join(ok)}); "
+                        f"not {p.name}", field="policy")
     if sc.prefetch:
         raise UserError("the harness has no prefetcher; run without --prefetch", field="prefetch")
     if sc.prompt:

@@ -267,18 +267,21 @@ def bookkeeping(shape, s: Settings) -> Figure:
     from simulator.config.run import RunSpec
     from simulator.measure.harness import Harness
     from simulator.measure.shape import harness_trace, write_model
+    from simulator.policies.registry import POLICIES
     from simulator.routing.trace import save_trace
     from simulator.schedule import BatchSchedule
     from simulator.simulate import build_scenario
 
     tiny = replace(shape, hidden=64, expert_ffn=64, shared_experts=0, vocab=64, heads=1, kv_heads=1, head_dim=64)
     steps = max(8, s.iters)
+    policy = next(n for n, c in POLICIES.items()  # an offloading policy of one low-bit form per expert
+                  if c.slot_forms == ("lowbit",) and not (c.needs_ndp or c.reads_forms or c.reference or c.compensates))
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         write_model(tiny.model_spec(), d / "model.yaml")
         save_trace(harness_trace(tiny, None, steps, 1), d / "trace")
         sc = build_scenario(RunSpec(hwconfig="h100-pcie5", runtime="fused", model=str(d / "model.yaml"),
-                                    trace=str(d / "trace"), policy="offload-lowbit", bits=4, group=64,
+                                    trace=str(d / "trace"), policy=policy, bits=4, group=64,
                                     cache_experts_per_layer=max(1, tiny.model_spec().top_k), tokens=steps))
         h = Harness(sc, torch.device("cpu"))
         sched = BatchSchedule(sc.trace.sequence_bounds(), 1)
