@@ -31,7 +31,15 @@ from simulator.config.system import load_system
 from simulator.errors import UserError, format_validation_error
 
 VALIDATION_DIR = Path(__file__).resolve().parents[1] / "validation"
-SUMMARY_FIELD = {"tokens/s": "tokens_per_s", "ms/token": "ms_per_token"}  # unit -> simulate() key
+TIME_UNITS = ("tokens/s", "ms/token", "ms/step")  # ms/step: time per decode step (inter-token latency)
+
+
+def predicted_time(summary: dict, unit: str) -> float:
+    """The run's figure in a time unit: tokens/s and ms/token as the summary gives them; ms/step the decode
+    wall time per step (a step emits one token per sequence, so this is the inter-token latency)."""
+    if unit == "ms/step":
+        return 1e3 * float(summary["sim_time_s"]) / int(summary["steps"])
+    return float(summary["tokens_per_s" if unit == "tokens/s" else "ms_per_token"])
 ENERGY_UNIT = "J/token"   # predicted by simulate()["energy"]["joules_per_token"]
 # what a published energy measurement covered (moesim predicts the GPU board's dynamic energy for the ops
 # it models, the links, host/CXL memory and NDP, plus the static power the hwconfig gives)
@@ -64,7 +72,7 @@ class ValidationFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(min_length=1, description="paper/table/code the measured values come from")
-    unit: Literal["tokens/s", "ms/token", "J/token"]
+    unit: Literal["tokens/s", "ms/token", "ms/step", "J/token"]
     energy_scope: EnergyScope | None = Field(
         default=None, description="with unit J/token: what the meter covered (as Point.energy_scope)")
     run: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields shared by all points")
@@ -145,7 +153,7 @@ def validate(paths: list[Path], engine: str | None = None) -> list[dict]:
             if vfile.unit == ENERGY_UNIT:
                 rows.append(_energy_row(base, point.measured, vfile.energy_scope, summary))
                 continue
-            predicted = float(summary[SUMMARY_FIELD[vfile.unit]])
+            predicted = predicted_time(summary, vfile.unit)
             rows.append({**base, "unit": vfile.unit, "measured": point.measured, "predicted": predicted,
                          "rel_error": (predicted - point.measured) / point.measured})
             if point.measured_joules_per_token is not None:
@@ -173,7 +181,7 @@ def _gap(spec: RunSpec, runtime: Runtime, unit: str, measured: float) -> float:
     """Predicted minus measured time per token (s/token for tokens/s, ms for ms/token) with `runtime`."""
     from simulator.simulate import simulate
 
-    value = float(simulate(spec, runtime=runtime)[SUMMARY_FIELD[unit]])
+    value = predicted_time(simulate(spec, runtime=runtime), unit)
     return 1 / value - 1 / measured if unit == "tokens/s" else value - measured
 
 

@@ -123,3 +123,12 @@ def test_fit_recovers_the_shipped_calibration_and_rejects_unknown_figures(tmp_pa
     with pytest.raises(UserError) as exc:
         load_validation(bad)
     assert exc.value.render().startswith(f"{bad}: points.0.calibrates: ")
+
+
+def test_ms_per_step_is_the_decode_time_per_step():
+    """unit ms/step (inter-token latency): the decode wall time over the steps, whatever the batch."""
+    from simulator.validate import predicted_time
+
+    summary = {"sim_time_s": 0.5, "steps": 40, "tokens": 320, "tokens_per_s": 640.0, "ms_per_token": 1.5625}
+    assert predicted_time(summary, "ms/step") == 12.5
+    assert (predicted_time(summary, "tokens/s"), predicted_time(summary, "ms/token")) == (640.0, 1.5625)
