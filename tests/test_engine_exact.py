@@ -13,6 +13,7 @@ from simulator.config.model import load_model
 from simulator.config.run import RunSpec
 from simulator.config.system import load_system
 from simulator.des.engine import Scenario, run
+from simulator.fast.engine import run as run_analytic
 from simulator.policies.registry import get_policy
 from simulator.routing.trace import load_trace
 from simulator.simulate import expert_sizes
@@ -199,3 +200,22 @@ def test_unfused_dequantization_adds_hbm_traffic_per_low_bit_weight():
                    ("expert", 8.84, 10.52), ("lm head", 10.52, 11.6)]
     fp16 = run(tiny_scenario("offload-fp16", make_trace([[[1]]]), dequant_bytes_per_weight=1.0), record_events=True)
     assert [r[3:] for r in timeline(fp16) if r[2] == "expert"] == [(9.4, 10.88)]   # 48 B / 100 + 1
+
+
+def test_loads_on_the_compute_stream_hold_the_shared_experts_too():
+    """One token, a shared expert, the routed expert copied (1 + 44 / 10 = 5.4 s): overlapped, the shared
+    expert (16-bit, 48 B / 100 B/s + 1 s = 1.48 s) runs during the copy; on one in-order stream (loads on the
+    compute stream) it runs only after it."""
+    model = tiny_model(shared_experts=1)
+    trace = make_trace([[[1]]])
+
+    def moe(block: bool) -> list:
+        sc = tiny_scenario("offload-lowbit", trace, model=model, loads_block_layer=block)
+        des = run(sc, record_events=True)
+        fast = run_analytic(tiny_scenario("offload-lowbit", trace, model=model, loads_block_layer=block))
+        assert list(fast.steps["end_s"]) == list(des.steps["end_s"])  # both timers, bit for bit
+        return [r[2:] for r in timeline(des) if r[2] in ("shared experts", "wait copy", "expert")]
+
+    # attention 1.44 + 1 = 2.44 s, router 0.16 + 1 = 1.16 s: the copy starts at 3.6; expert 0.44 + 1 = 1.44 s
+    assert moe(False) == [("shared experts", 3.6, 5.08), ("wait copy", 5.08, 9.0), ("expert", 9.0, 10.44)]
+    assert moe(True) == [("wait copy", 3.6, 9.0), ("shared experts", 9.0, 10.48), ("expert", 10.48, 11.92)]

@@ -11,7 +11,7 @@ needs (_Work): the cache entries of its GPU part, its GPU kernels and its NDP op
     prefetch (optional): copies for layer l+1 issued now at priority 1
     shared experts                                             GPU kernel ("other")
     loads_block_layer (a stack that issues its loads on the compute stream): wait until every on-demand
-               copy of this layer has arrived
+               copy of this layer has arrived, and run the shared experts only then (one in-order stream)
     GPU experts, cached ones first, then in copy-issue order: wait for the copies (idle ->
                transfer_stall), expert GEMM (expert_gpu), compensation GEMMs for the restored tokens
                (compensation) when the row has them
@@ -148,14 +148,17 @@ class MoELayers:
         ndp_done = self.issue_ndp(moe, ndp_items, n, at) if ndp_items else None
         if prefetch:
             self.prefetch(moe + 1, next_routing)
-        if shared is not None:
+        block = sc.loads_block_layer
+        if shared is not None and not block:
             gpu.kernel(OTHER, *shared, "shared experts", layer)
         gpu_items = yield from self.order_gpu_items(moe, gpu_items)
         wait = self.wait_copy
-        if sc.loads_block_layer:  # loads issued on the compute stream: no expert starts before the last
-            for copy in loads:
+        if block:  # loads issued on the compute stream: nothing after them starts before the last arrives,
+            for copy in loads:  # the shared experts included (one in-order stream)
                 if (g := wait(copy, layer)) is not None:
                     yield from g
+            if shared is not None:
+                gpu.kernel(OTHER, *shared, "shared experts", layer)
         for w, waits in gpu_items:
             if waits and waits[0] is not None and (g := wait(waits[0], layer)) is not None:  # the weights' copy
                 yield from g

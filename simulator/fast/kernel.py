@@ -18,7 +18,8 @@ in the same order, in four stages (one compiled function each):
    (issued at t0: on-demand first, then prefetches) and, when the experts live in the NDP memory, the
    results share the expert link's DMA engines and wire (simulator.fast.links); the link state carries
    over to the next layer (prefetches overlap it) and is dropped at the step's end; the GPU stream runs
-   the shared experts, [waits for the layer's on-demand loads], then the ready experts first and each
+   the shared experts (after the layer's on-demand loads when those are on the compute stream), then the
+   ready experts first and each
    other one as its copies arrive (a copy issued at an earlier layer of the step counts from its
    arrival, one from an earlier step is resident), and waits for the last NDP result: idle time while
    an NDP unit computes is expert_ndp, the rest transfer_stall.
@@ -377,16 +378,18 @@ def copy_waits(rt, tb, x, o, layer, gs, n_gpu, T):
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
-def gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu):
-    """Stage 4c: the GPU stream from T (after the shared experts): [the on-demand loads], then the ready
-    experts first and each other one as its copies arrive (simulator.des.gpu: a wait sets the clock to the
-    arrival). Returns the stream's clock."""
+def gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu, shared):
+    """Stage 4c: the GPU stream from T (after the shared experts, or before them when loads block the
+    stream): [the on-demand loads, then the shared experts' `shared` seconds], then the ready experts first
+    and each other one as its copies arrive (simulator.des.gpu: a wait sets the clock to the arrival).
+    Returns the stream's clock."""
     T0 = T  # the ready/waiting split is made here, before the loads block the stream (as the DES)
-    if lk.block:  # loads issued on the stream: each on-demand one waited for, in issue order
-        for k in range(n_demand):
+    if lk.block:  # loads issued on the stream: each on-demand one waited for, in issue order, and only
+        for k in range(n_demand):  # then the shared experts (one in-order stream)
             if x.j_end[k] > T:
                 o.out[s, STALL] += x.j_end[k] - T
                 T = x.j_end[k]
+        T += shared
     for ready in (True, False):  # ready experts first, then the others in order, each as its copies arrive
         if ready and not late:
             continue
@@ -425,9 +428,10 @@ def moe_layer(rt, tb, c, x, o, ops, lk, rng, pf, s, gs, layer, T):
         nj = prefetch_layer(rt, tb, c, x, o, rng, pf, layer + 1, t0, nj, gs)
     act_end, ops_end = ndp_layer(rt, tb, x, o, ops, lk, s, layer, t0) if n_ndp else (t0, -np.inf)
     done_t = transfers_layer(c, x, o, lk, prefetch, s, gs, nj, n_ndp)
-    T += ops.shared[s]
+    if not lk.block:
+        T += ops.shared[s]
     late = copy_waits(rt, tb, x, o, layer, gs, n_gpu, T) if nj or prefetch else False
-    T = gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu)
+    T = gpu_layer(tb, x, o, lk, s, layer, T, late, n_demand, n_gpu, ops.shared[s])
     if n_ndp and done_t >= T:  # the last NDP result; the units were busy over [act_end, last op end]
         gap = done_t - T
         if gap > 0:  # the DES's overlap() of the ops' intervals in closed form (the same value in
