@@ -465,7 +465,9 @@ def time_step(rt, tb, c, x, o, ops, lk, rng, pf, s):
     o.now[0] = T
 
 
-@numba.njit(cache=True)
+# error_model="numpy": the one division in the inlined stages (find_row's code -> (expert, tokens,
+# restored), by K >= 1) gets no zero check; a possible raise inside the step loop made the loop 4x slower.
+@numba.njit(cache=True, error_model="numpy")
 def run_steps(rt, tb, c, ops, lk, o, rng, pf, s0, new):
     """Steps s0 .. P-1 of a chunk (P = len(rt.lens)); time is absolute, as the DES's clock: the chunk starts
     at o.now[0] (updated to its end), and each step runs its GPU ops as the DES issues them (time_step).
