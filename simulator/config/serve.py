@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.config.quantity import ByteCount, Duration
-from simulator.workloads.loading import DEFAULT_WORKLOAD
+
+DEFAULT_WORKLOAD = "azure-conv"  # workloads/azure-conv.csv.gz: the Azure LLM inference trace 2023, conversation
 
 
 class ServeSpec(BaseModel):

@@ -8,11 +8,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from simulator.config.loading import resolve_shipped, shipped_dir, shipped_names
+from simulator.config.serve import DEFAULT_WORKLOAD
 from simulator.errors import UserError
 from simulator.workloads.parse import load_csv
 from simulator.workloads.table import Workload
 
-DEFAULT_WORKLOAD = "azure-conv"
 SUFFIX = ".csv.gz"
 
 
