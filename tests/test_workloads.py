@@ -176,3 +176,15 @@ def test_serve_out_and_rates_and_plot(tmp_path, capsys):
     assert len(pd.read_parquet(sweep / "rates.parquet")) == 2
     assert main(["plot", "latency", str(sweep), "--out", str(tmp_path / "fig" / "lat")]) == 0
     assert (tmp_path / "fig" / "lat.png").exists()
+
+
+@pytest.mark.parametrize("flags", [["--prefetcher", "previous-token"],
+                                   ["--prefetcher", "transitions", "--prefetch-calibration-tokens", "64"]])
+def test_serve_refuses_the_prefetchers_that_need_request_history(capsys, flags):
+    """previous-token and transitions read a request's own earlier routing, which serving steps do not carry
+    (a step holds only its own tokens): refused in one line, not guessed from a neighbour's token."""
+    from simulator.cli import main
+
+    assert main(["serve", "h100-pcie5", "--policy", "offload-lrc", "--duration", "2", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("moesim serve: error: prefetcher: the ") and err.count("\n") == 1, err

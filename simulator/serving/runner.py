@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from simulator import prefetch as prefetchers
 from simulator.config.run import RunSpec
 from simulator.config.serve import ServeSpec
 from simulator.errors import UserError
@@ -142,6 +143,10 @@ def serve(run: RunSpec, spec: ServeSpec, *, chunked: bool = True) -> ServeResult
         raise UserError(f"request {i} (arrival {w.arrival_s[i]:.3f} s: {int(w.prompt[i])} prompt + "
                         f"{int(w.output[i])} output tokens) needs {kv.blocks(int(need[i])) * kv.block * kv.bytes_per_token / 1e9:.3f} "
                         f"GB of KV cache but the budget is {kv_bytes / 1e9:.3f} GB", source=w.source, field="kv_bytes")
+    if sc.prefetch_mode in (prefetchers.PREVIOUS, prefetchers.TRANSITIONS):
+        raise UserError(f"the {sc.prefetcher} prefetcher is not modelled in serving yet: it needs each request's own "
+                        "routing history, which a serving step does not carry; use --prefetch (recall) or none",
+                        field="prefetcher")
     sc.policy.prepare(sc)
     routing = RequestRouting(sc.trace, len(w))
     timer = (AnalyticTimer if run.engine == "analytic" else DESTimer)(sc, routing, spec.max_tokens_per_step)
