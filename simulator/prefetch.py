@@ -94,19 +94,40 @@ def successors(trans: np.ndarray, m: int) -> np.ndarray:
     return np.where(seen, order, -1).astype(np.int64)
 
 
-def predicted(trace: Trace, idx: np.ndarray, kind: int, succ: np.ndarray | None, top_n: int
-              ) -> tuple[np.ndarray, int]:
-    """What each token of `idx` [n] guesses for each layer (used for layer l+1 at layer l; layer 0's row is
-    never used and is -1): (experts [n, L, W] int64, -1 = none, no repeats within a token's row; R: the
-    first R positions count as restored). previous-token reads the token before of the same sequence;
-    transitions reads the token's own layer l (routed when the guess for l+1 is made)."""
+def previous_in_same_step(seq: np.ndarray, pos: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """[n] bool: the token before each token of its sequence (sequence keys `seq` [n], positions `pos` [n])
+    runs in the same step (tokens grouped in steps of `lens` [P] tokens): a prefill's tokens, whose earlier
+    tokens are in the same forward pass and have not reached layer l+1 when layer l guesses."""
+    step = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    seq, pos = np.asarray(seq, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+    order = np.lexsort((pos, seq, step))      # by step, then sequence, then position
+    s, q, p = step[order], seq[order], pos[order]
+    same = np.zeros(len(pos), dtype=bool)
+    same[1:] = (s[1:] == s[:-1]) & (q[1:] == q[:-1]) & (p[1:] == p[:-1] + 1)  # its predecessor, in the step
+    out = np.zeros(len(pos), dtype=bool)
+    out[order] = same
+    return out
+
+
+def predicted(trace: Trace, idx: np.ndarray, kind: int, succ: np.ndarray | None, top_n: int,
+              lens: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """What each token of `idx` [n] (grouped in steps of `lens` [P] tokens; None: one step) guesses for each
+    layer (used for layer l+1 at layer l; layer 0's row is never used and is -1): (experts [n, L, W] int64,
+    -1 = none, no repeats within a token's row; R: the first R positions count as restored).
+    previous-token reads the token before of the same sequence when it ran in an earlier step (a trace's
+    previous token in storage order; a serving view's own `previous_ids`); transitions reads the token's
+    own layer l (routed when the guess for l+1 is made)."""
     idx = np.asarray(idx, dtype=np.int64)
     ids = trace.expert_ids
     L, k = ids.shape[1], ids.shape[2]
     if kind == PREVIOUS:
-        prev = np.maximum(idx - 1, 0)
-        has = (idx > 0) & (np.asarray(trace.seq_id[prev]) == np.asarray(trace.seq_id[idx]))
-        out = np.asarray(ids[prev], dtype=np.int64)
+        pos = np.asarray(trace.position[idx], dtype=np.int64)
+        seq = np.asarray(trace.seq_id[idx], dtype=np.int64)
+        if hasattr(trace, "previous_ids"):  # a serving view: the previous token of the token's own request
+            out = np.asarray(trace.previous_ids[idx], dtype=np.int64)
+        else:                               # a trace: a sequence's tokens are consecutive
+            out = np.asarray(ids[np.maximum(idx - 1, 0)], dtype=np.int64)
+        has = (pos > 0) & ~previous_in_same_step(seq, pos, np.array([len(idx)]) if lens is None else lens)
         out[~has] = -1
         out[:, 0] = -1
         return out, top_n

@@ -117,9 +117,11 @@ def test_calibration_counts_and_successors():
 
 def test_previous_token_reads_only_the_same_sequence():
     trace = make_trace([[[0], [1]], [[1], [2]], [[2], [0]]], seq_id=[0, 0, 1], num_experts=3)
-    pred, top = prefetch.predicted(trace, np.array([0, 1, 2]), prefetch.PREVIOUS, None, 1)
+    pred, top = prefetch.predicted(trace, np.array([0, 1, 2]), prefetch.PREVIOUS, None, 1, np.array([1, 1, 1]))
     assert pred[:, 1, 0].tolist() == [-1, 1, -1]  # token 1 guesses token 0's layer 1; tokens 0, 2 start sequences
     assert (pred[:, 0] == -1).all() and top == 1
+    one_step, _ = prefetch.predicted(trace, np.array([0, 1, 2]), prefetch.PREVIOUS, None, 1)  # a prefill:
+    assert (one_step == -1).all()  # token 0 is in token 1's own forward pass, not reached at layer 1
 
 
 def test_prefetcher_selection_and_bad_input():

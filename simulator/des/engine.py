@@ -208,7 +208,7 @@ class DecodeEngine(MoELayers):
         """route()'s tuples for what the tokens `idx` guess per layer (simulator.prefetch.predicted: per
         guessed expert, the tokens guessing it and of them those in a restored place), codes tabled."""
         layers, experts = self.model.moe_layers, self.model.num_experts
-        pred, top = prefetchers.predicted(self.sc.trace, idx, self.pf_mode, self.pf_succ, self.sc.top_n)
+        pred, top = prefetchers.predicted(self.sc.trace, idx, self.pf_mode, self.pf_succ, self.sc.top_n)  # one step
         valid = pred >= 0
         ids = pred + self._layer_offsets
         counts = np.bincount(ids[valid], minlength=layers * experts)

@@ -99,10 +99,11 @@ class AnalyticEngine:
         self.pf = buffers.Prefetcher(int(mode), float(sc.prefetch_hit_rate), weight)
         self.no_pred = np.zeros((1, model.moe_layers, 0), dtype=np.int64)
 
-    def predicted(self, tok: np.ndarray) -> tuple[np.ndarray, int]:
-        """What the chunk's tokens guess per layer (simulator.prefetch.predicted), or an empty guess."""
+    def predicted(self, tok: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:
+        """What the chunk's tokens (steps of `lens` tokens) guess per layer (simulator.prefetch.predicted),
+        or an empty guess."""
         if self.pf.mode in (prefetchers.PREVIOUS, prefetchers.TRANSITIONS):
-            pred, top = prefetchers.predicted(self.sc.trace, tok, self.pf.mode, self.pf_succ, self.sc.top_n)
+            pred, top = prefetchers.predicted(self.sc.trace, tok, self.pf.mode, self.pf_succ, self.sc.top_n, lens)
             return np.ascontiguousarray(pred, dtype=np.int64), int(top)
         return self.no_pred, 0
 
@@ -155,7 +156,7 @@ class AnalyticEngine:
             raise UserError(f"expert id out of range [0, {E})", source=sc.trace.meta.name,  # by them unchecked
                             field="expert_ids")
         lens = lens.astype(np.int64)
-        pred, pred_top = self.predicted(tok)
+        pred, pred_top = self.predicted(tok, lens)
         rt = buffers.Routing(experts, lens, int(self.steps_done), int(model.moe_layers), int(E), int(sc.top_n),
                             int(model.first_dense_layers), int(self.units), pred, pred_top)
         totals = np.zeros(buffers.TOTALS)

@@ -9,7 +9,9 @@ real routing (real ESFT routing for DeepSeek-V2-Lite; a synthetic trace for othe
 Both timers read a step's tokens the way they read a decode step's: token indices into `scenario.trace`,
 whose `expert_ids` [n, L, k] give the routing and `position` [n] the KV context (with Scenario.context 0).
 StepTokens is that view of one planned chunk: expert_ids gathered from the trace, position = the tokens'
-positions in their requests.
+positions in their requests, seq_id = their requests, and previous_ids = the routing of each request's
+previous token (what the previous-token prefetcher reads; simulator.prefetch.predicted uses it only when
+that token ran in an earlier step).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ class StepTokens:
     """A trace-shaped view of a chunk's tokens (what the engines read of Scenario.trace)."""
 
     expert_ids: np.ndarray  # [n, L, k] int16 routed experts, descending score
-    position: np.ndarray    # [n] int64 KV context of each token
+    position: np.ndarray    # [n] int64 KV context of each token (its position in its request)
     meta: object            # the routing trace's TraceMeta (names it in errors)
+    seq_id: np.ndarray      # [n] int64 the token's request
+    previous_ids: np.ndarray  # [n, L, k] int16 its request's previous token's routing (position 0: its own)
 
     def release(self) -> None:
         """Nothing to drop: the view is in memory (the engines call this on memory-mapped traces)."""
@@ -51,4 +55,6 @@ class RequestRouting:
         return self.start[req] + (self.offset[req] + pos) % self.length[req]
 
     def view(self, req: np.ndarray, pos: np.ndarray) -> StepTokens:
-        return StepTokens(self.expert_ids[self.tokens(req, pos)], np.asarray(pos, dtype=np.int64), self.meta)
+        req, pos = np.asarray(req, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+        return StepTokens(self.expert_ids[self.tokens(req, pos)], pos, self.meta, req,
+                          self.expert_ids[self.tokens(req, np.maximum(pos - 1, 0))])

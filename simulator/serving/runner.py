@@ -143,9 +143,9 @@ def serve(run: RunSpec, spec: ServeSpec, *, chunked: bool = True) -> ServeResult
         raise UserError(f"request {i} (arrival {w.arrival_s[i]:.3f} s: {int(w.prompt[i])} prompt + "
                         f"{int(w.output[i])} output tokens) needs {kv.blocks(int(need[i])) * kv.block * kv.bytes_per_token / 1e9:.3f} "
                         f"GB of KV cache but the budget is {kv_bytes / 1e9:.3f} GB", source=w.source, field="kv_bytes")
-    if sc.prefetch_mode in (prefetchers.PREVIOUS, prefetchers.TRANSITIONS):
-        raise UserError(f"the {sc.prefetcher} prefetcher is not modelled in serving yet: it needs each request's own "
-                        "routing history, which a serving step does not carry; use --prefetch (recall) or none",
+    if sc.prefetch_mode == prefetchers.TRANSITIONS:
+        raise UserError("the transitions prefetcher is not modelled in serving: its calibration prefix is trace "
+                        "tokens that requests replay; use --prefetcher previous-token, --prefetch (recall) or none",
                         field="prefetcher")
     sc.policy.prepare(sc)
     routing = RequestRouting(sc.trace, len(w))
