@@ -2,12 +2,12 @@
 
 Per step (its tokens' routing), one MoE layer after the other, the kernel does what simulator.des does,
 in the same order, in four stages (one compiled function each):
-1. route (route_step): the union S of each layer's experts (ascending, from a bitmask) and each one's
+1. route (route_step, simulator.fast.route): the union S of each layer's experts (ascending, from a bitmask) and each one's
    placement row (simulator.placement; one row per residency of the forms the policy reads, picked as
    the expert is placed); a step whose codes are not all tabled stops the kernel before it starts;
 2. look up (lookup_layer): the cache lookups of the GPU items in item order (weights, then factors) in
    the exact LRU or LFU of simulator.fast.cache; every miss is an on-demand copy on the expert link;
-3. prefetch (prefetch_layer), with prefetch: the DES's prefetch for the next layer (simulator.prefetch:
+3. prefetch (prefetch_layer, simulator.fast.prefetch), with prefetch: the DES's prefetch for the next layer (simulator.prefetch:
    the prefetcher's guesses, recall's drawn from the run's Generator in the DES's order, previous-token's
    and transitions' from the predicted routing stage 1 placed; their resident forms refreshed, then
    their missing entries copied at prefetch priority and inserted, until the next copy would exceed the
@@ -19,8 +19,7 @@ in the same order, in four stages (one compiled function each):
    results share the expert link's DMA engines and wire (simulator.fast.links); the link state carries
    over to the next layer (prefetches overlap it) and is dropped at the step's end; the GPU stream runs
    the shared experts (after the layer's on-demand loads when those are on the compute stream), then the
-   ready experts first and each
-   other one as its copies arrive (a copy issued at an earlier layer of the step counts from its
+   ready experts first and each other one as its copies arrive (a copy issued at an earlier layer of the step counts from its
    arrival, one from an earlier step is resident), and waits for the last NDP result: idle time while
    an NDP unit computes is expert_ndp, the rest transfer_stall.
 
@@ -60,7 +59,6 @@ from simulator.fast.buffers import (
     NDP_BYTES,
     NDP_FLOPS_INT4,
     PF_HITS,
-    PREFETCH_BYTES,
     PREFETCH_WASTED,
     STALL,
     START,
@@ -69,6 +67,8 @@ from simulator.fast.buffers import (
 from simulator.fast.cache import access, make_room
 from simulator.fast.links import schedule, serve_idle
 from simulator.fast.ndp import ndp_layer
+from simulator.fast.prefetch import prefetch_layer
+from simulator.fast.route import resident_row, route_step
 from simulator.placement import (
     B_C,
     B_E,
@@ -84,90 +84,7 @@ from simulator.placement import (
     W_NFLOPS,
     WFORM,
 )
-from simulator.prefetch import RECALL
-from simulator.scenario import DEMAND, FACTORS, N_FORMS, PREFETCH
-
-# index of the lowest set bit of a 64-bit word w: DEBRUIJN[((w & -w) * DEBRUIJN_MUL) >> 58]
-DEBRUIJN_MUL = np.uint64(0x03F79D71B4CB0A89)
-DEBRUIJN = np.zeros(64, dtype=np.int64)
-DEBRUIJN[[(int(DEBRUIJN_MUL) << i & (1 << 64) - 1) >> 58 for i in range(64)]] = np.arange(64)
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def find_row(tb, code):
-    """First placement row of `code` (-1: not tabled): the dense map, else the rows shared by the code's
-    (class, tokens, restored) (expert-blind policies), else a binary search."""
-    if len(tb.slot):
-        return tb.slot[code]
-    if len(tb.blind):
-        rest, restored = code // tb.K, code % tb.K
-        le, tokens = rest // tb.K, rest % tb.K
-        return tb.blind[(tb.cls[le] * tb.K + tokens) * tb.K + restored]
-    lo, hi = 0, len(tb.known)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if tb.known[mid] < code:
-            lo = mid + 1
-        else:
-            hi = mid
-    return tb.known_at[lo] if lo < len(tb.known) and tb.known[lo] == code else -1
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def route_layer(rt, tb, x, ids, top, lo, hi, layer, items, rows, new, m):
-    """One layer's union of the experts ids[lo:hi, layer, :] (-1: none; the first `top` places restored):
-    its experts ascending into items[layer], their first placement rows into rows[layer]; codes not tabled
-    go to new[m ..]. Returns (items, the new m)."""
-    for i in range(lo, hi):
-        for j in range(ids.shape[2]):
-            e = ids[i, layer, j]
-            if e < 0:
-                continue
-            x.mask[e >> 6] |= np.uint64(1) << np.uint64(e & 63)
-            x.cnt[e] += 1
-            if j < top:
-                x.rst[e] += 1
-    n = 0
-    for w in range(len(x.mask)):  # set bits low to high (de Bruijn: the lowest bit's index)
-        word = x.mask[w]
-        while word:
-            low = word & (~word + np.uint64(1))
-            items[layer, n] = w * 64 + DEBRUIJN[np.int64((low * DEBRUIJN_MUL) >> np.uint64(58))]
-            n += 1
-            word ^= low
-        x.mask[w] = 0
-    for i in range(n):
-        e = items[layer, i]
-        code = ((layer * rt.E + e) * tb.K + x.cnt[e]) * tb.K + x.rst[e]
-        rows[layer, i] = find_row(tb, code)
-        if rows[layer, i] < 0:
-            new[m] = code
-            m += 1
-        x.cnt[e] = x.rst[e] = 0
-    return n, m
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def route_step(rt, tb, x, s, first, new, m):
-    """Stage 1: per layer of step s (tokens first[s] .. first[s + 1]), its items (experts ascending) and
-    their first placement rows into x, and those of what its tokens guess for it (rt.pred: x.p_*);
-    codes not tabled go to new[m ..]. Returns the new m."""
-    for layer in range(rt.L):
-        x.n_items[layer], m = route_layer(rt, tb, x, rt.experts, rt.top_n, first[s], first[s + 1], layer, x.items,
-                                          x.rows, new, m)
-        if rt.pred.shape[2]:
-            x.p_n[layer], m = route_layer(rt, tb, x, rt.pred, rt.pred_top, first[s], first[s + 1], layer, x.p_items,
-                                          x.p_rows, new, m)
-    return m
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def resident_row(tb, c, le, row):
-    """The row of an expert (layer E + expert `le`) placed now: `row` + the residency its policy reads."""
-    for j in range(len(tb.read_forms)):
-        if c.resident[le * N_FORMS + tb.read_forms[j]]:
-            row += 1 << j
-    return row
+from simulator.scenario import DEMAND, FACTORS, N_FORMS
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
@@ -213,107 +130,6 @@ def lookup_layer(rt, tb, c, x, o, s, layer, t0, part):
     o.counts[s, N_GPU] += n_gpu
     o.counts[s, N_NDP] += n_ndp
     return nj, n_gpu, n_ndp
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def recall_guesses(rt, x, rng, pf, nxt):
-    """The recall prefetcher's guesses for layer `nxt` into x.q_* (simulator.prefetch; the DES's
-    recall_guesses): per item, right with probability recall, else a wrong expert drawn by pf.weight among
-    those the layer does not route to and not guessed yet, with the item's row. Returns how many."""
-    n, ng, total = x.n_items[nxt], 0, -1
-    for i in range(n):
-        e = x.items[nxt, i]
-        if rng.random() < pf.recall:
-            x.q_exp[ng], x.q_row[ng], x.q_own[ng] = e, x.rows[nxt, i], True
-            ng += 1
-            continue
-        if total < 0:  # the weight of the experts the layer does not route to (integers: any order is exact)
-            total = 0
-            for j in range(rt.E):
-                total += pf.weight[nxt, j]
-            for k in range(n):
-                x.used_by_next[x.items[nxt, k]] = True
-                total -= pf.weight[nxt, x.items[nxt, k]]
-        if total == 0:
-            continue
-        target, acc, w = np.int64(rng.random() * total), 0, 0
-        for j in range(rt.E):
-            if not x.used_by_next[j]:
-                acc += pf.weight[nxt, j]
-                if acc > target:
-                    w = j
-                    break
-        x.used_by_next[w] = True
-        total -= pf.weight[nxt, w]
-        x.q_exp[ng], x.q_row[ng], x.q_own[ng] = w, x.rows[nxt, i], False
-        ng += 1
-    if total >= 0:
-        for i in range(n):
-            x.used_by_next[x.items[nxt, i]] = False
-        for g in range(ng):
-            x.used_by_next[x.q_exp[g]] = False
-    return ng
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def log_decision(o, gs, layer, e, form, copied):
-    """One prefetch decision into the log, while it has room (simulator.fast.buffers.Out)."""
-    k = o.n_log[0]
-    if k < o.log.shape[0]:
-        o.log[k, 0], o.log[k, 1], o.log[k, 2], o.log[k, 3], o.log[k, 4] = gs, layer, e, form, copied
-        o.n_log[0] = k + 1
-
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def prefetch_layer(rt, tb, c, x, o, rng, pf, nxt, t0, nj, gs):
-    """Stage 3: the prefetch copies for layer `nxt` (the DES's prefetch, simulator.des.moe_layer), appended
-    to x.j_* after the `nj` demand copies: the prefetcher's guesses (recall: drawn now; else the layer's
-    predicted routing, x.p_*), their resident forms refreshed, then their missing entries copied until the
-    next one would exceed the partition. Returns the number of copies."""
-    part = nxt if c.per_layer else 0
-    E = rt.E
-    if pf.mode == RECALL:
-        ng = recall_guesses(rt, x, rng, pf, nxt)
-    else:
-        ng = x.p_n[nxt]
-        for g in range(ng):
-            x.q_exp[g], x.q_row[g], x.q_own[g] = x.p_items[nxt, g], x.p_rows[nxt, g], True
-    budget = c.capacity
-    for g in range(ng):  # what a guess finds resident: refreshed, off the budget
-        e = x.q_exp[g]
-        for form in range(N_FORMS):
-            key = (nxt * E + e) * N_FORMS + form
-            if c.resident[key]:
-                access(c, key, part)
-                budget -= c.key_size[key]
-                log_decision(o, gs, nxt, e, form, 0)
-    for g in range(ng):
-        e = x.q_exp[g]
-        t = resident_row(tb, c, nxt * E + e, x.q_row[g])  # placed at its turn, as the DES places it (a wrong
-        if not (tb.ti[t, GPU] and tb.ti[t, LOOK]):          # guess: its slot's row, its own residency)
-            continue
-        for which in range(2):
-            if which == 1 and not tb.ti[t, FAC]:
-                break
-            form = tb.ti[t, WFORM] if which == 0 else FACTORS
-            key = (nxt * E + e) * N_FORMS + form
-            if c.resident[key]:
-                continue
-            nbytes = c.key_size[key]
-            if nbytes > budget:
-                return nj
-            budget -= nbytes
-            x.j_arr[nj], x.j_wire[nj], x.j_prio[nj], x.j_key[nj] = t0, c.key_wire[key], PREFETCH, key
-            nj += 1
-            _, ev = access(c, key, part)
-            o.totals[EVICTIONS] += ev
-            o.totals[FETCHED_LOWBIT + form] += nbytes
-            o.totals[PREFETCH_BYTES] += nbytes
-            if o.pending[key]:  # copied before, evicted unused
-                o.totals[PREFETCH_WASTED] += nbytes
-            o.pending[key] = True
-            log_decision(o, gs, nxt, e, form, 1)
-    return nj
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
