@@ -26,7 +26,7 @@ learns from it (transitions, recall with calibration_tokens > 0) the timed decod
 sequence inside the prefix is skipped, the one straddling it starts at token N (its positions, hence its
 KV context, go on), later ones are whole (`decode_bounds`). So the timed steps are never calibration data.
 
-What a guess does (simulator.des.moe_layer.MoELayers.prefetch, simulator.fast.prefetch.prefetch_layer): its
+What a guess does (simulator.des.prefetcher.Prefetching.prefetch, simulator.fast.prefetch.prefetch_layer): its
 resident forms are refreshed (as the real cache would on a prefetch that finds them), then its missing
 entries (the forms its placement needs) are copied at prefetch priority and inserted, evicting what the
 cache rule says, until the next copy would exceed the layer's cache partition; a wrong guess's copy

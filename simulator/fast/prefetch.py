@@ -2,7 +2,7 @@
 layer l runs (simulator.prefetch says what each prefetcher knows): recall draws per routed slot (a wrong
 guess by calibration popularity), previous-token and transitions take their predicted routing; each guess
 refreshes what it finds resident and queues the copies of what is missing at prefetch priority, as the DES
-does (simulator.des.moe_layer.MoELayers.prefetch), logging decisions when asked."""
+does (simulator.des.prefetcher.Prefetching.prefetch), logging decisions when asked."""
 
 from __future__ import annotations
 
