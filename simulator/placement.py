@@ -129,13 +129,8 @@ class PlacementTable:
     def ensure(self, codes: np.ndarray) -> None:
         """Table the codes [n] (any order, repeats allowed) that are not tabled yet."""
         codes = np.unique(codes)
-        if self.shared_rows:
-            keys = self._class_key(codes)
-            unseen = np.unique(keys[self.blind[keys] < 0])
-            if len(unseen):
-                rest, r = np.divmod(unseen, self.K)
-                c, t = np.divmod(rest, self.K)
-                self.blind[unseen] = self._rows(self.rep[c], t, r) + self.V * np.arange(len(unseen))
+        if self.shared_rows:  # nothing per code: only the (class, tokens, restored) rows
+            self._blind_rows(self._class_key(codes))
             return
         if len(self.slot):
             new = codes[self.slot[codes] < 0]
@@ -151,19 +146,22 @@ class PlacementTable:
         if not self.sc.policy.expert_blind:
             self._point(new, self._rows(le, tokens, restored) + self.V * np.arange(len(new)))
             return
-        keys = self._class_key(new)                                            # [n] (class, tokens, restored)
-        unseen = np.unique(keys[self._blind_rows(keys) < 0])
+        self._point(new, self._blind_rows(self._class_key(new)))
+
+    def _blind_rows(self, keys: np.ndarray) -> np.ndarray:
+        """First rows [n] of (class, tokens, restored) keys [n], tabling the keys not tabled yet (asked of the
+        policy for one expert of the class)."""
+        def first(keys: np.ndarray) -> np.ndarray:
+            if isinstance(self.blind, dict):
+                return np.fromiter((self.blind.get(k, -1) for k in keys.tolist()), np.int64, len(keys))
+            return self.blind[keys]
+
+        unseen = np.unique(keys[first(keys) < 0])
         if len(unseen):
             rest, r = np.divmod(unseen, self.K)
             c, t = np.divmod(rest, self.K)
             self._set_blind(unseen, self._rows(self.rep[c], t, r) + self.V * np.arange(len(unseen)))
-        self._point(new, self._blind_rows(keys))
-
-    def _blind_rows(self, keys: np.ndarray) -> np.ndarray:
-        """First rows [n] of (class, tokens, restored) keys [n] (-1: none yet)."""
-        if isinstance(self.blind, dict):
-            return np.fromiter((self.blind.get(k, -1) for k in keys.tolist()), np.int64, len(keys))
-        return self.blind[keys]
+        return first(keys)
 
     def _set_blind(self, keys: np.ndarray, rows: np.ndarray) -> None:
         if isinstance(self.blind, dict):
