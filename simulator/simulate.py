@@ -165,8 +165,8 @@ def runtime_fields(spec: RunSpec, system: SystemSpec, runtime: Runtime | None = 
     pf = rt.prefetch
     kind = spec.prefetcher or (pf.kind if pf.kind != "none" else "recall")  # --prefetch on a stack without one
     prefetch = (spec.prefetcher is not None or pf.kind != "none") if spec.prefetch is None else spec.prefetch
-    recall = pf.recall if spec.prefetch_hit_rate is None else spec.prefetch_hit_rate
-    calibration = pf.calibration_tokens if spec.prefetch_calibration_tokens is None else spec.prefetch_calibration_tokens
+    recall = _given(spec.prefetch_hit_rate, pf.recall)
+    calibration = _given(spec.prefetch_calibration_tokens, pf.calibration_tokens)
     if prefetch and kind == "transitions" and not calibration:
         raise UserError("the transitions prefetcher learns from a calibration prefix: give "
                         "--prefetch-calibration-tokens N > 0", source=rt.name, field="prefetch.calibration_tokens")
@@ -177,7 +177,12 @@ def runtime_fields(spec: RunSpec, system: SystemSpec, runtime: Runtime | None = 
             "loads_block_layer": rt.copies.stream == "compute",
             "cache_policy": spec.cache_policy or rt.cache, "prefetch": prefetch, "prefetch_hit_rate": recall,
             "prefetcher": kind, "prefetch_calibration_tokens": calibration,
-            "prefetch_successors": pf.successors if spec.prefetch_successors is None else spec.prefetch_successors}
+            "prefetch_successors": _given(spec.prefetch_successors, pf.successors)}
+
+
+def _given(run_value, profile_value):
+    """A run field overrides the runtime profile's figure when given (not None)."""
+    return profile_value if run_value is None else run_value
 
 
 def pageable_system(system: SystemSpec, runtime: str) -> SystemSpec:
